@@ -1,0 +1,13 @@
+"""xjointseg: 1 m impervious-surface maps from 10 m Sentinel-2, lazily, with xarray and Dask.
+
+``import xjointseg`` registers the ``.isa`` accessor on xarray Datasets and DataArrays.
+"""
+
+__version__ = "0.1.0"
+
+from . import accessor as _accessor  # noqa: E402,F401  (registers .isa)
+from .errors import XJointSegError  # noqa: E402
+from .models import Model, load_model, save_model  # noqa: E402
+from .segment import segment  # noqa: E402
+
+__all__ = ["Model", "XJointSegError", "__version__", "load_model", "save_model", "segment"]

@@ -1,0 +1,39 @@
+"""The ``.isa`` accessor on Dataset and DataArray: stateless, each method a pure function.
+
+Methods are the module-level functions bound to the object, with their real signatures and
+docstrings (``functools.wraps``), so Jupyter's Shift-Tab shows every parameter.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import xarray as xr
+
+from .segment import segment
+
+
+def _bind(func: Callable) -> Callable:
+    @functools.wraps(func)
+    def method(self, *args, **kwargs):
+        return func(self._obj, *args, **kwargs)
+
+    return method
+
+
+class _ISAAccessor:
+    def __init__(self, obj: xr.Dataset | xr.DataArray) -> None:
+        self._obj = obj
+
+    segment = _bind(segment)
+
+
+@xr.register_dataset_accessor("isa")
+class ISADatasetAccessor(_ISAAccessor):
+    """``ds.isa``: impervious-surface mapping on a Dataset of Sentinel-2 bands."""
+
+
+@xr.register_dataarray_accessor("isa")
+class ISADataArrayAccessor(_ISAAccessor):
+    """``da.isa``: impervious-surface mapping on a DataArray (bands, or an ISA map)."""

@@ -1,0 +1,5 @@
+"""Networks, weights and model loading."""
+
+from .model import Model, ModelRef, load_model, registered_models, save_model
+
+__all__ = ["Model", "ModelRef", "load_model", "registered_models", "save_model"]

@@ -1,0 +1,57 @@
+"""A tiny network with a known receptive field, for tests, examples and engine benchmarks.
+
+``depth`` 3x3 convolutions (tanh) at 10 m, nearest-neighbour x10 up-sampling, one 3x3
+convolution at 1 m. It obeys the full :class:`ISANetwork` contract, so the engine cannot tell
+it from JointSeg, but it has not been trained: its masks mean nothing.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import ISANetwork, Span, crop
+
+
+class ToyNet(ISANetwork):
+    arch = "toy"
+
+    def __init__(
+        self,
+        *,
+        in_bands: int = 3,
+        depth: int = 2,
+        width: int = 8,
+        seed: int = 0,
+        band_mean: list[float] | None = None,
+        band_std: list[float] | None = None,
+    ) -> None:
+        super().__init__(in_bands, band_mean, band_std)
+        self.config.update(
+            depth=depth, width=width, seed=seed, band_mean=band_mean, band_std=band_std
+        )
+        gen = torch.Generator().manual_seed(seed)
+        chans = [in_bands] + [width] * depth
+        self.body = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(chans, chans[1:]))
+        self.head = nn.Conv2d(width, 1, 3, padding=1)
+        with torch.no_grad():  # seeded init: the same config gives the same network
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+
+    def input_span(self, out: Span) -> Span:
+        s = out.conv(3).nearest_up(self.scale)
+        for _ in self.body:
+            s = s.conv(3)
+        return s
+
+    def forward(self, x: torch.Tensor, margin: int = 0) -> dict[str, torch.Tensor | None]:
+        f = self.normalize(x)
+        for conv in self.body:
+            f = torch.tanh(conv(f))
+        need = Span(0, self.scale - 1).conv(3).nearest_up(self.scale).radius()
+        f = crop(f, margin - need)  # keep only the context the 1 m layer reads
+        keep = min(margin, need)
+        f = F.interpolate(f, scale_factor=self.scale, mode="nearest")
+        logits = crop(self.head(f), keep * self.scale)
+        return {"logits": logits, "sr": None}

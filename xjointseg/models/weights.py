@@ -1,0 +1,151 @@
+"""The weights file format: one safetensors file whose header carries JSON metadata.
+
+Tensors are stored with :mod:`safetensors` (no pickle: loading a file never runs code).
+The header's ``__metadata__`` holds one key, ``"xjointseg"``, a JSON document with what is
+needed to rebuild and describe the network::
+
+    {"format": 1, "arch": "jointseg", "config": {...}, "name": "jointseg",
+     "bands": ["B04", "B03", "B02"], "scale": 10, "library_version": "0.1.0",
+     "training": {...}, "metrics": {...}}
+
+The checksum of a weights file is the sha256 of its bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ..errors import WeightsError
+from .base import ISANetwork
+
+FORMAT_VERSION = 1
+METADATA_KEY = "xjointseg"
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    """A weights file read from disk and verified: tensors, metadata and checksum."""
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, Any]
+    sha256: str
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_weights(
+    network: ISANetwork,
+    path: str | Path,
+    *,
+    name: str,
+    bands: tuple[str, ...] | list[str],
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Write ``network`` to ``path`` as safetensors + JSON metadata; return the sha256.
+
+    ``extra`` is merged into the metadata (e.g. ``{"training": ..., "metrics": ...}``).
+
+    Examples
+    --------
+    >>> from xjointseg.testing import ToyNet
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "toy.safetensors")
+    >>> len(save_weights(ToyNet(in_bands=3), path, name="toy", bands=["B04", "B03", "B02"]))
+    64
+    """
+    from .. import __version__
+
+    if len(bands) != network.in_bands:
+        raise WeightsError(
+            f"{len(bands)} band names given for a network with {network.in_bands} input bands"
+        )
+    meta = {
+        "format": FORMAT_VERSION,
+        "arch": network.arch,
+        "config": network.config,
+        "name": name,
+        "bands": list(bands),
+        "scale": network.scale,
+        "library_version": __version__,
+        **(extra or {}),
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
+    data = st_save(tensors, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_bytes(data)
+    tmp.replace(path)  # never leave a half-written weights file under the final name
+    return sha256_bytes(data)
+
+
+def read_weights(path: str | Path, expected_sha256: str | None = None) -> WeightsFile:
+    """Read and verify a weights file. Raises :class:`WeightsError` on any problem."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise WeightsError(f"cannot read weights file {path}: {exc}") from exc
+    digest = sha256_bytes(data)
+    if expected_sha256 is not None and digest != expected_sha256.lower():
+        raise WeightsError(
+            f"checksum mismatch for {path}: expected sha256 {expected_sha256}, file has "
+            f"{digest}. The file is corrupt or is not the one you meant: download it again."
+        )
+    try:
+        tensors = st_load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        header = json.loads(data[8 : 8 + header_len])
+        meta = json.loads(header["__metadata__"][METADATA_KEY])
+    except (SafetensorError, ValueError, KeyError, TypeError, OSError) as exc:
+        raise WeightsError(
+            f"{path} is not an xjointseg weights file (safetensors with xjointseg metadata): "
+            f"{exc}. Save weights with xjointseg.save_model()."
+        ) from exc
+    for key in ("arch", "config", "name", "bands"):
+        if key not in meta:
+            raise WeightsError(f"{path}: metadata lacks '{key}'; the file is incomplete")
+    if meta.get("format", 0) > FORMAT_VERSION:
+        raise WeightsError(
+            f"{path} uses weights format {meta['format']}, newer than this xjointseg "
+            f"understands ({FORMAT_VERSION}): upgrade xjointseg"
+        )
+    return WeightsFile(tensors=tensors, metadata=meta, sha256=digest)
+
+
+def build_from_weights(weights: WeightsFile, architectures: dict[str, type]) -> ISANetwork:
+    """Instantiate the network described by the metadata and load its tensors strictly."""
+    meta = weights.metadata
+    cls = architectures.get(meta["arch"])
+    if cls is None:
+        raise WeightsError(
+            f"weights are for architecture '{meta['arch']}', unknown to this xjointseg "
+            f"(known: {sorted(architectures)}); upgrade xjointseg or check the file"
+        )
+    try:
+        network = cls(**meta["config"])
+    except TypeError as exc:
+        raise WeightsError(f"weights config does not fit architecture '{meta['arch']}': {exc}")
+    try:
+        network.load_state_dict(weights.tensors, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise WeightsError(
+            f"the tensors do not match architecture '{meta['arch']}' with config "
+            f"{meta['config']}: {first}"
+        ) from exc
+    if len(meta["bands"]) != network.in_bands:
+        raise WeightsError(
+            f"metadata names {len(meta['bands'])} bands for a network with {network.in_bands}"
+        )
+    return network.eval()
