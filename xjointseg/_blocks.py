@@ -106,7 +106,9 @@ def segment_window(
                     y_a - (w.y0 - w.top) : y_b - (w.y0 - w.top),
                     x_a - (w.x0 - w.left) : x_b - (w.x0 - w.left),
                 ]
-                buf[:, y_a - (oy - halo) : y_b - (oy - halo), x_a - (ox - halo) : x_b - (ox - halo)] = src
+                buf[
+                    :, y_a - (oy - halo) : y_b - (oy - halo), x_a - (ox - halo) : x_b - (ox - halo)
+                ] = src
             jobs.append((buf, (oy, ox)))
 
     for start in range(0, len(jobs), batch_size):

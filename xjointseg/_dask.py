@@ -98,6 +98,7 @@ def segment_array(
     halo: int,
     nodata: Sequence[float | None],
     batch_size: int,
+    device: str | None = None,
 ) -> da.Array:
     """Lazy ``(time, scale*y, scale*x)`` segmentation of a ``(time, band, y, x)`` dask array.
 
@@ -125,7 +126,7 @@ def segment_array(
         chunks=(arr.chunks[0], tuple(c * s for c in y_chunks), tuple(c * s for c in x_chunks)),
         dtype=dtype,
         meta=np.empty((0, 0, 0), dtype=dtype),
-        model_ref=model.ref(),
+        model_ref=model.ref(device),
         kind=output,
         tile=tile,
         halo=halo,

@@ -7,6 +7,7 @@ docstrings (``functools.wraps``), so Jupyter's Shift-Tab shows every parameter.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 
 import xarray as xr
@@ -15,10 +16,15 @@ from .segment import segment
 
 
 def _bind(func: Callable) -> Callable:
+    """Make ``func(obj, ...)`` a method whose visible signature drops ``obj``."""
+
     @functools.wraps(func)
     def method(self, *args, **kwargs):
         return func(self._obj, *args, **kwargs)
 
+    sig = inspect.signature(func)
+    params = list(sig.parameters.values())
+    method.__signature__ = sig.replace(parameters=[params[0].replace(name="self"), *params[1:]])
     return method
 
 

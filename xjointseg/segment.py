@@ -64,7 +64,11 @@ def _find(band: str, available: Sequence[Hashable]) -> Hashable | None:
 
 
 def _nodata_of(var: xr.DataArray) -> float | None:
-    for value in (var.attrs.get("nodata"), var.encoding.get("_FillValue"), var.attrs.get("_FillValue")):
+    for value in (
+        var.attrs.get("nodata"),
+        var.encoding.get("_FillValue"),
+        var.attrs.get("_FillValue"),
+    ):
         if value is not None:
             return float(value)
     return None
@@ -91,7 +95,11 @@ def _stack_bands(obj: xr.Dataset | xr.DataArray, bands: Sequence[str]):
     if not isinstance(obj, xr.DataArray):
         raise DimensionError(f"segment takes an xarray Dataset or DataArray, not {type(obj)}")
     if "band" not in obj.dims:
-        lookalike = [d for d in obj.dims if str(d).lower() in ("bands", "channel", "channels", "b", "variable", "spectral")]
+        lookalike = [
+            d
+            for d in obj.dims
+            if str(d).lower() in ("bands", "channel", "channels", "b", "variable", "spectral")
+        ]
         hint = f" Rename it: da.rename({{'{lookalike[0]}': 'band'}})." if lookalike else ""
         raise DimensionError(
             f"a DataArray needs a 'band' dimension holding the bands {tuple(bands)}; "
@@ -175,7 +183,9 @@ def _check_dtype(arr: xr.DataArray) -> None:
 def _model_block_params(model: Model, tile: int | None, halo: int | None):
     tile = DEFAULT_TILE if tile is None else int(tile)
     if tile < 1 or tile % model.align:
-        raise OptionError(f"tile={tile} must be a positive multiple of the model's align ({model.align})")
+        raise OptionError(
+            f"tile={tile} must be a positive multiple of the model's align ({model.align})"
+        )
     halo = model.halo if halo is None else int(halo)
     if halo < 0:
         raise OptionError(f"halo must be >= 0, got {halo}")
@@ -272,7 +282,14 @@ def segment(
     ]
     data = data.rechunk((1, -1, *plan))
     result = segment_array(
-        data, model=m, output=output, tile=tile, halo=halo, nodata=nodata, batch_size=batch_size
+        data,
+        model=m,
+        output=output,
+        tile=tile,
+        halo=halo,
+        nodata=nodata,
+        batch_size=batch_size,
+        device=device,  # resolved on each worker: "auto" picks that worker's GPU
     )
     if not others:
         result = result[0]

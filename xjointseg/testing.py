@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .models.model import Model, load_model, save_model
+from .models.model import Model, save_model
 from .models.toy import ToyNet
 
 BANDS_RGB = ("B04", "B03", "B02")

@@ -53,7 +53,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise OptionError(f"device {device!r} is not a torch device: use 'auto', 'cpu', 'cuda'")
+        raise OptionError(
+            f"device {device!r} is not a torch device: use 'auto', 'cpu', 'cuda'"
+        ) from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise OptionError(f"device {device!r} asked for, but torch sees no CUDA GPU: use 'cpu'")
     return dev
@@ -137,9 +139,15 @@ class Model:
         """Per-band DN that stands in for missing input: the normalisation mean (-> 0)."""
         return self.network.band_mean.detach().float().cpu().numpy().reshape(-1)
 
-    def ref(self) -> ModelRef:
-        """A small, picklable reference that reloads this model in any process."""
-        return ModelRef(source=self.source, sha256=self.sha256, device=str(self.device), model=self)
+    def ref(self, device: str | None = None) -> ModelRef:
+        """A small, picklable reference that reloads this model in any process.
+
+        ``device`` is resolved where the model is loaded (``"auto"``: each Dask worker picks
+        its own GPU, or the CPU); by default, this model's device.
+        """
+        return ModelRef(
+            source=self.source, sha256=self.sha256, device=device or str(self.device), model=self
+        )
 
     def predict(
         self, batch: np.ndarray, *, output: OutputKind = "mask", margin: int = 0
@@ -252,7 +260,11 @@ def _download(url: str, sha256: str) -> Path:
 
 
 def _resolve(name_or_path: str | os.PathLike, sha256: str | None) -> tuple[Path, str | None]:
-    """Map a name, path or URL to a local file and the checksum it must have."""
+    """Map a name, path or URL to a local file and the checksum it must have.
+
+    Registered names come with their checksum, so a bundled file that was altered (or
+    replaced by weights of another architecture) fails verification.
+    """
     text = str(name_or_path)
     registry = registered_models()
     if text in registry:

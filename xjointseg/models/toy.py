@@ -33,7 +33,9 @@ class ToyNet(ISANetwork):
         )
         gen = torch.Generator().manual_seed(seed)
         chans = [in_bands] + [width] * depth
-        self.body = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in zip(chans, chans[1:]))
+        self.body = nn.ModuleList(
+            nn.Conv2d(a, b, 3, padding=1) for a, b in zip(chans[:-1], chans[1:], strict=True)
+        )
         self.head = nn.Conv2d(width, 1, 3, padding=1)
         with torch.no_grad():  # seeded init: the same config gives the same network
             for p in self.parameters():

@@ -135,7 +135,9 @@ def build_from_weights(weights: WeightsFile, architectures: dict[str, type]) -> 
     try:
         network = cls(**meta["config"])
     except TypeError as exc:
-        raise WeightsError(f"weights config does not fit architecture '{meta['arch']}': {exc}")
+        raise WeightsError(
+            f"weights config does not fit architecture '{meta['arch']}': {exc}"
+        ) from exc
     try:
         network.load_state_dict(weights.tensors, strict=True)
     except RuntimeError as exc:

@@ -1,0 +1,152 @@
+"""Scale-out benchmark: worker processes, graph size, and (when present) GPU throughput.
+
+Prints, from one run:
+
+* wall time of ``segment(...).compute()`` on a ``LocalCluster`` of 1 and of 2 worker processes
+  (one thread each; target speed-up >= 1.7 on a 2-core machine);
+* the pickled size of the task graph against the number of blocks (it must not grow with the
+  model: tasks carry a model reference, not the weights);
+* with a CUDA GPU: km2/s of 1 m output and achieved TFLOP/s in fp32 and bf16, the bf16/fp32
+  mask agreement, and the projection for the Yangtze River Economic Belt (2.2 million km2)
+  on 1, 8 and 64 GPUs.
+
+Usage: ``python benchmarks/bench_scale.py [--size 512] [--model lite]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import tempfile
+import time
+from pathlib import Path
+
+import dask.array as da
+
+import xjointseg
+import xjointseg.distributed
+from xjointseg.testing import synthetic_scene
+
+YREB_KM2 = 2.2e6
+
+
+def build_weights(kind: str, folder: Path) -> Path:
+    from xjointseg.models.architectures import build_network, default_config
+    from xjointseg.models.toy import ToyNet
+
+    if kind == "toy":
+        net = ToyNet(in_bands=3, depth=3)
+    else:
+        net = build_network("jointseg", **default_config("jointseg", kind))
+    path = folder / f"{kind}.safetensors"
+    xjointseg.save_model(net, path, name=f"bench-{kind}", bands=("B04", "B03", "B02"))
+    return path
+
+
+def time_cluster(ds, weights: Path, n_workers: int) -> float:
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(
+            n_workers=n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        xjointseg.distributed.register_model(client, weights, device="cpu")
+        isa = ds.isa.segment(model=str(weights), device="cpu", chunks=256)
+        client.compute(isa.isel(x=slice(0, 10))).result()  # warm the workers
+        start = time.perf_counter()
+        client.compute(isa).result()
+        return time.perf_counter() - start
+
+
+def graph_bytes(weights: Path, blocks_per_side: int) -> int:
+    n = 16 * blocks_per_side
+    data = da.random.default_rng(0).uniform(200, 3000, (3, n, n), chunks=(3, 16, 16))
+    ds = synthetic_scene(n, n)
+    arr = ds[["B04", "B03", "B02"]].to_dataarray("band").copy(data=data)
+    isa = arr.isa.segment(model=str(weights), tile=16, chunks="keep", device="cpu")
+    return len(pickle.dumps(dict(isa.__dask_graph__())))
+
+
+def gpu_section(kind: str) -> None:
+    import torch
+    from xjointseg.models.flops import count_macs
+
+    from xjointseg.models.architectures import build_network, default_config
+
+    net = build_network("jointseg", **default_config("jointseg", kind)).cuda().eval()
+    net = net.to(memory_format=torch.channels_last)
+    tile, batch = 256, 8
+    halo = net.halo
+    x = torch.rand(batch, 3, tile + 2 * halo, tile + 2 * halo, device="cuda") * 3000
+    macs = count_macs(net.cpu(), tile + 2 * halo, tile + 2 * halo, margin=halo)
+    net.cuda()
+    km2 = batch * (tile * 10 / 1000) ** 2
+    print("\n| GPU precision | km2/s of 1 m output | TFLOP/s | YREB hours on 1 / 8 / 64 GPUs |")
+    print("|---|---|---|---|")
+    masks = {}
+    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
+        with (
+            torch.inference_mode(),
+            torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None),
+        ):
+            for _ in range(3):
+                net.segment_logits(x, halo)
+            torch.cuda.synchronize()
+            start, reps = time.perf_counter(), 10
+            for _ in range(reps):
+                logits = net.segment_logits(x, halo)
+            torch.cuda.synchronize()
+            sec = (time.perf_counter() - start) / reps
+        masks[name] = (logits >= 0).cpu().numpy()
+        rate = km2 / sec
+        hours = [YREB_KM2 / rate / 3600 / g for g in (1, 8, 64)]
+        print(
+            f"| {name} | {rate:.1f} | {2 * macs * batch / sec / 1e12:.1f} | "
+            + " / ".join(f"{h:.2f}" for h in hours)
+            + " |"
+        )
+    agree = float((masks["fp32"] == masks["bf16"]).mean())
+    print(f"\nbf16 vs fp32 mask agreement on random input: {agree * 100:.3f} %")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=512, help="scene side in 10 m pixels")
+    parser.add_argument("--model", default="lite", help="lite, paper or toy")
+    args = parser.parse_args()
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = build_weights(args.model, Path(tmp))
+        ds = synthetic_scene(args.size, args.size, seed=0)
+        one = time_cluster(ds, weights, 1)
+        two = time_cluster(ds, weights, 2)
+        sizes = [(b * b, graph_bytes(weights, b)) for b in (4, 10, 20)]
+    km2 = (args.size * 10 / 1000) ** 2
+    print(
+        f"\nscale benchmark: model '{args.model}', {args.size} x {args.size} px scene "
+        f"({km2:.0f} km2), {os.cpu_count()} CPUs, torch {torch.__version__}\n"
+    )
+    print("| LocalCluster | seconds | km2/s of 1 m output |")
+    print("|---|---|---|")
+    for n, sec in ((1, one), (2, two)):
+        print(
+            f"| {n} worker process{'es' if n > 1 else ''} x 1 thread | {sec:.1f} | "
+            f"{km2 / sec:.3f} |"
+        )
+    print(f"\nspeed-up 2 vs 1 workers = {one / two:.2f} (target >= 1.7)\n")
+    print("| blocks | pickled graph bytes | bytes per block |")
+    print("|---|---|---|")
+    for blocks, size in sizes:
+        print(f"| {blocks} | {size:,} | {size / blocks:,.0f} |")
+    if torch.cuda.is_available():
+        gpu_section(args.model if args.model != "toy" else "lite")
+    else:
+        print("\nno CUDA GPU here: the GPU rows (km2/s, TFLOP/s, bf16 agreement) were not measured")
+
+
+if __name__ == "__main__":
+    main()

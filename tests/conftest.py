@@ -1,0 +1,24 @@
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+settings.register_profile("default", max_examples=20, deadline=None)
+settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") else "default")
+
+warnings.filterwarnings("ignore", category=PendingDeprecationWarning)
+
+SHARED_DATA = (
+    Path(os.environ.get("XJOINTSEG_SHARED", Path(__file__).parents[2] / "shared")) / "data"
+)
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared/data, or skip the test (a user's clone has no ../shared)."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} (the ../shared folder beside the repo)")
+    return path

@@ -1,0 +1,3 @@
+"""Architectures by name (placeholder until the networks land)."""
+
+ARCHITECTURES: dict[str, type] = {}
