@@ -7,6 +7,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+from conftest import shared_path
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -239,3 +240,26 @@ def test_band_order_in_dataarray_does_not_matter():
     np.testing.assert_array_equal(
         arr.isa.segment(model=MODEL, tile=TILE).values, whole_pass(SCENE_2D)
     )
+
+
+# --- a real scene -----------------------------------------------------------------------
+
+
+def test_real_sentinel2_scene_loaded_with_odc_stac_end_to_end():
+    import odc.stac
+    import pystac
+
+    item = pystac.Item.from_file(shared_path("s2", "havelland_T33UUU_20170216_L1C", "item.json"))
+    ds = odc.stac.load(
+        [item], bands=["red", "green", "blue"], chunks={"x": 128, "y": 128}, resolution=10
+    ).isel(x=slice(200, 392), y=slice(400, 560))
+    isa = ds.isa.segment(model=MODEL, tile=32)
+    assert isa.dims == ("time", "y", "x") and isa.shape == (1, 1600, 1920)
+    assert isa.odc.crs == "EPSG:32633"
+    assert isa.odc.geobox.extent.boundingbox == ds.odc.geobox.extent.boundingbox
+    got = isa.values
+    whole = ds.compute().isa.segment(model=MODEL, tile=32, chunks=100_000).values
+    np.testing.assert_array_equal(got, whole)
+    valid = (ds.red.values > 0) & (ds.green.values > 0) & (ds.blue.values > 0)
+    expect_nodata = np.repeat(np.repeat(~valid, 10, axis=1), 10, axis=2)
+    np.testing.assert_array_equal(got == 255, expect_nodata)

@@ -1,0 +1,121 @@
+"""The Sentinel-2 simulator: geometry, units, PSF fit, and the training datasets' rules."""
+
+import numpy as np
+import pytest
+from conftest import shared_path
+
+from xjointseg.errors import InputError
+from xjointseg.training.datasets import (
+    IGNORE,
+    WEAK_NEGATIVE,
+    Scene,
+    TrainingDataError,
+    load_dubai,
+    load_massachusetts,
+    split_by_place,
+)
+from xjointseg.training.simulate import psf_sigma, simulate_sentinel2, srgb_to_linear
+
+
+def test_bright_point_lands_in_its_10m_pixel():
+    img = np.zeros((100, 100, 3), np.uint8)
+    img[47, 63] = 255  # 1 m pixel (47, 63) lies in 10 m pixel (4, 6)
+    lr = simulate_sentinel2(img, noise_dn=0)
+    assert lr.shape == (3, 10, 10)
+    assert np.unravel_index(np.argmax(lr[0]), lr[0].shape) == (4, 6)
+
+
+def test_units_are_l2a_dn():
+    white = np.full((20, 20, 3), 255, np.uint8)
+    lr = simulate_sentinel2(white, noise_dn=0, gain=0.4)
+    np.testing.assert_allclose(lr, 4000)  # linear 1.0 x gain 0.4 = reflectance 0.4 = 4000 DN
+    black = simulate_sentinel2(np.zeros((20, 20, 3), np.uint8), noise_dn=0, offset=0.02)
+    np.testing.assert_allclose(black, 200)
+
+
+def test_srgb_curve_round_numbers():
+    np.testing.assert_allclose(srgb_to_linear(np.array([0.0, 1.0])), [0.0, 1.0])
+    assert abs(float(srgb_to_linear(np.array(0.5))) - 0.214) < 1e-3
+
+
+def test_psf_matches_mtf_at_nyquist():
+    # the Gaussian x pixel-box MTF at f = 0.5 must equal the requested value
+    for mtf in (0.15, 0.25, 0.3):
+        s = psf_sigma(mtf)
+        assert abs(np.exp(-2 * np.pi**2 * s**2 * 0.25) * (2 / np.pi) - mtf) < 1e-9
+    with pytest.raises(InputError):
+        psf_sigma(0.9)
+
+
+def test_blur_spreads_a_point_to_neighbours_but_conserves_energy():
+    img = np.zeros((100, 100, 3), np.uint8)
+    img[45, 45] = 255
+    lr = simulate_sentinel2(img, noise_dn=0, mtf_nyquist=0.15)
+    assert lr[0, 4, 3] > 1 and lr[0, 4, 4] > lr[0, 4, 3]
+    sharp = simulate_sentinel2(img, noise_dn=0, mtf_nyquist=0.3)
+    assert sharp[0, 4, 4] > lr[0, 4, 4]
+
+
+def test_gsd_resampling_and_size_checks():
+    img = np.full((50, 50, 3), 100, np.uint8)
+    assert simulate_sentinel2(img, gsd=2.0, noise_dn=0).shape == (3, 10, 10)
+    with pytest.raises(InputError, match="multiple of 10"):
+        simulate_sentinel2(np.zeros((15, 20, 3), np.uint8))
+    with pytest.raises(InputError, match="uint8"):
+        simulate_sentinel2(np.zeros((20, 20), np.uint8))
+
+
+def test_return_hr_gives_the_sr_target_in_the_same_units():
+    img = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    lr, hr = simulate_sentinel2(img, noise_dn=0, mtf_nyquist=0.3, return_hr=True)
+    assert hr.shape == (3, 40, 40)
+    # integrating the 1 m target gives the 10 m input up to the blur
+    assert abs(hr.mean() - lr.mean()) / hr.mean() < 0.02
+
+
+def test_augmentation_changes_radiometry_reproducibly():
+    img = np.full((20, 20, 3), 128, np.uint8)
+    a = simulate_sentinel2(img, augment=True, rng=1)
+    b = simulate_sentinel2(img, augment=True, rng=1)
+    c = simulate_sentinel2(img, augment=True, rng=2)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_scene_rules():
+    label = np.zeros((20, 20), np.uint8)
+    with pytest.raises(TrainingDataError, match="differ in size"):
+        Scene("x", "p", label, hr=np.zeros((30, 20, 3), np.uint8))
+    with pytest.raises(TrainingDataError, match="codes"):
+        Scene("x", "p", np.full((20, 20), 7, np.uint8), hr=np.zeros((20, 20, 3), np.uint8))
+    s = Scene("x", "p", label, hr=np.zeros((20, 20, 3), np.uint8))
+    with pytest.raises(TrainingDataError, match="at least one"):
+        split_by_place([s], ["elsewhere"])
+
+
+def test_unreadable_image(tmp_path):
+    (tmp_path / "tile1" / "images").mkdir(parents=True)
+    (tmp_path / "tile1" / "masks").mkdir()
+    (tmp_path / "classes.json").write_text(
+        '{"classes": {"road": [1, 2, 3]}, "isa": ["road"], "not_isa": []}'
+    )
+    (tmp_path / "tile1" / "images" / "a.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "tile1" / "masks" / "a.png").write_bytes(b"not a png")
+    with pytest.raises(TrainingDataError, match="cannot read image"):
+        load_dubai(tmp_path)
+
+
+def test_real_dubai_labels_follow_the_colour_table():
+    scenes = load_dubai(shared_path("hr", "dubai"))
+    assert len({s.place for s in scenes}) == 7
+    codes = set(np.unique(np.concatenate([s.label.ravel() for s in scenes])).tolist())
+    assert codes == {0, 1, IGNORE}
+    assert all(s.label.shape[0] % 10 == 0 and s.label.shape[1] % 10 == 0 for s in scenes)
+
+
+def test_real_massachusetts_unknown_pixels_are_weak_and_white_is_ignored():
+    scenes = load_massachusetts(shared_path("hr", "massachusetts_roads"))
+    s = scenes[0]
+    assert set(np.unique(s.label).tolist()) <= {1, WEAK_NEGATIVE, IGNORE}
+    white = (s.hr == 255).all(-1)
+    assert (s.label[white] == IGNORE).all()

@@ -1,0 +1,176 @@
+"""Training material: high-resolution images with 1 m ISA labels, and crops for training.
+
+A :class:`Scene` is one place: a 1 m RGB image (the super-resolution target, from which the
+10 m input is simulated) and its labels (0 not ISA, 1 ISA, 255 ignore), or a real 10 m
+Sentinel-2 input with 1 m labels (then there is no super-resolution target). Validation is
+split by place — whole scenes are held out — never by crops of the same scene.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import XJointSegError
+
+IGNORE = 255
+WEAK_NEGATIVE = 2  # unlabelled, probably not ISA: a negative with a small loss weight
+SCALE = 10
+
+
+class TrainingDataError(XJointSegError, ValueError):
+    """Training images or labels are unreadable, inconsistent, or filtered away entirely."""
+
+
+@dataclass
+class Scene:
+    """One place: ``hr`` (H, W, 3) uint8 sRGB at 1 m and/or ``lr`` (3, H/10, W/10) DN, and
+    ``label`` (H, W) uint8: 0 not ISA, 1 ISA, 2 weak negative, 255 ignore. H and W are
+    multiples of 10."""
+
+    name: str
+    place: str
+    label: np.ndarray
+    hr: np.ndarray | None = None
+    lr: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        h, w = self.label.shape
+        if h % SCALE or w % SCALE:
+            raise TrainingDataError(f"{self.name}: label size {h}x{w} is not a multiple of 10")
+        if self.hr is not None and self.hr.shape[:2] != (h, w):
+            raise TrainingDataError(
+                f"{self.name}: image {self.hr.shape[:2]} and label {(h, w)} differ in size"
+            )
+        if self.lr is not None and self.lr.shape[1:] != (h // SCALE, w // SCALE):
+            raise TrainingDataError(
+                f"{self.name}: 10 m input {self.lr.shape[1:]} does not match 1 m label {(h, w)}"
+            )
+        codes = set(np.unique(self.label).tolist()) - {0, 1, WEAK_NEGATIVE, IGNORE}
+        if codes:
+            raise TrainingDataError(f"{self.name}: label codes {sorted(codes)} are not 0/1/2/255")
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError) as exc:
+        raise TrainingDataError(f"cannot read image {path}: {exc}") from exc
+
+
+def _crop10(*arrays: np.ndarray) -> list[np.ndarray]:
+    """Crop arrays (1 m, same height/width) to a multiple of 10 px per side."""
+    h, w = arrays[0].shape[:2]
+    return [a[: h - h % SCALE, : w - w % SCALE] for a in arrays]
+
+
+def load_dubai(root: str | Path) -> list[Scene]:
+    """The Dubai aerial set: ISA = building + road; land, vegetation, water are not ISA;
+    'unlabeled' and any other colour are ignored. Places are the folders ``tile1..tile7``."""
+    root = Path(root)
+    spec = json.loads((root / "classes.json").read_text())
+    colours = {name: tuple(rgb) for name, rgb in spec["classes"].items()}
+    scenes = []
+    for image in sorted(root.glob("tile*/images/*.jpg")):
+        mask_path = image.parent.parent / "masks" / (image.stem + ".png")
+        rgb, mask = _read_rgb(image), _read_rgb(mask_path)
+        if rgb.shape != mask.shape:
+            raise TrainingDataError(f"{image}: image {rgb.shape} and mask {mask.shape} differ")
+        label = np.full(mask.shape[:2], IGNORE, np.uint8)
+        for name in spec["isa"]:
+            label[(mask == colours[name]).all(-1)] = 1
+        for name in spec["not_isa"]:
+            label[(mask == colours[name]).all(-1)] = 0
+        rgb, label = _crop10(rgb, label)
+        scenes.append(
+            Scene(
+                f"dubai/{image.parent.parent.name}/{image.stem}",
+                f"dubai/{image.parent.parent.name}",
+                label,
+                hr=rgb,
+            )
+        )
+    if not scenes:
+        raise TrainingDataError(f"no Dubai images found under {root}")
+    return scenes
+
+
+def load_massachusetts(root: str | Path) -> list[Scene]:
+    """Massachusetts roads: road = ISA; every other pixel is *unknown* (buildings are not
+    labelled), so it is a weak negative — a small loss weight, never counted in metrics —
+    not a clean one; pure white image pixels are no-data and ignored. Each 1500 x 1500 tile
+    is its own place."""
+    root = Path(root)
+    scenes = []
+    for image in sorted((root / "images").glob("*.png")):
+        rgb = _read_rgb(image)
+        mask = np.asarray(_read_rgb(root / "masks" / image.name))[..., 0]
+        label = np.where(mask > 127, 1, WEAK_NEGATIVE).astype(np.uint8)
+        label[(rgb == 255).all(-1)] = IGNORE
+        rgb, label = _crop10(rgb, label)
+        scenes.append(
+            Scene(f"massachusetts/{image.stem}", f"massachusetts/{image.stem}", label, hr=rgb)
+        )
+    if not scenes:
+        raise TrainingDataError(f"no Massachusetts images found under {root}")
+    return scenes
+
+
+def load_geotiff_scene(
+    labels: str | Path,
+    *,
+    image: str | Path | None = None,
+    sentinel2: str | Path | None = None,
+    place: str | None = None,
+    isa_values: Sequence[int] = (1,),
+    ignore_values: Sequence[int] = (IGNORE,),
+) -> Scene:
+    """A user's own scene from GeoTIFFs: 1 m labels plus a 1 m RGB image (simulated input),
+    a real 10 m Sentinel-2 image (bands B04, B03, B02 in DN), or both (a triple).
+
+    Label pixels in ``isa_values`` are ISA, in ``ignore_values`` ignored, all others not ISA.
+    """
+    import rasterio
+
+    if image is None and sentinel2 is None:
+        raise TrainingDataError("give the 1 m image, the 10 m Sentinel-2 image, or both")
+    try:
+        with rasterio.open(labels) as src:
+            raw = src.read(1)
+        hr = lr = None
+        if image is not None:
+            with rasterio.open(image) as src:
+                hr = np.moveaxis(src.read([1, 2, 3]), 0, -1)
+            if hr.dtype != np.uint8:
+                raise TrainingDataError(f"{image}: the 1 m image must be 8-bit RGB, got {hr.dtype}")
+        if sentinel2 is not None:
+            with rasterio.open(sentinel2) as src:
+                lr = src.read([1, 2, 3]).astype(np.float32)
+    except rasterio.errors.RasterioIOError as exc:
+        raise TrainingDataError(f"cannot read GeoTIFF: {exc}") from exc
+    label = np.zeros(raw.shape, np.uint8)
+    label[np.isin(raw, isa_values)] = 1
+    label[np.isin(raw, ignore_values)] = IGNORE
+    name = Path(labels).stem
+    return Scene(name, place or name, label, hr=hr, lr=lr)
+
+
+def split_by_place(
+    scenes: list[Scene], val_places: Sequence[str]
+) -> tuple[list[Scene], list[Scene]]:
+    """Hold out whole places; raise if either side ends up empty."""
+    val = [s for s in scenes if s.place in set(val_places)]
+    train = [s for s in scenes if s.place not in set(val_places)]
+    if not train or not val:
+        raise TrainingDataError(
+            f"splitting by places {list(val_places)} leaves {len(train)} training and "
+            f"{len(val)} validation scenes; both need at least one"
+        )
+    return train, val
