@@ -150,7 +150,12 @@ class Model:
         )
 
     def predict(
-        self, batch: np.ndarray, *, output: OutputKind = "mask", margin: int = 0
+        self,
+        batch: np.ndarray,
+        *,
+        output: OutputKind = "mask",
+        margin: int = 0,
+        precision: Literal["auto", "fp32", "bf16"] = "auto",
     ) -> np.ndarray:
         """Segment a batch of tiles.
 
@@ -163,6 +168,8 @@ class Model:
             uint8 crosses back); ``"probability"``: float32 in [0, 1].
         margin : int
             Input pixels of context on each side; outputs cover the centre only.
+        precision : {"auto", "fp32", "bf16"}
+            ``"auto"``: bf16 autocast on GPU (tensor cores), fp32 on CPU.
 
         Returns
         -------
@@ -196,9 +203,12 @@ class Model:
             x = x.pin_memory().to(self.device, non_blocking=True)
         else:
             x = x.contiguous(memory_format=torch.channels_last)
+        if precision not in ("auto", "fp32", "bf16"):
+            raise OptionError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
+        bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
         autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16)
-            if self.device.type == "cuda"
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if bf16
             else contextlib.nullcontext()
         )
         with self._lock, torch.inference_mode(), autocast:

@@ -1,0 +1,133 @@
+"""The trainer: it learns, checkpoints, resumes, keeps the best weights, and refuses bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from xjointseg.training.datasets import Scene, TrainingDataError
+from xjointseg.training.trainer import (
+    CheckpointError,
+    TrainConfig,
+    confusion,
+    scores_from_confusion,
+    train,
+)
+
+
+def stripes(name, place, seed):
+    """A learnable scene: bright stripes are ISA, dark ground is not."""
+    rng = np.random.default_rng(seed)
+    label = np.zeros((200, 200), np.uint8)
+    for _ in range(4):
+        c = int(rng.integers(20, 180))
+        label[:, c - 8 : c + 8] = 1
+    hr = np.where(label[..., None] == 1, 200, 60).astype(np.uint8).repeat(3, -1)
+    hr = np.clip(hr + rng.normal(0, 8, hr.shape), 0, 255).astype(np.uint8)
+    return Scene(name, place, label, hr=hr)
+
+
+TRAIN = [stripes(f"t{i}", f"p{i}", i) for i in range(3)]
+VAL = [stripes("v", "held-out", 9)]
+
+
+def small_cfg(**kw):
+    base = dict(
+        arch="toy",
+        steps=30,
+        batch_size=4,
+        crop=8,
+        context=2,
+        eval_every=10,
+        sr_warmup=0,
+        lr=1e-2,
+        patience=10,
+        seed=0,
+        device="cpu",
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_training_learns_and_writes_metrics_and_weights(tmp_path):
+    result = train(TRAIN, VAL, small_cfg(), tmp_path, progress=False)
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [10, 20, 30]
+    assert result["best"]["f1"] > 0.8  # stripes are easy: a network that learns gets them
+    assert (tmp_path / "best.safetensors").exists()
+    import xjointseg
+
+    model = xjointseg.load_model(tmp_path / "best.safetensors", device="cpu")
+    assert model.metadata["training"]["steps"] == 30
+    assert model.metadata["metrics"]["f1"] == result["best"]["f1"]
+
+
+def test_crash_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    from xjointseg.training import trainer
+
+    clean = train(TRAIN, VAL, small_cfg(), tmp_path / "clean", progress=False)
+    real_sample, calls = trainer.sample_batch, []
+
+    def crash_at_step_15(*args, **kw):
+        calls.append(1)
+        if len(calls) == 15:
+            raise KeyboardInterrupt  # Ctrl-C mid-training
+        return real_sample(*args, **kw)
+
+    monkeypatch.setattr(trainer, "sample_batch", crash_at_step_15)
+    with pytest.raises(KeyboardInterrupt):
+        train(TRAIN, VAL, small_cfg(), tmp_path / "run", progress=False)
+    monkeypatch.setattr(trainer, "sample_batch", real_sample)
+    resumed = train(TRAIN, VAL, small_cfg(), tmp_path / "run", progress=False)
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [10, 20, 30]  # lost steps 11-14 redone
+    assert resumed["best"]["f1"] == clean["best"]["f1"]
+    assert resumed["best"]["macro_f1"] == clean["best"]["macro_f1"]
+
+
+def test_same_seed_same_result(tmp_path):
+    a = train(TRAIN, VAL, small_cfg(steps=10), tmp_path / "a", progress=False)
+    b = train(TRAIN, VAL, small_cfg(steps=10), tmp_path / "b", progress=False)
+    assert a["best"]["f1"] == b["best"]["f1"]
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path):
+    train(TRAIN, VAL, small_cfg(steps=10), tmp_path, progress=False)
+    blob = (tmp_path / "checkpoint.pt").read_bytes()
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "checkpoint.pt").write_bytes(blob)
+    from xjointseg.models import architectures
+    from xjointseg.models.toy import ToyNet
+
+    class OtherNet(ToyNet):
+        arch = "other"
+
+    architectures.ARCHITECTURES["other"] = OtherNet
+    architectures.CONFIGS["other"] = {"lite": {"depth": 3}}
+    try:
+        with pytest.raises(CheckpointError, match="architecture"):
+            train(TRAIN, VAL, small_cfg(arch="other"), tmp_path / "other", progress=False)
+    finally:
+        del architectures.ARCHITECTURES["other"], architectures.CONFIGS["other"]
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        train(TRAIN, VAL, small_cfg(steps=10), tmp_path, progress=False)
+
+
+def test_empty_sets_are_refused(tmp_path):
+    with pytest.raises(TrainingDataError, match="empty"):
+        train([], VAL, small_cfg(), tmp_path, progress=False)
+    with pytest.raises(TrainingDataError, match="empty"):
+        train(TRAIN, [], small_cfg(), tmp_path, progress=False)
+
+
+def test_scores_match_hand_counts():
+    pred = np.array([1, 1, 0, 0, 1, 0], np.uint8)
+    label = np.array([1, 0, 1, 0, 255, 2], np.uint8)
+    c = confusion(pred, label)
+    assert c.tolist() == [1, 1, 1, 1]  # ignore (255) and weak (2) pixels are not scored
+    s = scores_from_confusion(c)
+    assert s["precision"] == 0.5 and s["recall"] == 0.5 and s["f1"] == 0.5
+    assert s["macro_f1"] == 0.5 and s["iou"] == pytest.approx(1 / 3)

@@ -1,0 +1,51 @@
+"""Losses for joint super-resolution and segmentation, all with ignore masks.
+
+Label codes: 0 not ISA, 1 ISA, 2 weak negative (unlabelled, probably not ISA), 255 ignore.
+No loss needs pretrained weights from the internet (no VGG perceptual loss).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .datasets import IGNORE, WEAK_NEGATIVE
+
+
+def segmentation_loss(
+    logits: torch.Tensor, label: torch.Tensor, weak_weight: float = 0.1
+) -> torch.Tensor:
+    """BCE + soft Dice on ISA; ignored pixels count nowhere, weak negatives only in BCE.
+
+    ``logits`` (N, 1, H, W); ``label`` (N, H, W) uint8.
+    """
+    logits = logits[:, 0].float()
+    target = (label == 1).float()
+    weight = torch.where(label == IGNORE, 0.0, 1.0)
+    weight = torch.where(label == WEAK_NEGATIVE, weak_weight, weight)
+    bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
+    bce = bce / weight.sum().clamp_min(1.0)
+    clean = ((label == 0) | (label == 1)).float()
+    prob = torch.sigmoid(logits) * clean
+    inter = (prob * target).sum()
+    dice = 1 - (2 * inter + 1) / (prob.sum() + (target * clean).sum() + 1)
+    return bce + dice
+
+
+def sr_l1(sr: torch.Tensor, hr: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """L1 between the 1 m SR image and the 1 m target, in units of the band std (``scale``)."""
+    return (torch.abs(sr.float() - hr) / scale).mean()
+
+
+def adversarial_losses(
+    disc: torch.nn.Module, sr: torch.Tensor, hr: torch.Tensor, scale: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(generator loss, discriminator loss), non-saturating GAN on per-pixel realness maps.
+
+    The discriminator sees images normalised by the band std; its loss is computed on a
+    detached SR image so the two optimisers do not interfere.
+    """
+    real, fake = hr / scale, sr.float() / scale
+    g = F.softplus(-disc(fake)).mean()
+    d = F.softplus(-disc(real)).mean() + F.softplus(disc(fake.detach())).mean()
+    return g, d
