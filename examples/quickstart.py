@@ -33,13 +33,11 @@ def main() -> None:
     mask = isa.isel(time=0).compute()
     seconds = time.perf_counter() - start
     valid = mask.values != 255
-    isa_km2 = float((mask.values == 1).sum()) / 1e6
-    print(
-        f"computed {mask.size / 1e6:.1f} Mpx in {seconds:.1f} s ({mask.size / seconds / 1e6:.2f} Mpx/s)"
-    )
-    print(
-        f"ISA: {isa_km2:.2f} km2 of {valid.sum() / 1e6:.2f} km2 valid ({isa_km2 / (valid.sum() / 1e6):.1%})"
-    )
+    isa_km2 = float((mask.values == 1).sum()) / 1e6  # 1 m pixels: 1e6 per km2
+    valid_km2 = float(valid.sum()) / 1e6
+    mpx = mask.size / 1e6
+    print(f"computed {mpx:.1f} Mpx in {seconds:.1f} s ({mpx / seconds:.2f} Mpx/s)")
+    print(f"ISA: {isa_km2:.2f} km2 of {valid_km2:.2f} km2 valid ({isa_km2 / valid_km2:.1%})")
 
     rgb = np.stack([ds[b].isel(time=0).values for b in ("red", "green", "blue")], -1)
     rgb = np.clip((rgb.astype(float) - 300) / 2200, 0, 1) ** 0.8
