@@ -1,11 +1,12 @@
 """From a bounding box and years to Sentinel-2 composites to a 1 m impervious-surface map.
 
 Offline by default: the real Havelland scene (Sentinel-2A L1C, 16 February 2017, west of
-Potsdam) from ``../shared/data``. With ``--catalog`` it searches a real archive instead::
+Potsdam) bundled with the package (or the full scene from ``../shared/data``). With
+``--catalog`` it searches a real archive instead::
 
     python examples/bbox_to_isa.py
     python examples/bbox_to_isa.py --catalog earth-search-c1 --years 2017 2019 2021 2023 \\
-        --bbox 12.585 52.474 12.621 52.497 --max-cloud-cover 40 --store composites.zarr
+        --bbox 12.53 52.465 12.56 52.48 --max-cloud-cover 40 --store composites.zarr
 
 Contains modified Copernicus Sentinel data 2017 (Copernicus free and open licence).
 """
@@ -22,7 +23,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("XJOINTSEG_SHARED", REPO.parent / "shared"))
 HAVELLAND = SHARED / "data" / "s2" / "havelland_T33UUU_20170216_L1C" / "item.json"
-DEFAULT_BBOX = (12.585, 52.474, 12.605, 52.486)  # a lake shore, fields, a village edge
+DEFAULT_BBOX = (12.53, 52.465, 12.56, 52.48)  # villages, roads, fields west of Potsdam
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,7 +33,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="a preset (earth-search, earth-search-c1, planetary-computer), a STAC API URL "
         "(with --collection), or a path/URL to a static catalog or item JSON; default: the "
-        "local Havelland item",
+        "Havelland item bundled with the package (offline)",
     )
     p.add_argument("--collection", default=None, help="collection to search in a custom API")
     p.add_argument(
@@ -47,6 +48,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--store", default=None, help="stage the 10 m composites to this Zarr store")
     p.add_argument("--plot", default=None, help="save a figure (composite + ISA map) here")
     return p.parse_args(argv)
+
+
+def offline_item() -> Path | None:
+    """The bundled demo item, else the full scene from ../shared/data, else None."""
+    try:
+        from xjointseg.data import demo_item_path
+
+        bundled = demo_item_path()
+        if bundled.exists():
+            return bundled
+    except ImportError:
+        pass
+    return HAVELLAND if HAVELLAND.exists() else None
 
 
 def pick_model():
@@ -71,14 +85,16 @@ def main(argv: list[str] | None = None) -> int:
 
     catalog = args.catalog
     if catalog is None:
-        if not HAVELLAND.exists():
+        item = offline_item()
+        if item is None:
             print(
-                f"the offline demo item is not here: {HAVELLAND}\n"
+                "no offline demo item: neither the bundled xjointseg/data/havelland nor "
+                f"{HAVELLAND}\n"
                 "use a real archive instead, e.g. --catalog earth-search-c1",
                 file=sys.stderr,
             )
             return 2
-        catalog = str(HAVELLAND)
+        catalog = str(item)
         print("   (offline demo: a real L1C scene, top-of-atmosphere DN, no SCL cloud mask)")
     years = [int(y) if y.isdigit() else y for y in (args.years or ["2017"])]
 
@@ -122,7 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         rgb = np.stack([ds[b].isel(time=0).values for b in ("B04", "B03", "B02")], -1)
         axes[0].imshow(np.clip(rgb / 2500, 0, 1))
         axes[0].set_title(f"Sentinel-2 composite {ds.period.values[0]} (10 m)")
-        axes[1].imshow(np.ma.masked_equal(values.isel(time=0).values, 255), cmap="gray_r")
+        axes[1].imshow(
+            np.ma.masked_equal(values.isel(time=0).values, 255), cmap="gray_r", vmin=0, vmax=1
+        )
         axes[1].set_title("ISA (1 m)")
         for ax in axes:
             ax.set_axis_off()

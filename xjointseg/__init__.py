@@ -9,5 +9,14 @@ from . import accessor as _accessor  # noqa: E402,F401  (registers .isa)
 from .errors import XJointSegError  # noqa: E402
 from .models import Model, load_model, save_model  # noqa: E402
 from .segment import segment  # noqa: E402
+from .sentinel2 import load_sentinel2  # noqa: E402
 
-__all__ = ["Model", "XJointSegError", "__version__", "load_model", "save_model", "segment"]
+__all__ = [
+    "Model",
+    "XJointSegError",
+    "__version__",
+    "load_model",
+    "load_sentinel2",
+    "save_model",
+    "segment",
+]

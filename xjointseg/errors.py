@@ -92,3 +92,112 @@ __all__ = [
     "PredictInputError",
     "OptionError",
 ]
+
+
+# --- Sentinel-2 loading -----------------------------------------------------------------
+
+
+class CatalogError(XJointSegError, OSError):
+    """A STAC catalog or API cannot be reached or read, or is not STAC."""
+
+
+class NoItemsError(XJointSegError, LookupError):
+    """No Sentinel-2 item matches a period, the area and the filters."""
+
+
+class BBoxError(XJointSegError, ValueError):
+    """The area of interest is malformed, not in longitude/latitude, or out of range."""
+
+
+class InvalidPeriodError(OptionError):
+    """A period cannot be understood (bad year or date, end before start, duplicate)."""
+
+
+class MissingBandError(BandError):
+    """A STAC item has no asset for a requested band."""
+
+
+class ProjectionError(XJointSegError, ValueError):
+    """An item lacks the projection metadata (CRS, shape, transform) needed to place it."""
+
+
+class MixedCRSError(CRSError):
+    """The items come in several CRSs and no target CRS was given."""
+
+
+class StagingStoreExistsError(XJointSegError, FileExistsError):
+    """The Zarr store for staged composites already exists."""
+
+
+__all__ += [
+    "CatalogError",
+    "NoItemsError",
+    "BBoxError",
+    "InvalidPeriodError",
+    "MissingBandError",
+    "ProjectionError",
+    "MixedCRSError",
+    "StagingStoreExistsError",
+]
+
+
+# --- cubes and change -------------------------------------------------------------------
+
+
+class CubeError(XJointSegError):
+    """A multi-period ISA cube cannot be written, opened or analysed as asked."""
+
+
+class CubeInputError(CubeError, ValueError):
+    """What was handed to ``to_zarr`` or an analysis is not an ISA map (dtype, dims, CRS)."""
+
+
+class NotACubeError(CubeError, FileNotFoundError):
+    """The store does not exist, or is not a cube written by xjointseg."""
+
+
+class CubeMismatchError(CubeError, FileExistsError):
+    """The store exists for another grid, CRS, block layout, variables or model."""
+
+
+class PeriodConflictError(CubeError, FileExistsError):
+    """A period in the store was written (or is being written) by a different computation."""
+
+
+class FingerprintError(CubeError, ValueError):
+    """The computation cannot be fingerprinted deterministically (pass ``fingerprint=``)."""
+
+
+class NotEnoughPeriodsError(CubeError, ValueError):
+    """A change analysis needs at least two periods."""
+
+
+class RegionError(XJointSegError, ValueError):
+    """Regions for an analysis are malformed (not polygons, empty, label raster off-grid)."""
+
+
+class RegionCRSError(RegionError):
+    """The regions have no CRS, so they cannot be placed on the cube's grid."""
+
+
+class RegionOutsideError(RegionError):
+    """No region (or no part of a reference raster) overlaps the cube."""
+
+
+class FactorError(OptionError):
+    """A coarsening factor that does not divide the grid (or is not a positive integer)."""
+
+
+__all__ += [
+    "CubeError",
+    "CubeInputError",
+    "NotACubeError",
+    "CubeMismatchError",
+    "PeriodConflictError",
+    "FingerprintError",
+    "NotEnoughPeriodsError",
+    "RegionError",
+    "RegionCRSError",
+    "RegionOutsideError",
+    "FactorError",
+]
