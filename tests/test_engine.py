@@ -263,3 +263,9 @@ def test_real_sentinel2_scene_loaded_with_odc_stac_end_to_end():
     valid = (ds.red.values > 0) & (ds.green.values > 0) & (ds.blue.values > 0)
     expect_nodata = np.repeat(np.repeat(~valid, 10, axis=1), 10, axis=2)
     np.testing.assert_array_equal(got == 255, expect_nodata)
+
+
+def test_companion_time_coordinates_are_kept():
+    ds = SCENE_3D.assign_coords(period=("time", ["2017", "2019"]))
+    isa = ds.isa.segment(model=MODEL, tile=TILE)
+    assert list(isa.period.values) == ["2017", "2019"]

@@ -6,6 +6,8 @@
 __version__ = "0.1.0"
 
 from . import accessor as _accessor  # noqa: E402,F401  (registers .isa)
+from . import metrics  # noqa: E402,F401  (xjointseg.metrics.scores)
+from .cube import open_cube  # noqa: E402
 from .errors import XJointSegError  # noqa: E402
 from .models import Model, load_model, save_model  # noqa: E402
 from .segment import segment  # noqa: E402
@@ -17,6 +19,7 @@ __all__ = [
     "__version__",
     "load_model",
     "load_sentinel2",
+    "open_cube",
     "save_model",
     "segment",
 ]

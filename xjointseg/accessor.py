@@ -12,6 +12,9 @@ from collections.abc import Callable
 
 import xarray as xr
 
+from .change import area, first_period, fraction, growth
+from .cube import to_zarr
+from .plots import plot_first_period, plot_map
 from .segment import segment
 
 
@@ -33,6 +36,13 @@ class _ISAAccessor:
         self._obj = obj
 
     segment = _bind(segment)
+    to_zarr = _bind(to_zarr)
+    area = _bind(area)
+    growth = _bind(growth)
+    first_period = _bind(first_period)
+    fraction = _bind(fraction)
+    plot_map = _bind(plot_map)
+    plot_first_period = _bind(plot_first_period)
 
 
 @xr.register_dataset_accessor("isa")

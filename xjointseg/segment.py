@@ -298,8 +298,9 @@ def segment(
     hr = gbox.zoom_to(shape=(gbox.shape[0] * s, gbox.shape[1] * s))
     coords = dict(xr_coords(hr, crs_coord_name="spatial_ref"))
     dims: tuple[Hashable, ...] = (*others, *hr.dimensions)
-    for d in others:
-        coords[d] = arr[d]
+    for name, coord in arr.coords.items():  # time and its companions (e.g. period labels)
+        if name != "band" and coord.dims and set(coord.dims) <= set(others):
+            coords[name] = coord
     attrs = {
         "long_name": "impervious surface" if output == "mask" else "impervious surface probability",
         "model": m.name,

@@ -231,7 +231,8 @@ class ModelRef:
     model: Model | None = field(default=None, compare=False, repr=False)
 
     def __dask_tokenize__(self) -> tuple:
-        return ("xjointseg.ModelRef", self.source, self.sha256, self.device)
+        # the weights, not where they were read from, define the computation
+        return ("xjointseg.ModelRef", self.sha256, self.device)
 
     def __reduce__(self):
         # Never pickle the model itself: workers reload it from the source.

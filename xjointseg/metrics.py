@@ -1,0 +1,112 @@
+"""Scores of a binary ISA map against reference labels, on numpy or dask arrays.
+
+Only four counts (the binary confusion matrix) are computed, block by block for dask input,
+so maps of any size are scored without being held in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from .errors import CubeInputError
+
+__all__ = ["confusion", "scores"]
+
+
+def _array(x: Any):
+    if isinstance(x, xr.DataArray):
+        return x.data
+    return x if isinstance(x, da.Array) else np.asarray(x)
+
+
+def _excluded(x, ignore: Sequence[float]):
+    bad = x != x  # NaN marks nodata in float maps (always False for integers)
+    for value in ignore:
+        bad = bad | (x == value)
+    return bad
+
+
+def confusion(pred: Any, reference: Any, ignore: Any = None) -> dict[str, int]:
+    """Counts ``tp, fp, fn, tn`` of a binary map (nonzero = ISA) against a reference.
+
+    Pixels where either array is NaN or one of the ``ignore`` values are left out.
+
+    Examples
+    --------
+    >>> confusion([1, 1, 0, 255], [1, 0, 0, 1], ignore=255)
+    {'tp': 1, 'fp': 1, 'fn': 0, 'tn': 1}
+    """
+    p, r = _array(pred), _array(reference)
+    if p.shape != r.shape:
+        raise CubeInputError(
+            f"pred and reference must have the same shape, got {p.shape} and {r.shape}: put "
+            "them on one grid first (e.g. read_worldcover(path, like=pred))"
+        )
+    ignore = [] if ignore is None else list(np.atleast_1d(ignore))
+    lazy = isinstance(p, da.Array) or isinstance(r, da.Array)
+    if lazy:
+        chunks = p.chunks if isinstance(p, da.Array) else r.chunks
+        p = p if isinstance(p, da.Array) else da.from_array(p, chunks=chunks)
+        r = r if isinstance(r, da.Array) else da.from_array(r, chunks=chunks)
+    keep = ~(_excluded(p, ignore) | _excluded(r, ignore))
+    pos_p, pos_r = p != 0, r != 0
+    counts = {
+        "tp": (pos_p & pos_r & keep).sum(),
+        "fp": (pos_p & ~pos_r & keep).sum(),
+        "fn": (~pos_p & pos_r & keep).sum(),
+        "tn": (~pos_p & ~pos_r & keep).sum(),
+    }
+    if lazy:
+        (counts,) = dask.compute(counts)  # one pass over the blocks for all four counts
+    return {k: int(v) for k, v in counts.items()}
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def scores(pred: Any, reference: Any, ignore: Any = None) -> dict[str, float]:
+    """Precision, recall, F1, IoU, overall accuracy and macro F1 of a binary ISA map.
+
+    Parameters
+    ----------
+    pred : array-like, dask array or xarray.DataArray
+        The map to score; nonzero = ISA (1), 0 = not ISA.
+    reference : array-like, dask array or xarray.DataArray
+        Reference labels on the same grid; nonzero = ISA.
+    ignore : value or sequence of values, optional
+        Values that mark pixels to leave out in either array (e.g. 255 nodata); NaN always
+        is.
+
+    Returns
+    -------
+    dict
+        ``precision, recall, f1, iou`` (of the ISA class), ``oa`` (overall accuracy),
+        ``macro_f1`` (mean F1 of ISA and not ISA, as JointSeg reports), and the counts
+        ``tp, fp, fn, tn``. NaN where a ratio is undefined.
+
+    Examples
+    --------
+    >>> s = scores([1, 1, 0, 0], [1, 0, 0, 0])
+    >>> s["precision"], s["recall"], s["oa"]
+    (0.5, 1.0, 0.75)
+    """
+    c = confusion(pred, reference, ignore)
+    tp, fp, fn, tn = c["tp"], c["fp"], c["fn"], c["tn"]
+    f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+    f1_neg = _ratio(2 * tn, 2 * tn + fp + fn)
+    return {
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+        "f1": f1,
+        "iou": _ratio(tp, tp + fp + fn),
+        "oa": _ratio(tp + tn, tp + fp + fn + tn),
+        "macro_f1": (f1 + f1_neg) / 2,
+        **{k: float(v) for k, v in c.items()},
+    }
