@@ -33,12 +33,9 @@ YREB_KM2 = 2.2e6
 
 def build_weights(kind: str, folder: Path) -> Path:
     from xjointseg.models.architectures import build_network, default_config
-    from xjointseg.models.toy import ToyNet
 
-    if kind == "toy":
-        net = ToyNet(in_bands=3, depth=3)
-    else:
-        net = build_network("jointseg", **default_config("jointseg", kind))
+    arch, size = ("toy", "lite") if kind == "toy" else ("jointseg", kind)
+    net = build_network(arch, **default_config(arch, size))
     path = folder / f"{kind}.safetensors"
     xjointseg.save_model(net, path, name=f"bench-{kind}", bands=("B04", "B03", "B02"))
     return path

@@ -1,0 +1,36 @@
+"""Copy trained weights into the package and register them under a name.
+
+Usage: ``python scripts/register_weights.py runs/jointseg-s0/best.safetensors jointseg``
+"""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from xjointseg.models.weights import read_weights
+
+WEIGHTS = Path(__file__).parents[1] / "xjointseg" / "models" / "weights"
+
+
+def main(path: str, name: str) -> None:
+    weights = read_weights(path)
+    meta = weights.metadata
+    target = WEIGHTS / f"{name}-{meta['config'].get('size', 'lite')}.safetensors"
+    shutil.copyfile(path, target)
+    registry_path = WEIGHTS / "registry.json"
+    registry = json.loads(registry_path.read_text())
+    registry[name] = {
+        "file": target.name,
+        "sha256": weights.sha256,
+        "arch": meta["arch"],
+        "trained_on": "Dubai aerial (Humans in the Loop / MBRSC, CC0) + Massachusetts roads "
+        "(Mnih 2013; MassGIS imagery, OSM labels, no dataset licence stated)",
+        "validation": meta.get("metrics", {}),
+    }
+    registry_path.write_text(json.dumps(registry, indent=1, sort_keys=True) + "\n")
+    print(f"registered {name}: {target.name} sha256 {weights.sha256}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])
