@@ -69,9 +69,9 @@ def graph_bytes(weights: Path, blocks_per_side: int) -> int:
 
 def gpu_section(kind: str) -> None:
     import torch
-    from xjointseg.models.flops import count_macs
 
     from xjointseg.models.architectures import build_network, default_config
+    from xjointseg.models.flops import count_macs
 
     net = build_network("jointseg", **default_config("jointseg", kind)).cuda().eval()
     net = net.to(memory_format=torch.channels_last)

@@ -53,6 +53,9 @@ def _train(args: argparse.Namespace) -> int:
         size=args.size,
         steps=args.steps,
         batch_size=args.batch_size,
+        crop=args.crop,
+        threads=args.threads,
+        amp=not args.no_amp,
         lr=args.lr,
         sr_warmup=args.sr_warmup,
         adv_weight=args.adv_weight,
@@ -83,12 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--size", default="lite")
     t.add_argument("--steps", type=int, default=2000)
     t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--crop", type=int, default=16, help="crop side in 10 m pixels")
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--sr-warmup", type=int, default=300)
     t.add_argument("--adv-weight", type=float, default=0.0)
     t.add_argument("--eval-every", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--no-amp", action="store_true", help="train in fp32 (no bf16 autocast)")
     t.add_argument("--val-places", nargs="+", default=DEFAULT_VAL_PLACES)
     t.add_argument("--out", type=Path, required=True, help="folder for checkpoints and weights")
     t.add_argument("--quiet", action="store_true")

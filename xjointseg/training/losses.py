@@ -13,15 +13,16 @@ from .datasets import IGNORE, WEAK_NEGATIVE
 
 
 def segmentation_loss(
-    logits: torch.Tensor, label: torch.Tensor, weak_weight: float = 0.1
+    logits: torch.Tensor, label: torch.Tensor, weak_weight: float = 0.1, pos_weight: float = 2.0
 ) -> torch.Tensor:
     """BCE + soft Dice on ISA; ignored pixels count nowhere, weak negatives only in BCE.
 
-    ``logits`` (N, 1, H, W); ``label`` (N, H, W) uint8.
+    ``logits`` (N, 1, H, W); ``label`` (N, H, W) uint8. ISA pixels weigh ``pos_weight`` in
+    the BCE: ISA is the minority class (10-25 % of labelled pixels here).
     """
     logits = logits[:, 0].float()
     target = (label == 1).float()
-    weight = torch.where(label == IGNORE, 0.0, 1.0)
+    weight = torch.where(label == IGNORE, 0.0, torch.where(label == 1, pos_weight, 1.0))
     weight = torch.where(label == WEAK_NEGATIVE, weak_weight, weight)
     bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
     bce = bce / weight.sum().clamp_min(1.0)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from ..errors import XJointSegError
 from ..models.base import ISANetwork
-from .datasets import IGNORE, SCALE, Scene, TrainingDataError
+from .datasets import IGNORE, SCALE, WEAK_NEGATIVE, Scene, TrainingDataError
 from .losses import adversarial_losses, segmentation_loss, sr_l1
 from .simulate import simulate_sentinel2
 
@@ -44,7 +44,7 @@ class TrainConfig:
     size: str = "lite"
     steps: int = 2000
     batch_size: int = 8
-    crop: int = 24  # input pixels (10 m) of each crop whose outputs enter the loss
+    crop: int = 16  # input pixels (10 m) of each crop whose outputs enter the loss
     context: int = 8  # extra input pixels around each crop (fill beyond the image)
     lr: float = 2e-3
     sr_warmup: int = 300
@@ -54,6 +54,8 @@ class TrainConfig:
     weak_weight: float = 0.1
     eval_every: int = 200
     patience: int = 5
+    amp: bool = True  # bf16 autocast: GPUs, and CPUs with AVX-512 BF16 / AMX
+    threads: int | None = None  # torch CPU threads (None: torch's default)
     seed: int = 0
     device: str = "auto"
     val_places: list[str] = field(default_factory=list)
@@ -75,29 +77,63 @@ def _augment(arrs: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarra
     return out
 
 
+def scene_weights(scenes: list[Scene], weak_weight: float) -> np.ndarray:
+    """Sampling probabilities in proportion to how much supervision a scene carries: clean
+    labels count fully, weak negatives by their loss weight, ignored pixels not at all."""
+    w = np.array(
+        [
+            np.count_nonzero(s.label <= 1)
+            + weak_weight * np.count_nonzero(s.label == WEAK_NEGATIVE)
+            for s in scenes
+        ],
+        dtype=np.float64,
+    )
+    if w.sum() == 0:
+        raise TrainingDataError("no scene has a usable label: every pixel is ignored")
+    return w / w.sum()
+
+
+BLUR_MARGIN = 2  # 10 m pixels simulated around a crop so its blur sees real neighbours
+
+
 def sample_batch(scenes: list[Scene], cfg: TrainConfig, fill: np.ndarray, rng: np.random.Generator):
-    """Random crops aligned to the 10 m grid: (input with context, 1 m target or None, label)."""
+    """Random crops aligned to the 10 m grid: (input with context, 1 m target or None, label).
+
+    Only the window around each crop is simulated (with a fresh random radiometry), so a
+    sample costs the same whatever the scene size.
+    """
     xs, hrs, labels = [], [], []
     p, c = cfg.crop, cfg.context
+    weights = scene_weights(scenes, cfg.weak_weight)
     for _ in range(cfg.batch_size):
-        scene = scenes[int(rng.integers(len(scenes)))]
+        scene = scenes[int(rng.choice(len(scenes), p=weights))]
         h, w = scene.label.shape[0] // SCALE, scene.label.shape[1] // SCALE
         y0 = int(rng.integers(max(h - p, 0) + 1))
         x0 = int(rng.integers(max(w - p, 0) + 1))
-        if scene.lr is not None:
-            lr, hr = scene.lr, None
-        else:
-            lr, hr = simulate_sentinel2(scene.hr, augment=True, rng=rng, return_hr=True)
-        big = np.broadcast_to(fill[:, None, None], (3, p + 2 * c, p + 2 * c)).copy()
+        # the input window (crop + context) clipped to the scene, and a blur margin around it
         ya, yb, xa, xb = max(y0 - c, 0), min(y0 + p + c, h), max(x0 - c, 0), min(x0 + p + c, w)
-        big[:, ya - (y0 - c) : yb - (y0 - c), xa - (x0 - c) : xb - (x0 - c)] = lr[:, ya:yb, xa:xb]
+        wy0, wy1 = max(ya - BLUR_MARGIN, 0), min(yb + BLUR_MARGIN, h)
+        wx0, wx1 = max(xa - BLUR_MARGIN, 0), min(xb + BLUR_MARGIN, w)
+        if scene.lr is not None:
+            lr, hr = scene.lr[:, wy0:wy1, wx0:wx1], None
+        else:
+            window = scene.hr[wy0 * SCALE : wy1 * SCALE, wx0 * SCALE : wx1 * SCALE]
+            lr, hr = simulate_sentinel2(window, augment=True, rng=rng, return_hr=True)
+        big = np.broadcast_to(fill[:, None, None], (3, p + 2 * c, p + 2 * c)).copy()
+        big[:, ya - (y0 - c) : yb - (y0 - c), xa - (x0 - c) : xb - (x0 - c)] = lr[
+            :, ya - wy0 : yb - wy0, xa - wx0 : xb - wx0
+        ]
         label = np.full((p * SCALE, p * SCALE), IGNORE, np.uint8)
         hr_crop = np.zeros((3, p * SCALE, p * SCALE), np.float32)
         yy, xx = min(p, h - y0), min(p, w - x0)
-        sl = np.s_[y0 * SCALE : (y0 + yy) * SCALE, x0 * SCALE : (x0 + xx) * SCALE]
-        label[: yy * SCALE, : xx * SCALE] = scene.label[sl]
+        label[: yy * SCALE, : xx * SCALE] = scene.label[
+            y0 * SCALE : (y0 + yy) * SCALE, x0 * SCALE : (x0 + xx) * SCALE
+        ]
         if hr is not None:
-            hr_crop[:, : yy * SCALE, : xx * SCALE] = hr[(slice(None), *sl)]
+            oy, ox = (y0 - wy0) * SCALE, (x0 - wx0) * SCALE
+            hr_crop[:, : yy * SCALE, : xx * SCALE] = hr[
+                :, oy : oy + yy * SCALE, ox : ox + xx * SCALE
+            ]
         big, label, hr_crop = _augment([big, label, hr_crop], rng)
         xs.append(big)
         labels.append(label)
@@ -141,28 +177,35 @@ def _psnr(a: np.ndarray, b: np.ndarray, peak: float = 10000.0) -> float:
     return 10 * math.log10(peak**2 / mse) if mse > 0 else float("inf")
 
 
-@torch.inference_mode()
-def evaluate(net: ISANetwork, scenes: list[Scene], context: int, seed: int = 1234) -> dict:
-    """Scores on whole held-out scenes (fixed simulation seed), plus SR quality vs bilinear and
-    bicubic upsampling of the same input (PSNR in DN, peak 10000)."""
-    net.eval()
+def validation_inputs(scenes: list[Scene], seed: int = 1234) -> list[tuple]:
+    """Simulate each held-out scene once, with a fixed seed: (10 m input, 1 m target, label)."""
     rng = np.random.default_rng(seed)
+    out = []
+    for scene in scenes:
+        if scene.lr is not None:
+            out.append((scene.lr, None, scene.label))
+        else:
+            lr, hr = simulate_sentinel2(scene.hr, rng=rng, return_hr=True)
+            out.append((lr, hr, scene.label))
+    return out
+
+
+@torch.inference_mode()
+def evaluate(net: ISANetwork, inputs: list[tuple], context: int) -> dict:
+    """Scores on whole held-out scenes, plus the SR image's PSNR (DN, peak 10000) against the
+    1 m target, next to bilinear and bicubic upsampling of the same input."""
+    net.eval()
     conf = np.zeros(4, np.int64)
     psnr = {"model": [], "bilinear": [], "bicubic": []}
     fill = net.band_mean.view(-1).cpu().numpy()
     device = next(net.parameters()).device
-    for scene in scenes:
-        if scene.lr is not None:
-            lr, hr = scene.lr, None
-        else:
-            lr, hr = simulate_sentinel2(scene.hr, rng=rng, return_hr=True)
-        x = np.broadcast_to(
-            fill[:, None, None], (3, lr.shape[1] + 2 * context, lr.shape[2] + 2 * context)
-        ).copy()
+    for lr, hr, label in inputs:
+        shape = (3, lr.shape[1] + 2 * context, lr.shape[2] + 2 * context)
+        x = np.broadcast_to(fill[:, None, None], shape).copy()
         x[:, context : context + lr.shape[1], context : context + lr.shape[2]] = lr
         out = net(torch.from_numpy(x)[None].to(device), context)
         pred = (out["logits"][0, 0] >= 0).cpu().numpy().astype(np.uint8)
-        conf += confusion(pred, scene.label)
+        conf += confusion(pred, label)
         if hr is not None and out["sr"] is not None:
             t = torch.from_numpy(lr)[None]
             psnr["model"].append(_psnr(out["sr"][0].float().cpu().numpy(), hr))
@@ -213,10 +256,12 @@ def train(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _set_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     mean, std = band_statistics(train_scenes, cfg.seed)
     config = {**default_config(cfg.arch, cfg.size), "band_mean": mean, "band_std": std}
-    net = build_network(cfg.arch, **config).to(device)
+    net = build_network(cfg.arch, **config).to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, cfg.steps))
     disc = disc_opt = None
@@ -232,7 +277,8 @@ def train(
         state = _resume(ckpt, cfg, net, opt, sched, disc, disc_opt)
     fill = np.asarray(mean, np.float32)
     std_t = net.band_std.to(device)
-    use_amp = device.type == "cuda"
+    use_amp = cfg.amp and (device.type == "cuda" or _cpu_has_bf16())
+    val_inputs = validation_inputs(val_scenes)
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress, desc=cfg.arch)
     started = time.perf_counter()
     net.train()
@@ -240,7 +286,8 @@ def train(
         # crops drawn from (seed, step): a resumed run redoes exactly the steps it lost
         rng = np.random.default_rng([cfg.seed, state["step"]])
         x, hr, label = sample_batch(train_scenes, cfg, fill, rng)
-        x, label = x.to(device), label.to(device)
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        label = label.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
             pred = net(x, cfg.context)
         loss = torch.zeros((), device=device)
@@ -264,7 +311,7 @@ def train(
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
-            scores = evaluate(net, val_scenes, cfg.context)
+            scores = evaluate(net, val_inputs, cfg.context)
             scores.update(step=state["step"], seconds=time.perf_counter() - started)
             with open(out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(scores) + "\n")
@@ -283,6 +330,15 @@ def train(
             _checkpoint(ckpt, cfg, net, opt, sched, disc, disc_opt, state)
     bar.close()
     return {"best": state["best_eval"], "steps": state["step"], "out": str(out)}
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (else autocast would only slow it down)."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _lr_factor(step: int, total: int) -> float:
