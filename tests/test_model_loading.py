@@ -151,3 +151,11 @@ def test_predict_rejects_bad_batches(batch, match):
 def test_registry_lists_files_with_checksums():
     for name, entry in registered_models().items():
         assert set(entry) >= {"file", "sha256", "arch"}, name
+
+
+def test_builtin_name_without_bundled_weights_says_how_to_get_them(monkeypatch):
+    from xjointseg.models import model as model_module
+
+    monkeypatch.setattr(model_module, "registered_models", lambda: {})
+    with pytest.raises(errors.UnknownModelError, match="xjointseg train --arch jointseg"):
+        load_model("jointseg")

@@ -29,6 +29,7 @@ from .weights import build_from_weights, read_weights, save_weights, sha256_byte
 
 OutputKind = Literal["mask", "probability"]
 OUTPUT_KINDS = ("mask", "probability")
+BUILTIN_NAMES = ("jointseg", "bilinear")  # the names the package ships weights under
 
 
 def _architectures() -> dict[str, type]:
@@ -297,6 +298,12 @@ def _resolve(name_or_path: str | os.PathLike, sha256: str | None) -> tuple[Path,
     path = Path(text).expanduser()
     if path.is_file():
         return path, sha256
+    if text in BUILTIN_NAMES:
+        raise UnknownModelError(
+            f"no trained '{text}' weights are bundled with this version of xjointseg: train "
+            f"them with `xjointseg train --arch {text} ...` and pass the weights path, e.g. "
+            "segment(model='runs/jointseg/best.safetensors')"
+        )
     raise UnknownModelError(
         f"unknown model {text!r}: not a registered name ({', '.join(sorted(registry))}) "
         "nor an existing weights file; pass one of the names or a path to a .safetensors file"

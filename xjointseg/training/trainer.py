@@ -54,6 +54,7 @@ class TrainConfig:
     weak_weight: float = 0.1
     eval_every: int = 200
     patience: int = 5
+    clip_grad: float = 1.0
     amp: bool = True  # bf16 autocast: GPUs, and CPUs with AVX-512 BF16 / AMX
     threads: int | None = None  # torch CPU threads (None: torch's default)
     seed: int = 0
@@ -173,7 +174,9 @@ def scores_from_confusion(c: np.ndarray) -> dict[str, float]:
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, peak: float = 10000.0) -> float:
-    mse = float(np.mean((a - b) ** 2))
+    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+    if not np.isfinite(mse):
+        return float("nan")  # a diverged SR branch: reported, not a crash
     return 10 * math.log10(peak**2 / mse) if mse > 0 else float("inf")
 
 
@@ -305,6 +308,7 @@ def train(
             loss = loss + cfg.seg_weight * segmentation_loss(pred["logits"], label, cfg.weak_weight)
         opt.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)  # RRDB trunks can spike
         opt.step()
         sched.step()
         state["step"] += 1
