@@ -14,6 +14,7 @@ import xarray as xr
 
 from .change import area, first_period, fraction, growth
 from .cube import to_zarr
+from .export import to_cog
 from .plots import plot_first_period, plot_map
 from .segment import segment
 
@@ -37,6 +38,7 @@ class _ISAAccessor:
 
     segment = _bind(segment)
     to_zarr = _bind(to_zarr)
+    to_cog = _bind(to_cog)
     area = _bind(area)
     growth = _bind(growth)
     first_period = _bind(first_period)

@@ -1,6 +1,8 @@
-"""The ``xjointseg`` command line: ``info`` and ``train``.
+"""The ``xjointseg`` command line: ``demo``, ``map``, ``info`` and ``train``.
 
 Errors a user can cause print one line and exit with status 2, without a traceback.
+``demo`` and ``map`` are resumable: run the same command again after an interruption and it
+continues from the blocks already written.
 """
 
 from __future__ import annotations
@@ -8,9 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+import warnings
 from pathlib import Path
 
-from .errors import XJointSegError
+from .errors import BBoxError, OptionError, UnknownModelError, XJointSegError
 
 # Held-out places: two whole Dubai tiles (fully labelled, 12 % of the Dubai pixels). The
 # Massachusetts tiles label roads only, so they train but cannot score precision.
@@ -69,11 +73,275 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- demo and map -------------------------------------------------------------------------
+
+
+def _model_source(name: str) -> str:
+    """``name`` if it can name a model, else an error that lists the registered names."""
+    from .models.model import registered_models
+
+    registry = registered_models()
+    if name in registry or "://" in name or Path(name).expanduser().is_file():
+        return name
+    if name in ("jointseg", "bilinear"):
+        raise UnknownModelError(
+            f"no trained '{name}' weights are bundled with this install yet: pass --model "
+            f"PATH/TO/weights.safetensors (e.g. from `xjointseg train --arch {name} --out DIR`: "
+            "DIR/best.safetensors)"
+        )
+    known = ", ".join(sorted(registry)) or "none in this install yet"
+    raise UnknownModelError(
+        f"unknown model {name!r}: not a registered name (registered: {known}) nor an existing "
+        "weights file; pass --model NAME or --model PATH/TO/weights.safetensors"
+    )
+
+
+def _say_warnings(caught: list[warnings.WarningMessage]) -> None:
+    # one line each: a CLI user needs the message, not the source line that raised it
+    for w in caught:
+        print(f"xjointseg: warning: {w.message}", file=sys.stderr)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    res = run_demo(
+        args.out,
+        model=_model_source(args.model),
+        device=args.device,
+        progress=not args.quiet,
+    )
+    rate = f"{res.pixels_per_second / 1e6:.2f} Mpx/s" if res.pixels_per_second else "n/a"
+    done = (
+        f"{res.pixels / 1e6:.1f} Mpx segmented in {res.seconds:.1f} s ({rate})"
+        if res.pixels
+        else "nothing left to compute: the cube was complete (delete it to recompute)"
+    )
+    print()
+    share = f"{res.isa_share:.1%}"
+    print(f"ISA        {res.isa_km2:.3f} km2 of {res.valid_km2:.3f} km2 valid ({share})")
+    print(f"model      {res.model} (sha256 {res.model_sha256[:12]}) on {res.device}")
+    print(f"speed      {done}")
+    print(f"cube       {res.cube}  (xjointseg.open_cube)")
+    print(f"COG        {res.cog}")
+    for path in res.figures.values():
+        print(f"figure     {path}")
+    print(f"summary    {res.summary}")
+    return 0
+
+
+def _read_regions(path: Path):
+    """Polygons from a vector file (GeoJSON, GeoPackage, Shapefile...), with their CRS."""
+    import geopandas as gpd
+
+    if not path.exists():
+        raise OptionError(f"--geometry {path}: no such file")
+    try:
+        gdf = gpd.read_file(path)
+    except Exception as exc:  # pyogrio/fiona raise their own types for unreadable files
+        raise OptionError(f"cannot read {path} as a vector file: {exc}") from None
+    if len(gdf) == 0 or gdf.geometry.isna().all():
+        raise OptionError(f"{path} holds no geometry")
+    if gdf.crs is None:
+        raise OptionError(f"{path} has no CRS: save it with one (GeoJSON is lon/lat)")
+    kinds = set(gdf.geom_type.dropna())
+    if not kinds <= {"Polygon", "MultiPolygon"}:
+        raise OptionError(
+            f"{path} holds {sorted(kinds)}: the area to map must be polygons (buffer points "
+            "and lines first)"
+        )
+    return gdf
+
+
+def _area_of_interest(args: argparse.Namespace):
+    """(bbox in lon/lat, or a geometry in its own CRS, and the regions for the tables)."""
+    from odc.geo.crs import CRS
+    from odc.geo.geom import Geometry, box
+
+    if args.geometry is not None:
+        gdf = _read_regions(args.geometry)
+        return None, Geometry(gdf.geometry.union_all(), crs=str(gdf.crs)), gdf
+    try:
+        crs = CRS(args.bbox_crs)
+    except Exception as exc:
+        raise OptionError(f"--bbox-crs {args.bbox_crs!r} is not a CRS: {exc}") from None
+    minx, miny, maxx, maxy = args.bbox
+    if crs.epsg == 4326:
+        return tuple(args.bbox), None, None  # load_sentinel2 checks lon/lat ranges
+    if not (minx < maxx and miny < maxy):
+        raise BBoxError(
+            f"--bbox {tuple(args.bbox)} is empty or its corners are swapped: give "
+            "MINX MINY MAXX MAXY"
+        )
+    return None, box(minx, miny, maxx, maxy, crs=crs), None
+
+
+def _connect(address: str):
+    try:
+        from distributed import Client
+    except ImportError:
+        raise OptionError(
+            "--scheduler needs dask.distributed: pip install 'xjointseg[distributed]'"
+        ) from None
+    try:
+        return Client(address, timeout="10s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise OptionError(
+            f"cannot connect to the Dask scheduler at {address!r}: {exc}. Start one (e.g. "
+            "`dask scheduler` and `dask worker ADDRESS`) and pass its address, "
+            "e.g. tcp://127.0.0.1:8786"
+        ) from None
+
+
+def _write(job, client, progress: bool) -> int:
+    """Compute the cube's delayed write; return the 1 m pixels written."""
+    if client is not None:  # progress is on the cluster's dashboard (its link is printed)
+        return int(client.compute(job).result())
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar(out=sys.stderr):
+            return int(job.compute())
+    return int(job.compute())
+
+
+def _map(args: argparse.Namespace) -> int:
+    from .cube import open_cube
+    from .errors import CubeMismatchError, PeriodConflictError
+    from .models.model import load_model
+    from .sentinel2 import load_sentinel2
+
+    model = load_model(_model_source(args.model), device=args.device)
+    bbox, geopolygon, regions = _area_of_interest(args)
+    client = _connect(args.scheduler) if args.scheduler else None
+    try:
+        if client is not None:
+            from .distributed import register_model
+
+            register_model(client, model.source or args.model, device=args.device)
+            print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        with warnings.catch_warnings(record=True) as caught:
+            ds = load_sentinel2(
+                args.catalog,
+                bbox=bbox,
+                geopolygon=geopolygon,
+                crs=args.crs,
+                periods=list(args.periods),
+                collection=args.collection,
+                max_cloud_cover=args.max_cloud_cover,
+                chunks=args.chunks,
+            )
+        _say_warnings(caught)
+        isa = ds.isa.segment(model=model, device=args.device)
+        gbox = isa.odc.geobox
+        print(
+            f"map        {len(ds.time)} period(s) {list(map(str, ds.period.values))}, "
+            f"{gbox.shape[0]} x {gbox.shape[1]} px at 1 m in EPSG:{gbox.crs.epsg}, "
+            f"model {model.name} (sha256 {model.sha256[:12]}) on {model.device}"
+        )
+        try:
+            job = isa.isa.to_zarr(args.out, compute=False, overwrite=args.overwrite)
+        except (CubeMismatchError, PeriodConflictError) as exc:
+            # the library names its keyword; on the command line it is a flag
+            raise type(exc)(str(exc).replace("overwrite=True", "--overwrite")) from None
+        start = time.perf_counter()
+        pixels = _write(job, client, progress=not args.quiet)
+        seconds = time.perf_counter() - start
+        cube = open_cube(args.out)
+        if pixels:
+            rate = pixels / seconds if seconds > 0 else float("nan")
+            print(
+                f"cube       {args.out}: {pixels / 1e6:.2f} Mpx segmented in {seconds:.1f} s "
+                f"({rate / 1e6:.2f} Mpx/s)"
+            )
+        else:
+            print(f"cube       {args.out}: complete already, nothing left to compute")
+        table = cube.isa.area(regions)
+        pdim = cube.dims[0]
+        labels = [str(v) for v in cube["period" if "period" in cube.coords else pdim].values]
+        table["period"] = [p for p in labels for _ in table.region.unique()]
+        cols = ["period", "region", "isa_km2", "valid_km2", "isa_share"]
+        print(table[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        if cube.sizes[cube.dims[0]] > 1:
+            grown = cube.isa.growth(regions)
+            cols = ["region", "period_from", "period_to", "change_km2", "annual_rate", "expansion"]
+            print(grown[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+        if args.cog_dir is not None:
+            for i, label in enumerate(labels):
+                name = f"isa_{label.replace('/', '_')}.tif"
+                path = cube.isa.to_cog(
+                    args.cog_dir / name, period=i, overwrite=True, progress=not args.quiet
+                )
+                print(f"COG        {path}")
+    finally:
+        if client is not None:
+            client.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xjointseg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("info", help="versions, devices and bundled models").set_defaults(func=_info)
+
+    d = sub.add_parser(
+        "demo",
+        help="the whole pipeline on the bundled real Sentinel-2 scene",
+        description="Load the bundled Sentinel-2 scene (odc-stac), segment it at 1 m, write a "
+        "Zarr cube, a COG and PNG figures, and print a summary. Re-running into the same "
+        "--out resumes the cube and rewrites the other outputs; a cube made by another model "
+        "is replaced.",
+    )
+    d.add_argument("--out", type=Path, default=Path("xjointseg-demo"), help="output folder")
+    d.add_argument("--model", default="jointseg", help="registered name or weights path")
+    d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=_demo)
+
+    m = sub.add_parser(
+        "map",
+        help="map a region over periods into a resumable Zarr cube",
+        description="Search a Sentinel-2 catalog, composite each period, segment at 1 m and "
+        "write a Zarr cube. Running the same command again resumes: blocks already written "
+        "are skipped.",
+    )
+    where = m.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--bbox",
+        type=float,
+        nargs=4,
+        metavar=("MINX", "MINY", "MAXX", "MAXY"),
+        help="area in --bbox-crs (default lon/lat degrees)",
+    )
+    where.add_argument(
+        "--geometry", type=Path, help="vector file of polygons (area, and regions of the tables)"
+    )
+    m.add_argument("--bbox-crs", default="EPSG:4326", help="CRS of --bbox (default EPSG:4326)")
+    m.add_argument(
+        "--periods",
+        nargs="+",
+        required=True,
+        help="years (2019 2021), windows (2016/2017) or date ranges (2021-04-01/2021-09-30)",
+    )
+    m.add_argument(
+        "--catalog",
+        default="earth-search-c1",
+        help="earth-search, earth-search-c1 (default), planetary-computer, a STAC API URL "
+        "(with --collection), or a path/URL to a static catalog or item JSON",
+    )
+    m.add_argument("--collection", default=None, help="collection of a custom STAC API")
+    m.add_argument("--out", required=True, help="Zarr store of the cube (path or fsspec URL)")
+    m.add_argument("--overwrite", action="store_true", help="replace a conflicting cube")
+    m.add_argument("--model", default="jointseg", help="registered name or weights path")
+    m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
+    m.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786)")
+    m.add_argument("--crs", default=None, help="output CRS, e.g. utm or EPSG:32633")
+    m.add_argument("--max-cloud-cover", type=float, default=None, help="percent, per item")
+    m.add_argument("--chunks", type=int, default=None, help="10 m pixels per block side")
+    m.add_argument("--cog-dir", type=Path, default=None, help="also write one COG per period")
+    m.add_argument("--quiet", action="store_true", help="no progress bars")
+    m.set_defaults(func=_map)
 
     t = sub.add_parser("train", help="train jointseg or the bilinear baseline")
     t.add_argument(
@@ -111,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print(
-            "xjointseg: interrupted; a training run resumes from its last checkpoint",
+            "xjointseg: interrupted; run the same command again to resume (training from its "
+            "last checkpoint, demo and map from the blocks already written)",
             file=sys.stderr,
         )
         return 130

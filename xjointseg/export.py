@@ -1,0 +1,309 @@
+"""Export one period of an ISA map as a Cloud-Optimized GeoTIFF (COG) for GIS tools.
+
+The map is streamed block by block into a tiled scratch GeoTIFF beside the target, then
+GDAL's COG driver lays it out with overviews (nearest or mode: the mask is categorical, so
+no averaging), and the finished file is renamed into place. Memory stays bounded by a few
+blocks whatever the scene size, and a failed export never leaves a partial file under the
+target name.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import dask
+import dask.array as da
+import numpy as np
+import xarray as xr
+from odc.geo.geobox import GeoBox
+
+from . import __version__
+from .cube import NODATA
+from .errors import OptionError, XJointSegError
+
+__all__ = ["ExportError", "ExportExistsError", "to_cog"]
+
+RESAMPLINGS = ("nearest", "mode")
+COMPRESSIONS = ("deflate", "zstd", "lzw", "lerc", "none")
+MEMORY_BUDGET = 256 * 2**20  # bytes of blocks computed at once before they are written
+# GIS viewers show the mask without styling: not ISA light grey, ISA red, nodata transparent
+COLORMAP = {0: (235, 235, 235, 255), 1: (200, 30, 45, 255), NODATA: (0, 0, 0, 0)}
+
+
+class ExportError(XJointSegError, ValueError):
+    """The map cannot be written as a COG as given (dims, dtype, grid, several periods)."""
+
+
+class ExportExistsError(XJointSegError, FileExistsError):
+    """The COG's path is taken and ``overwrite`` is False."""
+
+
+def _one_map(isa: Any, period: Any) -> tuple[xr.DataArray, Any]:
+    """The 2-D (y, x) map to write and its period label (None for a 2-D input)."""
+    if isinstance(isa, xr.Dataset):
+        raise ExportError(
+            "to_cog writes a DataArray: pass the ISA map, e.g. ds['isa'] or the result of "
+            "segment() / open_cube()"
+        )
+    if not isinstance(isa, xr.DataArray):
+        raise ExportError(f"to_cog takes an xarray DataArray, not {type(isa).__name__}")
+    if isa.odc.crs is None:
+        raise ExportError(
+            "the map has no CRS: attach it with isa.odc.assign_crs(...) (segment() sets it)"
+        )
+    if isa.ndim == 2:
+        if period is not None:
+            raise OptionError("period= selects along a period dimension; this map has none")
+        return isa, None
+    if isa.ndim != 3:
+        raise ExportError(f"to_cog writes a (y, x) or (period, y, x) map; got dims {isa.dims}")
+    pdim = isa.dims[0]
+    if period is None:
+        if isa.sizes[pdim] != 1:
+            labels = [str(v)[:10] for v in isa[pdim].values] if pdim in isa.coords else []
+            raise ExportError(
+                f"the map holds {isa.sizes[pdim]} periods along {pdim!r} {labels}; a GeoTIFF "
+                "takes one: pass period= (a position such as -1, or a label)"
+            )
+        one = isa.isel({pdim: 0})
+    elif isinstance(period, int | np.integer):
+        try:
+            one = isa.isel({pdim: int(period)})
+        except IndexError:
+            raise OptionError(
+                f"period={period} is out of range: the map has {isa.sizes[pdim]} periods"
+            ) from None
+    else:
+        try:
+            one = isa.sel({pdim: period})
+        except (KeyError, TypeError, ValueError):
+            raise OptionError(
+                f"no period {period!r} along {pdim!r}; it has "
+                f"{[str(v)[:10] for v in isa[pdim].values]}"
+            ) from None
+        if one.ndim != 2:
+            raise OptionError(f"period={period!r} must pick exactly one period")
+    label = one[pdim].values if pdim in one.coords else None
+    return one, label
+
+
+def _check_grid(one: xr.DataArray) -> GeoBox:
+    gbox = one.odc.geobox
+    if not isinstance(gbox, GeoBox):
+        raise ExportError("the map is not on a regular grid (evenly spaced x and y)")
+    if one.dims != tuple(one.odc.spatial_dims):
+        raise ExportError(f"the map's dims must be (y, x); got {one.dims}")
+    aff = gbox.affine
+    if aff.b != 0 or aff.d != 0:
+        raise ExportError("the map's grid is rotated; reproject it north-up first")
+    return gbox
+
+
+def _label_text(label: Any) -> str | None:
+    if label is None:
+        return None
+    value = np.asarray(label)
+    if np.issubdtype(value.dtype, np.datetime64):
+        return str(value.astype("datetime64[D]"))
+    return str(value.item() if value.ndim == 0 else value)
+
+
+def _aligned(data: da.Array, blocksize: int) -> da.Array:
+    """Rechunk so every dask block covers whole TIFF tiles: no tile is written twice."""
+    sizes = []
+    for chunks in data.chunks:
+        step = max(blocksize, round(max(chunks) / blocksize) * blocksize)
+        sizes.append(step)
+    return data.rechunk(tuple(sizes))
+
+
+def _write_scratch(
+    data: da.Array, path: Path, gbox: GeoBox, blocksize: int, tags: dict, progress: bool
+) -> None:
+    import rasterio
+    from rasterio.windows import Window
+    from tqdm import tqdm  # plain text on stderr: tqdm.auto warns in Jupyter without widgets
+
+    profile = {
+        "driver": "GTiff",
+        "width": gbox.shape[1],
+        "height": gbox.shape[0],
+        "count": 1,
+        "dtype": "uint8",
+        "crs": gbox.crs.to_wkt(),
+        "transform": gbox.affine,
+        "nodata": NODATA,
+        "tiled": True,
+        "blockxsize": blocksize,
+        "blockysize": blocksize,
+        # fast and small: the scratch file is read once more, by the COG driver
+        "compress": "deflate",
+        "zlevel": 1,
+        "bigtiff": "if_safer",
+    }
+    offsets = [np.cumsum((0, *c[:-1])) for c in data.chunks]
+    blocks = [(iy, ix) for iy in range(data.numblocks[0]) for ix in range(data.numblocks[1])]
+    biggest = max(data.chunks[0]) * max(data.chunks[1])
+    # several blocks per compute keep all threads/workers busy; the budget bounds memory
+    batch = max(1, MEMORY_BUDGET // max(biggest, 1))
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.update_tags(**tags)
+        dst.set_band_description(1, "impervious surface: 0 not ISA, 1 ISA, 255 nodata")
+        dst.write_colormap(1, COLORMAP)
+        bar = tqdm(
+            total=len(blocks), desc="COG", unit="block", disable=not progress, file=sys.stderr
+        )
+        for start in range(0, len(blocks), batch):
+            part = blocks[start : start + batch]
+            values = dask.compute(*(data.blocks[iy, ix] for iy, ix in part))
+            for (iy, ix), block in zip(part, values, strict=True):
+                window = Window(
+                    int(offsets[1][ix]), int(offsets[0][iy]), block.shape[1], block.shape[0]
+                )
+                dst.write(np.asarray(block, dtype=np.uint8), 1, window=window)
+            bar.update(len(part))
+        bar.close()
+
+
+def to_cog(
+    isa: xr.DataArray,
+    path: str | os.PathLike,
+    *,
+    period: int | Any = None,
+    overview_resampling: Literal["nearest", "mode"] = "nearest",
+    blocksize: int = 512,
+    compress: str = "deflate",
+    overwrite: bool = False,
+    progress: bool = False,
+) -> Path:
+    """Write one period of an ISA mask as a Cloud-Optimized GeoTIFF with overviews.
+
+    Parameters
+    ----------
+    isa : xarray.DataArray
+        uint8 ISA mask (0 not ISA, 1 ISA, 255 nodata) with a CRS, as
+        :func:`~xjointseg.segment` or :func:`~xjointseg.open_cube` return it: ``(y, x)``, or
+        ``(period, y, x)`` with one period (or several and ``period=``). Lazy maps are
+        computed block by block while writing.
+    path : str or path
+        Local file to write (``.tif``); parent folders are created.
+    period : int or label, optional
+        Which period of a multi-period map: a position (``-1`` is the last) or a label.
+    overview_resampling : {"nearest", "mode"}
+        How overview pixels are chosen; both keep the values 0/1/255 (``"mode"``: the most
+        frequent valid value of the pixels covered, nodata excluded).
+    blocksize : int
+        Side of the internal tiles (a multiple of 16; 512 is usual for COGs).
+    compress : {"deflate", "zstd", "lzw", "lerc", "none"}
+        Compression of the tiles.
+    overwrite : bool
+        Replace an existing file (atomically, once the new one is complete).
+    progress : bool
+        Show a progress bar over the blocks (on stderr).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written: tiled, with overviews, nodata 255 declared, the CRS and the
+        transform of the map, a colour table, and tags naming the model, its sha256 and the
+        period.
+
+    Raises
+    ------
+    ExportError
+        The map is not a uint8 mask with a CRS on a regular north-up grid, or has several
+        periods and no ``period=``.
+    ExportExistsError
+        ``path`` exists and ``overwrite`` is False.
+    OptionError
+        An option is out of range (period, resampling, blocksize, compression).
+
+    Examples
+    --------
+    >>> import tempfile, rasterio, xjointseg
+    >>> from xjointseg.testing import synthetic_scene, toy_model
+    >>> isa = synthetic_scene(64, 64).isa.segment(model=toy_model())
+    >>> cog = isa.isa.to_cog(tempfile.mkdtemp() + "/isa.tif")
+    >>> with rasterio.open(cog) as src:
+    ...     src.shape, src.nodata, src.crs.to_epsg(), src.overviews(1)
+    ((640, 640), 255.0, 32633, [2])
+    """
+    one, label = _one_map(isa, period)
+    if one.dtype != np.uint8:
+        raise ExportError(
+            f"to_cog writes the uint8 ISA mask (0, 1, 255 nodata), not {one.dtype}: "
+            "for probabilities or fractions use rioxarray (arr.rio.to_raster(path, "
+            "driver='COG'))"
+        )
+    if overview_resampling not in RESAMPLINGS:
+        raise OptionError(
+            f"overview_resampling must be one of {RESAMPLINGS} (the mask is categorical), "
+            f"not {overview_resampling!r}"
+        )
+    if compress not in COMPRESSIONS:
+        raise OptionError(f"compress must be one of {COMPRESSIONS}, not {compress!r}")
+    if isinstance(blocksize, bool) or not isinstance(blocksize, int) or blocksize < 16:
+        raise OptionError(f"blocksize must be an int >= 16, not {blocksize!r}")
+    if blocksize % 16:
+        raise OptionError(f"blocksize must be a multiple of 16 (TIFF tiles), not {blocksize}")
+    if not isinstance(path, str | os.PathLike) or "://" in os.fspath(path):
+        raise OptionError(
+            f"path must be a local file path, not {path!r}: write locally, then copy the "
+            "file to object storage"
+        )
+    gbox = _check_grid(one)
+    target = Path(path).expanduser().absolute()
+    if target.is_dir():
+        raise ExportExistsError(f"{target} is a folder: give a file name, e.g. {target}/isa.tif")
+    if target.exists() and not overwrite:
+        raise ExportExistsError(
+            f"{target} exists: pass overwrite=True to replace it, or pick another path"
+        )
+
+    import rasterio
+    import rasterio.shutil
+
+    data = one.data
+    if not isinstance(data, da.Array):
+        data = da.from_array(np.asarray(data), chunks=(2048, 2048))
+    data = _aligned(data, blocksize)
+    text = _label_text(label)
+    tags = {
+        "long_name": "impervious surface (ISA)",
+        "flag_values": "0 1",
+        "flag_meanings": "not_impervious impervious",
+        "nodata": str(NODATA),
+        "model": str(one.attrs.get("model", "")),
+        "model_sha256": str(one.attrs.get("model_sha256", "")),
+        "period": text or "",
+        "software": f"xjointseg {__version__}",
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stem = f".{target.name}.{uuid.uuid4().hex[:12]}"
+    scratch = target.parent / f"{stem}.scratch.tif"
+    staged = target.parent / f"{stem}.cog.tif"
+    try:
+        _write_scratch(data, scratch, gbox, blocksize, tags, progress)
+        levels = max(0, math.ceil(math.log2(max(gbox.shape) / blocksize)))
+        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+            rasterio.shutil.copy(
+                scratch,
+                staged,
+                driver="COG",
+                compress=compress.upper(),
+                blocksize=blocksize,
+                overview_resampling=overview_resampling.upper(),
+                # at least one overview level even for a scene smaller than two tiles
+                overview_count=max(1, levels),
+                bigtiff="IF_SAFER",
+            )
+        os.replace(staged, target)
+    finally:
+        scratch.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
+    return target
