@@ -52,19 +52,19 @@ def time_cluster(ds, weights: Path, n_workers: int) -> float:
         Client(cluster) as client,
     ):
         xjointseg.distributed.register_model(client, weights, device="cpu")
-        isa = ds.isa.segment(model=str(weights), device="cpu", chunks=256)
-        client.compute(isa.isel(x=slice(0, 10))).result()  # warm the workers
+        isa = ds.isa.segment(model=str(weights), device="cpu", tile=128, chunks=128)
+        client.compute(isa.isel(x=slice(0, 10), y=slice(0, 10))).result()  # warm a worker
         start = time.perf_counter()
         client.compute(isa).result()
         return time.perf_counter() - start
 
 
 def graph_bytes(weights: Path, blocks_per_side: int) -> int:
-    n = 16 * blocks_per_side
-    data = da.random.default_rng(0).uniform(200, 3000, (3, n, n), chunks=(3, 16, 16))
+    n = 64 * blocks_per_side
+    data = da.random.default_rng(0).uniform(200, 3000, (3, n, n), chunks=(3, 64, 64))
     ds = synthetic_scene(n, n)
     arr = ds[["B04", "B03", "B02"]].to_dataarray("band").copy(data=data)
-    isa = arr.isa.segment(model=str(weights), tile=16, chunks="keep", device="cpu")
+    isa = arr.isa.segment(model=str(weights), tile=64, chunks="keep", device="cpu")
     return len(pickle.dumps(dict(isa.__dask_graph__())))
 
 
