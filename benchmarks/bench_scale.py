@@ -27,19 +27,14 @@ import numpy as np
 
 import xjointseg
 import xjointseg.distributed
-from xjointseg.testing import synthetic_scene
+from xjointseg.testing import synthetic_scene, untrained_weights
 
 YREB_KM2 = 2.2e6
 
 
 def build_weights(kind: str, folder: Path) -> Path:
-    from xjointseg.models.architectures import build_network, default_config
-
     arch, size = ("toy", "lite") if kind == "toy" else ("jointseg", kind)
-    net = build_network(arch, **default_config(arch, size))
-    path = folder / f"{kind}.safetensors"
-    xjointseg.save_model(net, path, name=f"bench-{kind}", bands=("B04", "B03", "B02"))
-    return path
+    return untrained_weights(folder / f"{kind}.safetensors", arch, size)
 
 
 def time_cluster(ds, weights: Path, n_workers: int) -> float:

@@ -29,18 +29,12 @@ import numpy as np
 
 import xjointseg
 from xjointseg.segment import DEFAULT_TILE
-from xjointseg.testing import synthetic_scene
+from xjointseg.testing import synthetic_scene, untrained_weights
 
 
 def build_weights(kind: str, folder: Path) -> Path:
-    """Weights file of the benchmarked architecture (untrained: speed does not need training)."""
-    from xjointseg.models.architectures import build_network, default_config
-
     arch, size = ("toy", "lite") if kind == "toy" else ("jointseg", kind)
-    net = build_network(arch, **default_config(arch, size))
-    path = folder / f"{kind}.safetensors"
-    xjointseg.save_model(net, path, name=f"bench-{kind}", bands=("B04", "B03", "B02"))
-    return path
+    return untrained_weights(folder / f"{kind}.safetensors", arch, size)
 
 
 def model_alone(model, ds) -> float:

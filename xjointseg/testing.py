@@ -35,6 +35,16 @@ def toy_weights(
     return Path(path)
 
 
+def untrained_weights(path: str | Path, arch: str = "jointseg", size: str = "lite") -> Path:
+    """Write a freshly initialised ``arch``/``size`` network as a weights file (for speed
+    benchmarks: speed does not need training) and return its path."""
+    from .models.architectures import build_network, default_config
+
+    net = build_network(arch, **default_config(arch, size))
+    save_model(net, path, name=f"untrained-{arch}-{size}", bands=BANDS_RGB)
+    return Path(path)
+
+
 def synthetic_scene(
     ny: int = 64,
     nx: int = 80,
