@@ -106,7 +106,12 @@ class ISANetwork(nn.Module):
             raise ValueError("band_mean and band_std need one value per input band")
         self.register_buffer("band_mean", mean.view(1, in_bands, 1, 1))
         self.register_buffer("band_std", std.view(1, in_bands, 1, 1))
-        self.config: dict[str, Any] = {"in_bands": in_bands}
+        # everything needed to rebuild the network; subclasses add their own arguments
+        self.config: dict[str, Any] = {
+            "in_bands": in_bands,
+            "band_mean": None if band_mean is None else [float(v) for v in band_mean],
+            "band_std": None if band_std is None else [float(v) for v in band_std],
+        }
 
     # --- declared geometry --------------------------------------------------------------
 

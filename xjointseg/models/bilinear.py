@@ -135,8 +135,6 @@ class BilinearSegNet(ISANetwork):
     ) -> None:
         super().__init__(in_bands, band_mean, band_std)
         self.config.update(
-            band_mean=None if band_mean is None else [float(v) for v in band_mean],
-            band_std=None if band_std is None else [float(v) for v in band_std],
             enc1_channels=enc1_channels,
             enc2_channels=enc2_channels,
             trunk_channels=trunk_channels,

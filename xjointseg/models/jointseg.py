@@ -147,8 +147,6 @@ class JointSegNet(ISANetwork):
     ) -> None:
         super().__init__(in_bands, band_mean, band_std)
         self.config.update(
-            band_mean=None if band_mean is None else [float(v) for v in band_mean],
-            band_std=None if band_std is None else [float(v) for v in band_std],
             stage1_channels=stage1_channels,
             stage1_growth=stage1_growth,
             stage1_blocks=stage1_blocks,

@@ -28,9 +28,7 @@ class ToyNet(ISANetwork):
         band_std: list[float] | None = None,
     ) -> None:
         super().__init__(in_bands, band_mean, band_std)
-        self.config.update(
-            depth=depth, width=width, seed=seed, band_mean=band_mean, band_std=band_std
-        )
+        self.config.update(depth=depth, width=width, seed=seed)
         gen = torch.Generator().manual_seed(seed)
         chans = [in_bands] + [width] * depth
         self.body = nn.ModuleList(
