@@ -269,3 +269,20 @@ def test_companion_time_coordinates_are_kept():
     ds = SCENE_3D.assign_coords(period=("time", ["2017", "2019"]))
     isa = ds.isa.segment(model=MODEL, tile=TILE)
     assert list(isa.period.values) == ["2017", "2019"]
+
+
+class DuckModel:
+    """Not an xjointseg Model: just the contract (bands, scale, halo, align, predict)."""
+
+    bands, scale, halo, align = ("B04", "B03", "B02"), 10, 0, 1
+
+    def predict(self, batch, *, output="mask", margin=0):
+        core = batch[:, 0, margin : batch.shape[2] - margin, margin : batch.shape[3] - margin]
+        up = np.repeat(np.repeat(core, 10, axis=1), 10, axis=2)
+        return (up > 1000).astype(np.uint8) if output == "mask" else (up / 1e4).astype("f4")
+
+
+def test_any_object_with_the_model_contract_works():
+    isa = segment(SCENE_2D.chunk(y=16, x=16), DuckModel(), tile=TILE).values
+    expect = np.repeat(np.repeat(SCENE_2D.B04.values > 1000, 10, 0), 10, 1)
+    np.testing.assert_array_equal(isa, expect.astype(np.uint8))

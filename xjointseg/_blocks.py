@@ -73,7 +73,9 @@ def segment_window(
     """
     s, halo = model.scale, model.halo
     valid = valid_pixels(data, nodata)
-    fill = np.asarray(model.fill_values, dtype=np.float32)[:, None, None]
+    # neutral value for missing input: the model's own, else zero
+    fill = np.asarray(getattr(model, "fill_values", np.zeros(len(data))), np.float32)
+    fill = fill[:, None, None]
     x = np.where(valid, data.astype(np.float32, copy=False), fill)
 
     w = window

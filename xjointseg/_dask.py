@@ -18,6 +18,7 @@ import numpy as np
 
 from ._blocks import Window, segment_window
 from .errors import ChunkError
+from .models.model import model_ref
 
 
 def plan_chunks(
@@ -126,7 +127,7 @@ def segment_array(
         chunks=(arr.chunks[0], tuple(c * s for c in y_chunks), tuple(c * s for c in x_chunks)),
         dtype=dtype,
         meta=np.empty((0, 0, 0), dtype=dtype),
-        model_ref=model.ref(device),
+        model_ref=model_ref(model, device),
         kind=output,
         tile=tile,
         halo=halo,

@@ -263,7 +263,8 @@ def segment(
     gbox, others = _check_grid(arr)
     tile, halo = _model_block_params(m, tile, halo)
     if batch_size is None:
-        batch_size = 8 if m.device.type == "cuda" else 1
+        on_gpu = getattr(getattr(m, "device", None), "type", "cpu") == "cuda"
+        batch_size = 8 if on_gpu else 1
 
     ydim, xdim = arr.odc.spatial_dims
     arr = arr.transpose(*others, "band", ydim, xdim)
@@ -303,8 +304,8 @@ def segment(
             coords[name] = coord
     attrs = {
         "long_name": "impervious surface" if output == "mask" else "impervious surface probability",
-        "model": m.name,
-        "model_sha256": m.sha256,
+        "model": getattr(m, "name", type(m).__name__),
+        "model_sha256": getattr(m, "sha256", ""),
         "model_halo": m.halo,
         "scale": s,
         "tile": tile,

@@ -341,7 +341,7 @@ def load_model(
     >>> m.scale, m.bands
     (10, ('B04', 'B03', 'B02'))
     """
-    if isinstance(name_or_path, Model):
+    if isinstance(name_or_path, Model) or _is_model_like(name_or_path):
         return name_or_path
     path, expected = _resolve(name_or_path, sha256)
     dev = resolve_device(device)
@@ -361,6 +361,22 @@ def load_model(
                 source=str(path if "://" not in str(name_or_path) else name_or_path),
             )
         return _CACHE[key]
+
+
+MODEL_ATTRIBUTES = ("bands", "scale", "halo", "align", "predict")
+
+
+def _is_model_like(obj: object) -> bool:
+    """Any object with the engine's contract (bands, scale, halo, align, predict) is a model."""
+    return not isinstance(obj, str | os.PathLike) and all(hasattr(obj, a) for a in MODEL_ATTRIBUTES)
+
+
+def model_ref(model, device: str | None = None) -> ModelRef:
+    """The graph's reference to ``model``; an object that is not a :class:`Model` stays in
+    memory (usable in this process only)."""
+    if isinstance(model, Model):
+        return model.ref(device)
+    return ModelRef(None, getattr(model, "sha256", ""), device or "cpu", model=model)
 
 
 def save_model(
