@@ -25,6 +25,13 @@ def test_bright_point_lands_in_its_10m_pixel():
     assert np.unravel_index(np.argmax(lr[0]), lr[0].shape) == (4, 6)
 
 
+def test_public_api_is_the_design_one():
+    import xjointseg.training as training
+
+    assert training.simulate_sentinel2 is simulate_sentinel2
+    assert {"train", "TrainConfig", "load_dubai", "load_geotiff_scene"} <= set(training.__all__)
+
+
 def test_units_are_l2a_dn():
     white = np.full((20, 20, 3), 255, np.uint8)
     lr = simulate_sentinel2(white, noise_dn=0, gain=0.4)
