@@ -62,6 +62,7 @@ def _train(args: argparse.Namespace) -> int:
         amp=not args.no_amp,
         lr=args.lr,
         sr_warmup=args.sr_warmup,
+        sr_weight=args.sr_weight,
         adv_weight=args.adv_weight,
         eval_every=args.eval_every,
         seed=args.seed,
@@ -357,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--crop", type=int, default=16, help="crop side in 10 m pixels")
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--sr-warmup", type=int, default=300)
+    t.add_argument("--sr-weight", type=float, default=1.0, help="weight of the SR L1 loss")
     t.add_argument("--adv-weight", type=float, default=0.0)
     t.add_argument("--eval-every", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
