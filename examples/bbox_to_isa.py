@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--years", nargs="+", default=None, help="one map per year (default 2017)")
     p.add_argument("--max-cloud-cover", type=float, default=None, help="percent, per item")
     p.add_argument("--store", default=None, help="stage the 10 m composites to this Zarr store")
+    p.add_argument("--model", default="jointseg", help="a registered name or weights path")
     p.add_argument("--plot", default=None, help="save a figure (composite + ISA map) here")
     return p.parse_args(argv)
 
@@ -61,19 +62,6 @@ def offline_item() -> Path | None:
     except ImportError:
         pass
     return HAVELLAND if HAVELLAND.exists() else None
-
-
-def pick_model():
-    """The trained default if weights are registered, else the untrained toy model."""
-    from xjointseg.models import registered_models
-    from xjointseg.testing import toy_model
-
-    if "jointseg" in registered_models():
-        return "jointseg", "jointseg (trained weights)"
-    return toy_model(), (
-        "toy model: NO trained weights are registered yet (xjointseg.models.registered_models() "
-        "has no 'jointseg'), so this map only shows the pipeline working, not real ISA"
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,9 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.store:
         print(f"   staged to {args.store} (Zarr v3)")
 
-    model, about = pick_model()
-    print(f"2. segment with the {about}")
-    isa = ds.isa.segment(model=model)
+    print(f"2. segment with the bundled model '{args.model}'")
+    isa = ds.isa.segment(model=args.model)
     with ProgressBar():
         values = isa.compute()
     print(f"3. ISA map: {dict(values.sizes)} at 1 m, CRS {values.odc.crs.epsg}")

@@ -19,26 +19,13 @@ from xjointseg.data import load_demo_scene  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model",
-        default=None,
-        help="a registered name or weights path (default: jointseg when bundled)",
-    )
+    parser.add_argument("--model", default="jointseg", help="a registered name or weights path")
     parser.add_argument("--out", type=Path, default=Path("quickstart-out"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
     ds = load_demo_scene()  # lazy (time, y, x), 10 m, EPSG:32633
-    if args.model is None and "jointseg" not in xjointseg.models.registered_models():
-        from xjointseg.testing import toy_weights
-
-        args.model = str(toy_weights(seed=5))
-        print(
-            "NOTE: no trained jointseg weights are bundled in this version; running an "
-            "UNTRAINED toy network to show the pipeline end to end: its map means nothing. "
-            "Train weights with `xjointseg train` and pass --model PATH."
-        )
-    model = xjointseg.load_model(args.model or "jointseg")
+    model = xjointseg.load_model(args.model)
     isa = ds.isa.segment(model=model)  # lazy uint8 (time, y, x), 1 m
     print(f"input {dict(ds.sizes)} at 10 m -> ISA {dict(isa.sizes)} at 1 m, {model}")
 

@@ -814,4 +814,4 @@ def test_example_script_runs_offline(capsys):
         assert module["main"](["--bbox", "12.54", "52.47", "12.546", "52.474"]) == 0
     out = capsys.readouterr().out
     assert "1 item(s)" in out and "ISA map" in out
-    assert "toy model" in out or "trained weights" in out
+    assert "bundled model 'jointseg'" in out
