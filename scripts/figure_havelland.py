@@ -79,6 +79,32 @@ def main() -> None:
     fig.savefig(args.out, dpi=80)
     share = float((isa.values == 1).sum() / (isa.values != 255).sum())
     print(f"wrote {args.out}; ISA share of valid pixels: {share:.1%}")
+    print_share_by_landuse(isa)
+
+
+def print_share_by_landuse(isa) -> None:
+    """ISA share of the 1 m map inside the OpenStreetMap land-use/water polygons of the scene
+    (shipped beside it in ../shared): residential should be high; forest, farmland, meadow
+    and water near zero."""
+    import geopandas as gpd
+    from rasterio.features import rasterize
+
+    gpkg = Path(__file__).parents[1].parent / "shared/data/s2/havelland_T33UUU_20170216_L1C"
+    gpkg = gpkg / "osm_landuse_water.gpkg"
+    if not gpkg.exists():
+        print(f"(no {gpkg}: land-use check skipped)")
+        return
+    polygons = gpd.read_file(gpkg).to_crs(isa.odc.crs)
+    geobox = isa.odc.geobox
+    values = isa.values
+    print("| OSM class | 1 m pixels | ISA share |")
+    print("|---|---:|---:|")
+    for fclass, group in sorted(polygons.groupby("fclass")):
+        inside = rasterize(
+            group.geometry, out_shape=geobox.shape, transform=geobox.transform, fill=0
+        ).astype(bool) & (values != 255)
+        if inside.sum() >= 10_000:  # at least a hectare inside the crop
+            print(f"| {fclass} | {inside.sum():,} | {(values[inside] == 1).mean():.1%} |")
 
 
 if __name__ == "__main__":
