@@ -63,6 +63,7 @@ def _train(args: argparse.Namespace) -> int:
         lr=args.lr,
         sr_warmup=args.sr_warmup,
         sr_weight=args.sr_weight,
+        radiometry_augment=not args.no_radiometry_augment,
         adv_weight=args.adv_weight,
         eval_every=args.eval_every,
         seed=args.seed,
@@ -360,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sr-warmup", type=int, default=300)
     t.add_argument("--sr-weight", type=float, default=1.0, help="weight of the SR L1 loss")
     t.add_argument("--adv-weight", type=float, default=0.0)
+    t.add_argument(
+        "--no-radiometry-augment",
+        action="store_true",
+        help="simulate every crop with the default gain, no haze, MTF 0.25",
+    )
     t.add_argument("--eval-every", type=int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")

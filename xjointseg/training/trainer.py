@@ -52,6 +52,7 @@ class TrainConfig:
     seg_weight: float = 1.0
     adv_weight: float = 0.0
     weak_weight: float = 0.1
+    radiometry_augment: bool = True  # random gain / haze / MTF per crop (simulated inputs)
     eval_every: int = 200
     patience: int = 5
     clip_grad: float = 1.0
@@ -119,7 +120,9 @@ def sample_batch(scenes: list[Scene], cfg: TrainConfig, fill: np.ndarray, rng: n
             lr, hr = scene.lr[:, wy0:wy1, wx0:wx1], None
         else:
             window = scene.hr[wy0 * SCALE : wy1 * SCALE, wx0 * SCALE : wx1 * SCALE]
-            lr, hr = simulate_sentinel2(window, augment=True, rng=rng, return_hr=True)
+            lr, hr = simulate_sentinel2(
+                window, augment=cfg.radiometry_augment, rng=rng, return_hr=True
+            )
         big = np.broadcast_to(fill[:, None, None], (3, p + 2 * c, p + 2 * c)).copy()
         big[:, ya - (y0 - c) : yb - (y0 - c), xa - (x0 - c) : xb - (x0 - c)] = lr[
             :, ya - wy0 : yb - wy0, xa - wx0 : xb - wx0
