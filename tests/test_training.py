@@ -131,3 +131,35 @@ def test_scores_match_hand_counts():
     s = scores_from_confusion(c)
     assert s["precision"] == 0.5 and s["recall"] == 0.5 and s["f1"] == 0.5
     assert s["macro_f1"] == 0.5 and s["iou"] == pytest.approx(1 / 3)
+
+
+def test_adversarial_term_trains_generator_and_discriminator_after_warmup(tmp_path, monkeypatch):
+    import torch
+
+    from xjointseg.training import trainer
+
+    calls = {"gen": 0, "disc": 0}
+    gen_loss, disc_loss = trainer.generator_adversarial_loss, trainer.discriminator_loss
+
+    def counted_gen(*args):
+        calls["gen"] += 1
+        return gen_loss(*args)
+
+    def counted_disc(disc, *args):
+        calls["disc"] += 1
+        before = [p.detach().clone() for p in disc.parameters()]
+        loss = disc_loss(disc, *args)
+        assert torch.isfinite(loss)
+        counted_disc.before = before
+        counted_disc.disc = disc
+        return loss
+
+    monkeypatch.setattr(trainer, "generator_adversarial_loss", counted_gen)
+    monkeypatch.setattr(trainer, "discriminator_loss", counted_disc)
+    cfg = small_cfg(arch="jointseg", steps=4, batch_size=2, crop=4, sr_warmup=2, adv_weight=0.1)
+    train(TRAIN, VAL, cfg, tmp_path, progress=False)
+    assert calls == {"gen": 2, "disc": 2}  # steps 3 and 4, after the 2 warm-up steps
+    after = list(counted_disc.disc.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, counted_disc.before, strict=True))
+    blob = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert blob["disc"] is not None and blob["disc_opt"] is not None

@@ -38,15 +38,24 @@ def sr_l1(sr: torch.Tensor, hr: torch.Tensor, scale: torch.Tensor) -> torch.Tens
     return (torch.abs(sr.float() - hr) / scale).mean()
 
 
-def adversarial_losses(
-    disc: torch.nn.Module, sr: torch.Tensor, hr: torch.Tensor, scale: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(generator loss, discriminator loss), non-saturating GAN on per-pixel realness maps.
+def generator_adversarial_loss(
+    disc: torch.nn.Module, sr: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """Non-saturating GAN loss of the generator on per-pixel realness maps.
 
-    The discriminator sees images normalised by the band std; its loss is computed on a
-    detached SR image so the two optimisers do not interfere.
+    The discriminator is frozen for this pass, so the loss trains the generator only; images
+    are normalised by the band std (``scale``).
     """
-    real, fake = hr / scale, sr.float() / scale
-    g = F.softplus(-disc(fake)).mean()
-    d = F.softplus(-disc(real)).mean() + F.softplus(disc(fake.detach())).mean()
-    return g, d
+    disc.requires_grad_(False)
+    try:
+        return F.softplus(-disc(sr.float() / scale)).mean()
+    finally:
+        disc.requires_grad_(True)
+
+
+def discriminator_loss(
+    disc: torch.nn.Module, sr: torch.Tensor, hr: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor:
+    """Discriminator loss: the 1 m target is real, the (detached) SR image fake."""
+    real, fake = hr / scale, sr.detach().float() / scale
+    return F.softplus(-disc(real)).mean() + F.softplus(disc(fake)).mean()

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from ..errors import XJointSegError
 from ..models.base import ISANetwork
 from .datasets import IGNORE, SCALE, WEAK_NEGATIVE, Scene, TrainingDataError
-from .losses import adversarial_losses, segmentation_loss, sr_l1
+from .losses import discriminator_loss, generator_adversarial_loss, segmentation_loss, sr_l1
 from .simulate import simulate_sentinel2
 
 
@@ -302,17 +302,18 @@ def train(
             hr = hr.to(device)
             loss = loss + cfg.sr_weight * sr_l1(pred["sr"], hr, std_t)
             if disc is not None and not warm:
-                g, d = adversarial_losses(disc, pred["sr"], hr, std_t)
-                loss = loss + cfg.adv_weight * g
-                disc_opt.zero_grad()
-                d.backward(retain_graph=True)
-                disc_opt.step()
+                loss = loss + cfg.adv_weight * generator_adversarial_loss(disc, pred["sr"], std_t)
         if not warm:
             loss = loss + cfg.seg_weight * segmentation_loss(pred["logits"], label, cfg.weak_weight)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)  # RRDB trunks can spike
         opt.step()
+        if disc is not None and hr is not None and pred["sr"] is not None and not warm:
+            # after the generator step, on the detached SR image: the two never share a graph
+            disc_opt.zero_grad()
+            discriminator_loss(disc, pred["sr"], hr, std_t).backward()
+            disc_opt.step()
         sched.step()
         state["step"] += 1
         bar.update(1)
