@@ -32,9 +32,9 @@ def test_public_api_is_the_design_one():
     assert {"train", "TrainConfig", "load_dubai", "load_geotiff_scene"} <= set(training.__all__)
 
 
-def test_units_are_l2a_dn():
+def test_units_are_dn():
     white = np.full((20, 20, 3), 255, np.uint8)
-    lr = simulate_sentinel2(white, noise_dn=0, gain=0.4)
+    lr = simulate_sentinel2(white, noise_dn=0, gain=0.4, offset=0.0)
     np.testing.assert_allclose(lr, 4000)  # linear 1.0 x gain 0.4 = reflectance 0.4 = 4000 DN
     black = simulate_sentinel2(np.zeros((20, 20, 3), np.uint8), noise_dn=0, offset=0.02)
     np.testing.assert_allclose(black, 200)
@@ -126,3 +126,14 @@ def test_real_massachusetts_unknown_pixels_are_weak_and_white_is_ignored():
     assert set(np.unique(s.label).tolist()) <= {1, WEAK_NEGATIVE, IGNORE}
     white = (s.hr == 255).all(-1)
     assert (s.label[white] == IGNORE).all()
+
+
+def test_default_radiometry_is_the_calibrated_l1c_one():
+    """Blue carries the most path radiance (offset) and the least gain, as fitted on real L1C."""
+    from xjointseg.training.simulate import DEFAULT_GAIN, DEFAULT_OFFSET
+
+    red, green, blue = DEFAULT_OFFSET
+    assert 0 < red < green < blue < 0.15
+    assert DEFAULT_GAIN[0] > DEFAULT_GAIN[1] > DEFAULT_GAIN[2] > 0
+    black = simulate_sentinel2(np.zeros((20, 20, 3), np.uint8), noise_dn=0)
+    np.testing.assert_allclose(black[:, 0, 0], np.round(np.array(DEFAULT_OFFSET) * 1e4))

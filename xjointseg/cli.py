@@ -16,9 +16,10 @@ from pathlib import Path
 
 from .errors import BBoxError, OptionError, UnknownModelError, XJointSegError
 
-# Held-out places: two whole Dubai tiles (fully labelled, 12 % of the Dubai pixels). The
+# Validation (checkpoint selection) places: a whole Dubai tile; tiles 1 and 3 are the test
+# places (xjointseg.training.splits), never trained on nor used for selection. The
 # Massachusetts tiles label roads only, so they train but cannot score precision.
-DEFAULT_VAL_PLACES = ["dubai/tile1", "dubai/tile3"]
+DEFAULT_VAL_PLACES = ["dubai/tile2"]
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -41,7 +42,8 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .training.datasets import load_dubai, load_massachusetts, split_by_place
+    from .training.datasets import load_dubai, load_massachusetts, load_oscd, split_by_place
+    from .training.splits import DUBAI_SPLITS, OSCD_SPLITS
     from .training.trainer import TrainConfig, train
 
     scenes = []
@@ -50,8 +52,18 @@ def _train(args: argparse.Namespace) -> int:
         loader = {"dubai": load_dubai, "massachusetts": load_massachusetts}.get(kind)
         if loader is None or not path:
             raise XJointSegError(f"--data takes dubai=PATH or massachusetts=PATH, not {spec!r}")
+        if not Path(path).is_dir():
+            raise XJointSegError(f"--data {spec}: {path} is not a folder")
         scenes += loader(path)
+    # test places are never seen: neither in training nor in checkpoint selection
+    scenes = [s for s in scenes if s.place not in DUBAI_SPLITS["test"]]
     train_scenes, val_scenes = split_by_place(scenes, args.val_places)
+    real_train = real_val = None
+    if args.oscd is not None:
+        if not Path(args.oscd).is_dir():
+            raise XJointSegError(f"--oscd {args.oscd} is not a folder")
+        real_train = load_oscd(args.oscd, OSCD_SPLITS["train"])
+        real_val = load_oscd(args.oscd, OSCD_SPLITS["val"])
     cfg = TrainConfig(
         arch=args.arch,
         size=args.size,
@@ -69,8 +81,22 @@ def _train(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         val_places=list(args.val_places),
+        real_places=list(OSCD_SPLITS["train"]) if real_train else [],
+        real_val_places=list(OSCD_SPLITS["val"]) if real_val else [],
+        real_batch_size=args.real_batch_size,
+        built_floor=args.built_floor,
+        fraction_weight=args.fraction_weight,
+        init_from=None if args.init_from is None else str(args.init_from),
     )
-    result = train(train_scenes, val_scenes, cfg, args.out, progress=not args.quiet)
+    result = train(
+        train_scenes,
+        val_scenes,
+        cfg,
+        args.out,
+        real_train=real_train,
+        real_val=real_val,
+        progress=not args.quiet,
+    )
     print(json.dumps(result, indent=2))
     return 0
 
@@ -372,6 +398,26 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.add_argument("--no-amp", action="store_true", help="train in fp32 (no bf16 autocast)")
     t.add_argument("--val-places", nargs="+", default=DEFAULT_VAL_PLACES)
+    t.add_argument(
+        "--oscd",
+        type=Path,
+        default=None,
+        help="OSCD folder (real Sentinel-2 + Dynamic World): weak batches on its training "
+        "cities, ROC AUC on its validation cities (xjointseg.training.splits)",
+    )
+    t.add_argument("--real-batch-size", type=int, default=4, help="real crops per step")
+    t.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="weights to start from (e.g. a bundled file); layers they lack start fresh",
+    )
+    t.add_argument(
+        "--built-floor", type=float, default=0.3, help="ISA share of a built-up 10 m pixel"
+    )
+    t.add_argument(
+        "--fraction-weight", type=float, default=1.0, help="10 m prior vs ISA fraction loss"
+    )
     t.add_argument("--out", type=Path, required=True, help="folder for checkpoints and weights")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_train)

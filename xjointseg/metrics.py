@@ -110,3 +110,30 @@ def scores(pred: Any, reference: Any, ignore: Any = None) -> dict[str, float]:
         "macro_f1": (f1 + f1_neg) / 2,
         **{k: float(v) for k, v in c.items()},
     }
+
+
+def roc_auc(score: Any, reference: Any) -> float:
+    """Area under the ROC curve: the chance that a random positive pixel of ``reference``
+    scores higher than a random negative one (ties count one half).
+
+    ``score`` is any number per pixel (e.g. an ISA fraction), ``reference`` 1 for positive,
+    0 for negative; other values and NaN scores are left out. NaN if a class is absent.
+
+    Examples
+    --------
+    >>> roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
+    0.75
+    """
+    s = np.asarray(score, np.float64).ravel()
+    r = np.asarray(reference).ravel()
+    keep = ((r == 0) | (r == 1)) & ~np.isnan(s)
+    s, r = s[keep], r[keep] == 1
+    n_pos, n_neg = int(r.sum()), int((~r).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    # Mann-Whitney U from mid-ranks (tied scores share the mean of their ranks)
+    _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    ends = np.cumsum(counts)
+    mid_rank = ends - (counts - 1) / 2.0
+    rank_sum = mid_rank[inverse][r].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))

@@ -31,8 +31,10 @@ from torch import nn
 
 from .base import ISANetwork, Span, crop
 from .layers import (
+    CoarseHead,
     RRDBTrunk,
     ScaleFusion,
+    add_coarse_prior,
     check_margin,
     conv3,
     fit,
@@ -60,6 +62,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "dec1_channels": 16,
         "seg_channels": 16,
         "first_kernel": 3,
+        "coarse_channels": 32,
     },
     "paper": {
         "enc1_channels": 16,
@@ -73,13 +76,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "dec1_channels": 64,
         "seg_channels": 32,
         "first_kernel": 5,
+        "coarse_channels": 64,
     },
 }
 
 _DOWN2 = (4, 2, 1)  # kernel, stride, padding of the 1 m -> 2 m convolution
 _DOWN5 = (7, 5, 1)  # and of the 2 m -> 10 m one
 
-_GRID = {"xn": 1, "feat10/seg": 1, "feat10/up": 1, "e2": 5, "m2": 5, "feat2/seg": 5}
+_GRID = {"xn": 1, "feat10/seg": 1, "feat10/up": 1, "feat10/head": 1, "e2": 5, "m2": 5, "feat2/seg": 5}
 _GRID.update({"feat2/up": 5, "e1": 10, "m1": 10, "feat1/seg": 10})
 
 
@@ -132,6 +136,7 @@ class BilinearSegNet(ISANetwork):
         dec1_channels: int = 16,
         seg_channels: int = 16,
         first_kernel: int = 3,
+        coarse_channels: int = 0,
     ) -> None:
         super().__init__(in_bands, band_mean, band_std)
         self.config.update(
@@ -146,6 +151,7 @@ class BilinearSegNet(ISANetwork):
             dec1_channels=dec1_channels,
             seg_channels=seg_channels,
             first_kernel=first_kernel,
+            coarse_channels=coarse_channels,
         )
         if first_kernel % 2 == 0:
             raise ValueError("first_kernel must be odd")
@@ -171,6 +177,7 @@ class BilinearSegNet(ISANetwork):
         self.up1 = conv3(d2, c1)  # after nearest x2, at 1 m
         self.merge1 = conv3(2 * c1, d1)
         self.fusion = ScaleFusion([n, d2, d1], [10, 2, 1], seg_channels)
+        self.head10 = CoarseHead(n, coarse_channels) if coarse_channels else None  # as JointSeg
         init_rrdb(self.trunk.blocks)
         init_rrdb(self.trunk2.blocks)
         self._need = self._context_needs()
@@ -193,12 +200,16 @@ class BilinearSegNet(ISANetwork):
             "feat2/seg": self.fusion.input_span(out, 1),
             "feat1/seg": self.fusion.input_span(out, 2),
         }
+        if self.head10 is not None:
+            sp["feat10/head"] = self.head10.span(out)
         sp["m1"] = sp["feat1/seg"].conv(3)  # merge1 reads [up1(...), e1]
         sp["e1"] = sp["m1"]
         sp["feat2/up"] = sp["m1"].conv(3).nearest_up(2)  # up1
         sp["m2"] = self.trunk2.span(sp["feat2/seg"].union(sp["feat2/up"])).conv(3)  # merge2
         sp["feat10/up"] = sp["m2"].nearest_up(5).conv(3)  # up2
         feat10 = sp["feat10/seg"].union(sp["feat10/up"])
+        if self.head10 is not None:
+            feat10 = feat10.union(sp["feat10/head"])
         d10 = self.trunk.span(feat10).conv(self.first.kernel_size[0])  # trunk, first
         e2 = strided_span(d10, *_DOWN5).union(sp["m2"])  # e2 feeds down10 and the skip
         sp["e2"] = sp["m2"]
@@ -210,7 +221,7 @@ class BilinearSegNet(ISANetwork):
     def _context_needs(self) -> dict[str, int]:
         sp = self._spans(Span(0, self.scale - 1))
         need = {k: need_at(s, _GRID[k]) for k, s in sp.items() if k in _GRID}
-        need["feat10"] = max(need["feat10/seg"], need["feat10/up"])
+        need["feat10"] = max(need["feat10/seg"], need["feat10/up"], need.get("feat10/head", 0))
         need["feat2"] = max(need["feat2/seg"], need["feat2/up"])
         return need
 
@@ -219,8 +230,12 @@ class BilinearSegNet(ISANetwork):
 
     # --- computation -------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor, margin: int = 0) -> dict[str, torch.Tensor | None]:
-        """``{"logits": (N, 1, H, W), "sr": None}`` for the centre of ``x``."""
+    def forward(
+        self, x: torch.Tensor, margin: int = 0, sr: bool = True
+    ) -> dict[str, torch.Tensor | None]:
+        """``{"logits": (N, 1, H, W), "sr": None}`` for the centre of ``x``, and ``"logits10"``
+        (the 10 m prior) when the network has one. ``sr`` is accepted for a common interface:
+        this network has no SR branch."""
         check_margin(x, margin)
         need = self._need
         # the encoder runs on everything the 10 m trunk needs; crops happen at 10 m only
@@ -248,4 +263,11 @@ class BilinearSegNet(ISANetwork):
                 fit(feat1, cm, need["feat1/seg"]),
             ]
         )
-        return {"logits": crop(logits, cl), "sr": None}
+        out: dict[str, torch.Tensor | None] = {"sr": None}
+        if self.head10 is not None:
+            h10, ch10 = fit(feat10, c10, need["feat10/head"])
+            logits10 = (self.head10(h10), ch10)
+            logits, cl = add_coarse_prior((logits, cl), logits10)
+            out["logits10"] = crop(*logits10)
+        out["logits"] = crop(logits, cl)
+        return out

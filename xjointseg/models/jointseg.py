@@ -37,9 +37,11 @@ import torch
 
 from .base import ISANetwork, Span, crop
 from .layers import (
+    CoarseHead,
     RRDBTrunk,
     ScaleFusion,
     Up2p5,
+    add_coarse_prior,
     check_margin,
     conv3,
     fit,
@@ -66,6 +68,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "shuffle_channels": 4,
         "hr_channels": 16,
         "seg_channels": 16,
+        "coarse_channels": 32,
     },
     "paper": {
         "stage1_channels": 64,
@@ -77,6 +80,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
         "shuffle_channels": 16,
         "hr_channels": 64,
         "seg_channels": 32,
+        "coarse_channels": 64,
     },
 }
 
@@ -87,6 +91,7 @@ _GRID = {
     "xn/sr": 1,
     "feat10/seg": 1,
     "feat10/up": 1,
+    "feat10/head": 1,
     "u5": 2,
     "u25": 4,
     "h1": 4,
@@ -144,6 +149,7 @@ class JointSegNet(ISANetwork):
         shuffle_channels: int = 4,
         hr_channels: int = 16,
         seg_channels: int = 16,
+        coarse_channels: int = 0,
     ) -> None:
         super().__init__(in_bands, band_mean, band_std)
         self.config.update(
@@ -156,6 +162,7 @@ class JointSegNet(ISANetwork):
             shuffle_channels=shuffle_channels,
             hr_channels=hr_channels,
             seg_channels=seg_channels,
+            coarse_channels=coarse_channels,
         )
         b, n1, n2 = in_bands, stage1_channels, stage2_channels
         # stage 1: 10 m -> 2.5 m
@@ -174,6 +181,8 @@ class JointSegNet(ISANetwork):
         self.sr_hr = conv3(hr_channels, hr_channels)
         self.sr_last = conv3(hr_channels, b)
         self.fusion = ScaleFusion([n1, n2, hr_channels], [10, 2.5, 1], seg_channels)
+        # the 10 m semantic prior (0 channels: none, as in weights made before it existed)
+        self.head10 = CoarseHead(n1, coarse_channels) if coarse_channels else None
 
         init_rrdb(self.s1_trunk.blocks)
         init_rrdb(self.s2_trunk.blocks)
@@ -202,6 +211,8 @@ class JointSegNet(ISANetwork):
             "feat25/seg": self.fusion.input_span(out, 1),
             "feat1/seg": self.fusion.input_span(out, 2),
         }
+        if self.head10 is not None:
+            sp["feat10/head"] = self.head10.span(out)
         f1 = sp["feat1/seg"]
         if sr:
             sp["feat1/sr"] = out.conv(3).conv(3)  # sr_hr, sr_last
@@ -216,6 +227,8 @@ class JointSegNet(ISANetwork):
         sp["u5"] = sp["u25"].conv(3).nearest_up(2)  # s1_up2
         sp["feat10/up"] = sp["u5"].conv(3).nearest_up(2)  # s1_up1
         feat10 = sp["feat10/seg"].union(sp["feat10/up"])
+        if self.head10 is not None:
+            feat10 = feat10.union(sp["feat10/head"])
         sp["xn/trunk"] = self.s1_trunk.span(feat10).conv(3)  # s1_first
         sp["input"] = sp["xn/trunk"].union(sp["xn/b4"])
         if sr:
@@ -225,7 +238,7 @@ class JointSegNet(ISANetwork):
     def _context_needs(self, sr: bool) -> dict[str, int]:
         sp = self._spans(Span(0, self.scale - 1), sr)
         need = {k: need_at(s, _GRID[k]) for k, s in sp.items() if k in _GRID}
-        need["feat10"] = max(need["feat10/seg"], need["feat10/up"])
+        need["feat10"] = max(need["feat10/seg"], need["feat10/up"], need.get("feat10/head", 0))
         need["feat25"] = max(need["feat25/seg"], need["feat25/up"])
         return need
 
@@ -278,7 +291,14 @@ class JointSegNet(ISANetwork):
                 fit(feat1, c1, need["feat1/seg"]),
             ]
         )
+        logits10 = None
+        if self.head10 is not None:
+            h10, ch10 = fit(feat10, c10, need["feat10/head"])
+            logits10 = (self.head10(h10), ch10)
+            logits, cl = add_coarse_prior((logits, cl), logits10)
         out: dict[str, Any] = {"logits": crop(logits, cl), "sr": None}
+        if logits10 is not None:
+            out["logits10"] = crop(*logits10)
         if sr:
             r, cr = fit(feat1, c1, need["feat1/sr"])
             r = self.sr_last(lrelu(self.sr_hr(r)))
@@ -294,9 +314,13 @@ class JointSegNet(ISANetwork):
             }
         return out
 
-    def forward(self, x: torch.Tensor, margin: int = 0) -> dict[str, torch.Tensor | None]:
-        """``{"logits": (N, 1, H, W), "sr": (N, bands, H, W)}`` for the centre of ``x``."""
-        return self._run(x, margin, sr=True)
+    def forward(
+        self, x: torch.Tensor, margin: int = 0, sr: bool = True
+    ) -> dict[str, torch.Tensor | None]:
+        """``{"logits": (N, 1, H, W), "sr": (N, bands, H, W)}`` for the centre of ``x``, and
+        ``"logits10"`` (N, 1, h, w), the 10 m prior, when the network has one. ``sr=False``
+        skips the 1 m SR head (``"sr"`` is then ``None``)."""
+        return self._run(x, margin, sr=sr)
 
     def forward_all(self, x: torch.Tensor, margin: int = 0) -> dict[str, Any]:
         """Like :meth:`forward`, plus ``"sr_x4"`` (the stage-1 2.5 m SR image, DN) and

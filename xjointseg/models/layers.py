@@ -297,6 +297,45 @@ class ScaleFusion(nn.Module):
         return self.out(lrelu(self.head(fused))), c
 
 
+class CoarseHead(nn.Module):
+    """ISA logits at 10 m from the 10 m trunk: the semantic prior of the 1 m map.
+
+    Whether a 10 m pixel holds impervious surface is decided mostly by what it and its
+    neighbourhood look like at 10 m; the 1 m layers place the boundaries. So a network adds
+    these logits, bilinearly up-sampled x10, to its 1 m logits, and training can supervise
+    them directly with 10 m targets (the ISA fraction of each 10 m pixel, or weak 10 m
+    land-cover labels) without running the 1 m layers.
+    ``(conv3 -> LeakyReLU) x 2 -> conv1``: semantic capacity where pixels are cheap (one 10 m
+    pixel costs what one 1 m pixel costs, spread over a hundred).
+    """
+
+    def __init__(self, cin: int, channels: int) -> None:
+        super().__init__()
+        self.conv1 = conv3(cin, channels)
+        self.conv2 = conv3(channels, channels)
+        self.out = conv1(channels, 1)
+        with torch.no_grad():  # starts near 0: the prior adds nothing before it is trained
+            self.out.weight.mul_(0.1)
+            self.out.bias.zero_()
+
+    def forward(self, feat10: torch.Tensor) -> torch.Tensor:
+        return self.out(lrelu(self.conv2(lrelu(self.conv1(feat10)))))
+
+    @staticmethod
+    def span(out: Span) -> Span:
+        """10 m trunk pixels that the up-sampled prior at 1 m outputs ``out`` reads."""
+        return out.bilinear_up(10).conv(3).conv(3)
+
+
+def add_coarse_prior(
+    logits: tuple[torch.Tensor, int], logits10: tuple[torch.Tensor, int]
+) -> tuple[torch.Tensor, int]:
+    """1 m logits (with their context) plus the 10 m logits up-sampled x10."""
+    t10, c10 = logits10
+    (a, b), c = match([logits, (up_bilinear(t10, 10), 10 * c10)])
+    return a + b, c
+
+
 def check_margin(x: torch.Tensor, margin: int) -> None:
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
@@ -307,6 +346,7 @@ def check_margin(x: torch.Tensor, margin: int) -> None:
 
 
 __all__ = [
+    "CoarseHead",
     "RES_SCALE",
     "RRDB",
     "SLOPE",
@@ -314,6 +354,7 @@ __all__ = [
     "RRDBTrunk",
     "ScaleFusion",
     "Up2p5",
+    "add_coarse_prior",
     "check_margin",
     "conv1",
     "conv3",

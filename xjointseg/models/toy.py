@@ -45,7 +45,9 @@ class ToyNet(ISANetwork):
             s = s.conv(3)
         return s
 
-    def forward(self, x: torch.Tensor, margin: int = 0) -> dict[str, torch.Tensor | None]:
+    def forward(
+        self, x: torch.Tensor, margin: int = 0, sr: bool = True
+    ) -> dict[str, torch.Tensor | None]:
         f = self.normalize(x)
         for conv in self.body:
             f = torch.tanh(conv(f))

@@ -174,3 +174,162 @@ def split_by_place(
             f"{len(val)} validation scenes; both need at least one"
         )
     return train, val
+
+
+# --- real Sentinel-2 with weak 10 m labels ----------------------------------------------
+
+#: Weak 10 m label codes: a confidently built-up pixel, a confidently not built-up one, or
+#: uncertain (ignored).
+WEAK_NOT_BUILT, WEAK_BUILT = 0, 1
+
+#: Dynamic World classes taken as confident negatives (water, trees, grass, flooded
+#: vegetation, crops) when their built probability is at most ``DW_NOT_BUILT_MAX`` percent.
+#: Shrub, bare ground and snow are left out: Dynamic World confuses bright bare ground and
+#: built-up land. A pixel of class "built" (6) with a built probability of at least
+#: ``DW_BUILT_MIN`` percent is a confident positive: an area where ISA is common (gardens and
+#: trees between houses included), not a 1 m mask.
+DW_NEGATIVE_CLASSES = (0, 1, 2, 3, 4)
+DW_BUILT_CLASS = 6
+DW_BUILT_MIN = 50
+DW_NOT_BUILT_MAX = 15
+
+S2_RGB_ASSETS = ("red", "green", "blue")  # Earth Search keys of B04, B03, B02
+
+
+@dataclass
+class WeakScene:
+    """A real 10 m Sentinel-2 image with weak 10 m labels (no 1 m labels, no SR target).
+
+    ``lr`` (3, h, w) float32 DN in (B04, B03, B02), NaN where missing; ``weak`` (h, w)
+    uint8: :data:`WEAK_BUILT`, :data:`WEAK_NOT_BUILT` or ``IGNORE``; ``built_class`` (h, w)
+    uint8, 1 where the source's land-cover class is built-up, 0 elsewhere, ``IGNORE`` where
+    the image is missing (the reference of the ranking scores), or None.
+    """
+
+    name: str
+    place: str
+    lr: np.ndarray
+    weak: np.ndarray
+    built_class: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.lr.ndim != 3 or self.lr.shape[0] != 3:
+            raise TrainingDataError(f"{self.name}: 10 m input must be (3, h, w), got {self.lr.shape}")
+        if self.weak.shape != self.lr.shape[1:]:
+            raise TrainingDataError(
+                f"{self.name}: weak labels {self.weak.shape} and image {self.lr.shape[1:]} "
+                "are on different grids"
+            )
+        codes = set(np.unique(self.weak).tolist()) - {WEAK_NOT_BUILT, WEAK_BUILT, IGNORE}
+        if codes:
+            raise TrainingDataError(f"{self.name}: weak label codes {sorted(codes)} are not 0/1/255")
+        if not np.any(self.weak != IGNORE):
+            raise TrainingDataError(
+                f"{self.name}: no pixel has a usable weak label (all uncertain or missing)"
+            )
+
+
+def dynamic_world_weak_labels(built: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Weak 10 m labels from Dynamic World's built probability (percent) and class."""
+    weak = np.full(label.shape, IGNORE, np.uint8)
+    weak[np.isin(label, DW_NEGATIVE_CLASSES) & (built <= DW_NOT_BUILT_MAX)] = WEAK_NOT_BUILT
+    weak[(label == DW_BUILT_CLASS) & (built >= DW_BUILT_MIN)] = WEAK_BUILT
+    return weak
+
+
+def read_sentinel2_rgb(item_path: str | Path) -> tuple[np.ndarray, dict]:
+    """B04, B03, B02 of a local STAC item (Earth Search asset keys) as float32 DN, with the
+    grid (``crs``, ``transform``, ``shape``) of the red band. Nodata becomes NaN."""
+    import rasterio
+
+    item_path = Path(item_path)
+    try:
+        assets = json.loads(item_path.read_text())["assets"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise TrainingDataError(f"{item_path}: not a readable STAC item: {exc}") from exc
+    missing = [k for k in S2_RGB_ASSETS if k not in assets]
+    if missing:
+        raise TrainingDataError(
+            f"{item_path}: the item has no {missing} asset(s); the model needs B04, B03, B02 "
+            f"(asset keys {list(S2_RGB_ASSETS)}), it has {sorted(assets)}"
+        )
+    bands, grid = [], None
+    for key in S2_RGB_ASSETS:
+        href = item_path.parent / assets[key]["href"]
+        try:
+            with rasterio.open(href) as src:
+                band = src.read(1).astype(np.float32)
+                if src.nodata is not None:
+                    band[band == src.nodata] = np.nan
+                this = {"crs": src.crs, "transform": src.transform, "shape": src.shape}
+        except rasterio.errors.RasterioIOError as exc:
+            raise TrainingDataError(f"cannot read {href}: {exc}") from exc
+        if grid is not None and this != grid:
+            raise TrainingDataError(f"{item_path}: band {key} is on another grid than red")
+        grid = grid or this
+        bands.append(band)
+    return np.stack(bands), grid
+
+
+def load_dynamic_world_scene(
+    item: str | Path, dynamic_world: str | Path, *, name: str | None = None, place: str | None = None
+) -> WeakScene:
+    """A real Sentinel-2 scene (a local STAC item) with Dynamic World labels on its grid.
+
+    ``dynamic_world`` is a GeoTIFF with band 1 = built probability (percent) and band 2 =
+    class, on exactly the 10 m grid of the item's red band; another grid is refused (resample
+    it onto the image grid first).
+    """
+    import rasterio
+
+    lr, grid = read_sentinel2_rgb(item)
+    try:
+        with rasterio.open(dynamic_world) as src:
+            if src.count < 2:
+                raise TrainingDataError(
+                    f"{dynamic_world}: needs 2 bands (built probability, class), has {src.count}"
+                )
+            dw = src.read([1, 2])
+            dw_grid = {"crs": src.crs, "transform": src.transform, "shape": src.shape}
+    except rasterio.errors.RasterioIOError as exc:
+        raise TrainingDataError(f"cannot read {dynamic_world}: {exc}") from exc
+    if dw_grid != grid:
+        raise TrainingDataError(
+            f"{dynamic_world} is on another grid than the image ({dw_grid['shape']} "
+            f"{dw_grid['crs']} vs {grid['shape']} {grid['crs']}): resample it onto the 10 m "
+            "grid of the image first"
+        )
+    missing = np.isnan(lr).any(0)
+    weak = dynamic_world_weak_labels(dw[0], dw[1])
+    weak[missing] = IGNORE
+    built_class = (dw[1] == DW_BUILT_CLASS).astype(np.uint8)
+    built_class[missing] = IGNORE
+    name = name or Path(item).parent.name
+    return WeakScene(name, place or name, lr, weak, built_class=built_class)
+
+
+def load_oscd(root: str | Path, cities: Sequence[str] | None = None) -> list[WeakScene]:
+    """The OSCD cities (``root/<city>/date{1,2}/``), both dates, with Dynamic World labels.
+
+    Each city is one place (its two dates are never split). The OSCD *change* labels are not
+    read here: they are non-commercial and used for evaluation only.
+    """
+    root = Path(root)
+    chosen = sorted(p.name for p in root.iterdir() if p.is_dir()) if cities is None else cities
+    scenes = []
+    for city in chosen:
+        for date in ("date1", "date2"):
+            folder = root / city / date
+            if not folder.is_dir():
+                raise TrainingDataError(f"{folder} is missing (cities: {sorted(chosen)})")
+            scenes.append(
+                load_dynamic_world_scene(
+                    folder / "item.json",
+                    folder / "dynamicworld.tif",
+                    name=f"oscd/{city}/{date}",
+                    place=f"oscd/{city}",
+                )
+            )
+    if not scenes:
+        raise TrainingDataError(f"no OSCD cities found under {root}")
+    return scenes

@@ -6,10 +6,12 @@ No loss needs pretrained weights from the internet (no VGG perceptual loss).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
-from .datasets import IGNORE, WEAK_NEGATIVE
+from .datasets import IGNORE, SCALE, WEAK_BUILT, WEAK_NEGATIVE, WEAK_NOT_BUILT
 
 
 def segmentation_loss(
@@ -59,3 +61,45 @@ def discriminator_loss(
     """Discriminator loss: the 1 m target is real, the (detached) SR image fake."""
     real, fake = hr / scale, sr.detach().float() / scale
     return F.softplus(-disc(real)).mean() + F.softplus(disc(fake)).mean()
+
+
+def fraction_loss(logits10: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """BCE of the 10 m prior against each 10 m pixel's ISA fraction in the 1 m labels.
+
+    Only 10 m pixels whose 100 label pixels are all clean (0 or 1) count: a pixel with
+    ignored or weak-negative labels has no known fraction.
+    """
+    pool = lambda m: F.avg_pool2d(m.float()[:, None], SCALE)[:, 0]  # noqa: E731
+    clean = pool((label == 0) | (label == 1))
+    frac = pool(label == 1)
+    weight = (clean > 0.999).float()
+    bce = F.binary_cross_entropy_with_logits(
+        logits10[:, 0].float(), frac, weight=weight, reduction="sum"
+    )
+    return bce / weight.sum().clamp_min(1.0)
+
+
+def weak_loss(
+    logits: torch.Tensor, logits10: torch.Tensor | None, weak: torch.Tensor, floor: float
+) -> torch.Tensor:
+    """Weak 10 m supervision of the 1 m map (and of the 10 m prior, if given).
+
+    ``weak`` (N, h, w): :data:`WEAK_NOT_BUILT`, :data:`WEAK_BUILT` or ignore. For each 10 m
+    pixel ``m`` is the mean ISA probability of its 10 x 10 1 m pixels (or the prior's
+    probability). A confidently not built-up pixel is pushed to ``m = 0`` (``-log(1 - m)``);
+    a confidently built-up one only up to the ``floor`` (``max(0, log floor - log m)``), since
+    built-up land is a mix of roofs, roads, gardens and trees whose share of ISA the weak
+    label does not know. Uncertain pixels count nowhere.
+    """
+    pos, neg = weak == WEAK_BUILT, weak == WEAK_NOT_BUILT
+    n = (pos | neg).sum().clamp_min(1)
+    means = [F.avg_pool2d(torch.sigmoid(logits.float()), SCALE)[:, 0]]
+    if logits10 is not None:
+        means.append(torch.sigmoid(logits10.float())[:, 0])
+    total = torch.zeros((), device=logits.device)
+    for m in means:
+        m = m.clamp(1e-4, 1 - 1e-4)
+        loss = torch.where(neg, -torch.log1p(-m), 0.0)
+        loss = loss + torch.where(pos, F.relu(math.log(floor) - torch.log(m)), 0.0)
+        total = total + loss.sum() / n
+    return total

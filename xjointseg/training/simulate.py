@@ -5,9 +5,12 @@ The chain, in order:
 1. **Geometry** — resample to 1 m if the image's ground sampling distance ``gsd`` differs
    (area-weighted, so no aliasing when shrinking).
 2. **Radiometry** — undo the sRGB transfer curve (IEC 61966-2-1) to get linear intensity,
-   then map linearly to surface reflectance, ``rho = offset + gain * linear``. The default gain
-   puts a mid-grey aerial pixel (sRGB 0.5 -> linear 0.21) near 0.08 reflectance, typical of
-   urban/soil surfaces in Sentinel-2 L2A red/green/blue; DN = 10000 * rho (L2A convention).
+   then map linearly to reflectance per band, ``rho = offset + gain * linear``; DN = 10000 *
+   rho. The default gain and offset are fitted on real Sentinel-2 L1C of the OSCD training
+   cities (``scripts/calibrate_simulator.py``: least squares between the 2nd-98th
+   percentiles of simulated and real 10 m pixels). The offset is the path radiance of
+   top-of-atmosphere images, largest in blue; augmentation scales it down to none, the
+   atmospherically corrected (L2A) case.
 3. **Optics** — blur with the MSI point-spread function: a Gaussian whose width is fitted so
    that, combined with the 10 m detector footprint, the system MTF at Nyquist equals
    ``mtf_nyquist``. ESA specifies 0.15-0.30 at Nyquist for the 10 m bands (ESA SP-1322/2,
@@ -18,8 +21,8 @@ The chain, in order:
    order of rho_ref / SNR for the visible bands, whose required SNR is 150-170 at reference
    radiance in the same document), then rounding to integer DN.
 
-Optional augmentation draws gain, offset (haze adds most in blue) and MTF at random per call
-so a model does not learn one radiometry.
+Optional augmentation draws gain, offset and MTF at random per call so a model does not learn
+one radiometry.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ import torch.nn.functional as F
 from ..errors import InputError
 
 SCALE = 10  # 10 m pixels from 1 m pixels
-DEFAULT_GAIN = 0.38
-DEFAULT_OFFSET = 0.0
+# fitted on the OSCD training cities (B04, B03, B02), see scripts/calibrate_simulator.py
+DEFAULT_GAIN = (0.3397, 0.2148, 0.1447)
+DEFAULT_OFFSET = (0.0198, 0.0562, 0.0866)
 
 
 def srgb_to_linear(v: np.ndarray) -> np.ndarray:
@@ -77,6 +81,7 @@ def simulate_sentinel2(
     augment: bool = False,
     rng: np.random.Generator | int | None = None,
     return_hr: bool = False,
+    return_radiometry: bool = False,
 ):
     """High-resolution 8-bit sRGB image -> Sentinel-2-like 10 m DN in (B04, B03, B02).
 
@@ -93,26 +98,30 @@ def simulate_sentinel2(
     noise_dn : float
         Standard deviation of the additive noise, in DN.
     augment : bool
-        Draw gain (x0.75-1.3), offset (haze, 0-0.03 reflectance, strongest in blue) and MTF
-        (0.15-0.30) at random.
+        Draw gain (x0.75-1.3, and x0.93-1.07 per band), offset (x0-1.4: from no haze, as in
+        L2A, to more than the fitted L1C path radiance) and MTF (0.15-0.30) at random.
     rng : numpy Generator or seed
         Source of the noise and augmentation draws.
     return_hr : bool
         Also return the 1 m reflectance image (DN) the simulation started from: the
         super-resolution target, in the same units as the input.
+    return_radiometry : bool
+        Also return the ``gain`` and ``offset`` used (drawn, with ``augment``), so the 1 m
+        target of any crop can be made later with :func:`hr_dn`.
 
     Returns
     -------
     numpy.ndarray or tuple
         float32 ``(3, H/10, W/10)`` DN (reflectance x 10000), bands B04, B03, B02; with
-        ``return_hr`` also float32 ``(3, H, W)`` DN at 1 m.
+        ``return_hr`` also float32 ``(3, H, W)`` DN at 1 m; with ``return_radiometry`` also
+        ``{"gain": (3,), "offset": (3,)}``.
 
     Examples
     --------
     >>> img = np.full((40, 30, 3), 128, np.uint8)
     >>> lr = simulate_sentinel2(img, noise_dn=0)
     >>> lr.shape, round(float(lr[0, 0, 0]))
-    ((3, 4, 3), 820)
+    ((3, 4, 3), 931)
     """
     rng = np.random.default_rng(rng)
     img = np.asarray(hr_rgb)
@@ -131,7 +140,7 @@ def simulate_sentinel2(
     mtf = mtf_nyquist
     if augment:
         g *= rng.uniform(0.75, 1.3) * rng.uniform(0.93, 1.07, 3)
-        o += rng.uniform(0, 0.03) * np.array([0.5, 0.75, 1.0], np.float32)  # haze: blue most
+        o *= rng.uniform(0.0, 1.4)  # L2A (no path radiance) to hazy L1C
         mtf = rng.uniform(0.15, 0.30)
     refl = x * torch.from_numpy(g).view(1, 3, 1, 1) + torch.from_numpy(o).view(1, 3, 1, 1)
     hr_dn = refl * 10000.0
@@ -142,6 +151,17 @@ def simulate_sentinel2(
     if noise_dn > 0:
         lr = lr + rng.normal(scale=noise_dn, size=lr.shape)
     lr = np.clip(np.round(lr), 1, 10000).astype(np.float32)
+    out = [lr]
     if return_hr:
-        return lr, hr_dn[0].numpy().astype(np.float32)
-    return lr
+        out.append(hr_dn[0].numpy().astype(np.float32))
+    if return_radiometry:
+        out.append({"gain": g, "offset": o})
+    return out[0] if len(out) == 1 else tuple(out)
+
+
+def hr_dn(hr_rgb: np.ndarray, gain: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """The 1 m super-resolution target of an 8-bit sRGB image (or crop) at 1 m: float32
+    ``(3, H, W)`` DN, with the radiometry (``gain``, ``offset`` per band) of its simulation."""
+    lin = srgb_to_linear(np.asarray(hr_rgb, np.float32) / 255.0)
+    refl = lin * np.asarray(gain, np.float32) + np.asarray(offset, np.float32)
+    return np.ascontiguousarray(np.moveaxis(refl * 10000.0, -1, 0), dtype=np.float32)

@@ -1,4 +1,19 @@
-"""Train a network on cross-resolution triples: simulated 10 m input, 1 m image, 1 m labels.
+"""Train a network on cross-resolution triples and on real Sentinel-2 with weak 10 m labels.
+
+Two kinds of batch make one step:
+
+* **triples** — a 10 m input simulated from a 1 m aerial image (the SR target) with 1 m ISA
+  labels: SR L1 + segmentation loss on the 1 m outputs, and the 10 m prior against each 10 m
+  pixel's ISA fraction (:func:`~xjointseg.training.losses.fraction_loss`);
+* **weak** (when real scenes are given) — real Sentinel-2 crops with weak 10 m land-cover
+  labels: :func:`~xjointseg.training.losses.weak_loss` on the 10 x 10 means of the 1 m ISA
+  probability and on the 10 m prior. Its inputs are real sensor data, so the network learns
+  the radiometry it meets at inference (L1C haze, winter, band ratios); the SR head is not
+  run on them (there is no 1 m target).
+
+Every crop is given ``context`` input pixels of context (by default the network's halo) from
+inside its scene wherever the scene is large enough, as :func:`~xjointseg.segment` gives
+every tile: the network trains on the receptive field it uses at inference.
 
 Schedule: ``sr_warmup`` steps of super-resolution loss alone (the SR branch must learn
 something before segmentation leans on it), then the joint loss
@@ -6,8 +21,10 @@ something before segmentation leans on it), then the joint loss
 branch (the bilinear baseline) train on the segmentation loss from the first step, for the
 same number of steps, on the same crops.
 
-Every ``eval_every`` steps the model is scored on the held-out places; the best weights by
-validation macro-F1 are kept, training stops early after ``patience`` evaluations without
+Every ``eval_every`` steps the model is scored on the validation places: macro-F1 on the
+simulated triples and, with real validation scenes, the ROC AUC of the 10 m mean of the 1 m
+mask against the land-cover "built" class. The best weights by ``selection`` (macro-F1, or the
+mean of macro-F1 and AUC) are kept, training stops early after ``patience`` evaluations without
 improvement, and a checkpoint (network, optimiser, step, RNG state) is written so an
 interrupted run resumes where it stopped, losing at most the steps since.
 """
@@ -26,10 +43,18 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import XJointSegError
+from ..metrics import roc_auc
 from ..models.base import ISANetwork
-from .datasets import IGNORE, SCALE, WEAK_NEGATIVE, Scene, TrainingDataError
-from .losses import discriminator_loss, generator_adversarial_loss, segmentation_loss, sr_l1
-from .simulate import simulate_sentinel2
+from .datasets import IGNORE, SCALE, WEAK_BUILT, WEAK_NEGATIVE, Scene, TrainingDataError, WeakScene
+from .losses import (
+    discriminator_loss,
+    fraction_loss,
+    generator_adversarial_loss,
+    segmentation_loss,
+    sr_l1,
+    weak_loss,
+)
+from .simulate import DEFAULT_OFFSET, hr_dn, simulate_sentinel2
 
 
 class CheckpointError(XJointSegError, ValueError):
@@ -45,14 +70,20 @@ class TrainConfig:
     steps: int = 2000
     batch_size: int = 8
     crop: int = 16  # input pixels (10 m) of each crop whose outputs enter the loss
-    context: int = 8  # extra input pixels around each crop (fill beyond the image)
+    context: int | None = None  # input pixels around each crop; None: the network's halo
     lr: float = 2e-3
     sr_warmup: int = 300
     sr_weight: float = 1.0
     seg_weight: float = 1.0
     adv_weight: float = 0.0
-    weak_weight: float = 0.1
-    radiometry_augment: bool = True  # random gain / haze / MTF per crop (simulated inputs)
+    weak_weight: float = 0.1  # loss weight of weak-negative 1 m labels (Massachusetts)
+    fraction_weight: float = 1.0  # the 10 m prior against the labels' ISA fraction
+    real_batch_size: int = 4  # real Sentinel-2 crops with weak 10 m labels per step
+    real_weight: float = 1.0
+    built_floor: float = 0.3  # ISA share a confidently built-up 10 m pixel must reach
+    radiometry_augment: bool = True  # random gain / haze / MTF per simulation
+    sim_versions: int = 6  # simulations of each training scene, each its own radiometry
+    init_from: str | None = None  # weights to start from (layers of matching shape)
     eval_every: int = 200
     patience: int = 5
     clip_grad: float = 1.0
@@ -61,6 +92,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     val_places: list[str] = field(default_factory=list)
+    real_places: list[str] = field(default_factory=list)  # real training places (recorded)
+    real_val_places: list[str] = field(default_factory=list)
 
 
 def _set_seed(seed: int) -> None:
@@ -95,59 +128,164 @@ def scene_weights(scenes: list[Scene], weak_weight: float) -> np.ndarray:
     return w / w.sum()
 
 
-BLUR_MARGIN = 2  # 10 m pixels simulated around a crop so its blur sees real neighbours
+def _crop_origin(n: int, p: int, c: int, rng: np.random.Generator) -> int:
+    """First pixel of a crop of ``p`` in a scene of ``n``, with ``c`` pixels of context inside
+    the scene on both sides where it fits (else as much as the scene has)."""
+    if n >= p + 2 * c:
+        return int(rng.integers(n - p - 2 * c + 1)) + c
+    return int(rng.integers(max(n - p, 0) + 1))
 
 
-def sample_batch(scenes: list[Scene], cfg: TrainConfig, fill: np.ndarray, rng: np.random.Generator):
-    """Random crops aligned to the 10 m grid: (input with context, 1 m target or None, label).
+class SimulationCache:
+    """Simulated 10 m versions of the training scenes, made once and reused.
 
-    Only the window around each crop is simulated (with a fresh random radiometry), so a
-    sample costs the same whatever the scene size.
+    Simulating the window around every crop would cost more than the training step (the
+    blur runs at 1 m over the whole receptive field). Instead each scene is simulated whole,
+    ``versions`` times with its own random radiometry (drawn from ``(seed, scene, version)``,
+    so a resumed run sees the same inputs), when first drawn; a crop then takes its input
+    from one version and makes its 1 m target with that version's gain and offset.
     """
+
+    def __init__(self, versions: int, augment: bool, seed: int) -> None:
+        self.versions, self.augment, self.seed = versions, augment, seed
+        self._made: dict[tuple[int, int], tuple[np.ndarray, dict]] = {}
+
+    def get(self, index: int, scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+        if scene.lr is not None:  # a real 10 m input: nothing to simulate
+            return scene.lr, {}
+        key = (index, int(rng.integers(self.versions)))
+        if key not in self._made:
+            draw = np.random.default_rng([self.seed, *key])
+            self._made[key] = simulate_sentinel2(
+                scene.hr, augment=self.augment, rng=draw, return_radiometry=True
+            )
+        return self._made[key]
+
+
+def sample_batch(
+    scenes: list[Scene],
+    cfg: TrainConfig,
+    context: int,
+    fill: np.ndarray,
+    rng: np.random.Generator,
+    cache: SimulationCache | None = None,
+):
+    """Random crops aligned to the 10 m grid: (input with context, 1 m target or None, label)."""
     xs, hrs, labels = [], [], []
-    p, c = cfg.crop, cfg.context
+    p, c = cfg.crop, context
+    cache = cache or SimulationCache(1, cfg.radiometry_augment, cfg.seed)
     weights = scene_weights(scenes, cfg.weak_weight)
     for _ in range(cfg.batch_size):
-        scene = scenes[int(rng.choice(len(scenes), p=weights))]
+        index = int(rng.choice(len(scenes), p=weights))
+        scene = scenes[index]
         h, w = scene.label.shape[0] // SCALE, scene.label.shape[1] // SCALE
-        y0 = int(rng.integers(max(h - p, 0) + 1))
-        x0 = int(rng.integers(max(w - p, 0) + 1))
-        # the input window (crop + context) clipped to the scene, and a blur margin around it
-        ya, yb, xa, xb = max(y0 - c, 0), min(y0 + p + c, h), max(x0 - c, 0), min(x0 + p + c, w)
-        wy0, wy1 = max(ya - BLUR_MARGIN, 0), min(yb + BLUR_MARGIN, h)
-        wx0, wx1 = max(xa - BLUR_MARGIN, 0), min(xb + BLUR_MARGIN, w)
-        if scene.lr is not None:
-            lr, hr = scene.lr[:, wy0:wy1, wx0:wx1], None
-        else:
-            window = scene.hr[wy0 * SCALE : wy1 * SCALE, wx0 * SCALE : wx1 * SCALE]
-            lr, hr = simulate_sentinel2(
-                window, augment=cfg.radiometry_augment, rng=rng, return_hr=True
-            )
-        big = np.broadcast_to(fill[:, None, None], (3, p + 2 * c, p + 2 * c)).copy()
-        big[:, ya - (y0 - c) : yb - (y0 - c), xa - (x0 - c) : xb - (x0 - c)] = lr[
-            :, ya - wy0 : yb - wy0, xa - wx0 : xb - wx0
-        ]
+        y0, x0 = _crop_origin(h, p, c, rng), _crop_origin(w, p, c, rng)
+        lr, radiometry = cache.get(index, scene, rng)
+        big = _window(lr, y0, x0, p, c, fill)
         label = np.full((p * SCALE, p * SCALE), IGNORE, np.uint8)
         hr_crop = np.zeros((3, p * SCALE, p * SCALE), np.float32)
         yy, xx = min(p, h - y0), min(p, w - x0)
-        label[: yy * SCALE, : xx * SCALE] = scene.label[
-            y0 * SCALE : (y0 + yy) * SCALE, x0 * SCALE : (x0 + xx) * SCALE
-        ]
-        if hr is not None:
-            oy, ox = (y0 - wy0) * SCALE, (x0 - wx0) * SCALE
-            hr_crop[:, : yy * SCALE, : xx * SCALE] = hr[
-                :, oy : oy + yy * SCALE, ox : ox + xx * SCALE
-            ]
+        ys, xs_ = slice(y0 * SCALE, (y0 + yy) * SCALE), slice(x0 * SCALE, (x0 + xx) * SCALE)
+        label[: yy * SCALE, : xx * SCALE] = scene.label[ys, xs_]
+        if radiometry:
+            hr_crop[:, : yy * SCALE, : xx * SCALE] = hr_dn(scene.hr[ys, xs_], **radiometry)
         big, label, hr_crop = _augment([big, label, hr_crop], rng)
         xs.append(big)
         labels.append(label)
-        hrs.append(hr_crop if hr is not None else None)
+        hrs.append(hr_crop if radiometry else None)
     has_hr = all(h is not None for h in hrs)
     return (
         torch.from_numpy(np.stack(xs)),
         torch.from_numpy(np.stack(hrs)) if has_hr else None,
         torch.from_numpy(np.stack(labels)),
     )
+
+
+def _window(lr: np.ndarray, y0: int, x0: int, p: int, c: int, fill: np.ndarray) -> np.ndarray:
+    """``lr[:, y0-c : y0+p+c, x0-c : x0+p+c]`` with ``fill`` beyond the scene and for NaN."""
+    h, w = lr.shape[1:]
+    big = np.broadcast_to(fill[:, None, None], (3, p + 2 * c, p + 2 * c)).copy()
+    ya, yb, xa, xb = max(y0 - c, 0), min(y0 + p + c, h), max(x0 - c, 0), min(x0 + p + c, w)
+    part = lr[:, ya:yb, xa:xb]
+    big[:, ya - (y0 - c) : yb - (y0 - c), xa - (x0 - c) : xb - (x0 - c)] = np.where(
+        np.isnan(part), fill[:, None, None], part
+    )
+    return big
+
+
+def _crop_labels(labels: np.ndarray, y0: int, x0: int, p: int) -> np.ndarray:
+    out = np.full((p, p), IGNORE, np.uint8)
+    part = labels[y0 : y0 + p, x0 : x0 + p]
+    out[: part.shape[0], : part.shape[1]] = part
+    return out
+
+
+def sample_real_batch(
+    scenes: list[WeakScene], cfg: TrainConfig, context: int, fill: np.ndarray, rng
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real crops with ``context`` pixels of real context, and their weak 10 m labels.
+
+    Radiometric augmentation (with ``radiometry_augment``): a gain of x0.9-1.1 per crop, and
+    up to the simulator's whole path-radiance offset removed, so L1C training images also
+    stand in for atmospherically corrected ones.
+    """
+    p = cfg.crop
+    counts = np.array([np.count_nonzero(s.weak != IGNORE) for s in scenes], np.float64)
+    xs, labels = [], []
+    for _ in range(cfg.real_batch_size):
+        scene = scenes[int(rng.choice(len(scenes), p=counts / counts.sum()))]
+        h, w = scene.weak.shape
+        y0, x0 = _crop_origin(h, p, context, rng), _crop_origin(w, p, context, rng)
+        x = _window(scene.lr, y0, x0, p, context, fill)
+        if cfg.radiometry_augment:
+            haze = 10000 * np.asarray(DEFAULT_OFFSET, np.float32) * rng.uniform(0, 1)
+            x = np.clip((x - haze[:, None, None]) * rng.uniform(0.9, 1.1), 1, None)
+        x, label = _augment([x.astype(np.float32), _crop_labels(scene.weak, y0, x0, p)], rng)
+        xs.append(x)
+        labels.append(label)
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(labels))
+
+
+def real_validation_windows(
+    scenes: list[WeakScene], context: int, size: int = 32, per_scene: int = 4, seed: int = 1234
+) -> list[tuple]:
+    """Fixed windows of each real validation scene: (scene, origin, built class, weak)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for scene in scenes:
+        if scene.built_class is None:
+            raise TrainingDataError(f"{scene.name}: a validation scene needs its built class")
+        h, w = scene.weak.shape
+        for _ in range(per_scene):
+            y0, x0 = _crop_origin(h, size, context, rng), _crop_origin(w, size, context, rng)
+            built = _crop_labels(scene.built_class, y0, x0, size)
+            out.append((scene, (y0, x0), built, _crop_labels(scene.weak, y0, x0, size)))
+    return out
+
+
+@torch.inference_mode()
+def evaluate_real(net: ISANetwork, windows: list[tuple], context: int, size: int = 32) -> dict:
+    """On real scenes: ROC AUC of each 10 m pixel's share of 1 m ISA (the mask) against the
+    built class, pooled over windows; and the mean ISA share in confidently built-up and in
+    confidently not built-up 10 m pixels."""
+    net.eval()
+    fill = net.band_mean.view(-1).cpu().numpy()
+    device = next(net.parameters()).device
+    fracs, refs, weaks = [], [], []
+    for scene, (y0, x0), built, weak in windows:
+        x = _window(scene.lr, y0, x0, size, context, fill)
+        logits = net.segment_logits(torch.from_numpy(x)[None].to(device), context)
+        mask = (logits[0, 0] >= 0).float()[None, None]
+        fracs.append(F.avg_pool2d(mask, SCALE)[0, 0].cpu().numpy().ravel())
+        refs.append(built.ravel())
+        weaks.append(weak.ravel())
+    frac, ref, weak = np.concatenate(fracs), np.concatenate(refs), np.concatenate(weaks)
+    net.train()
+    return {
+        "real_auc": roc_auc(frac, ref),
+        "real_share_built": float(frac[weak == WEAK_BUILT].mean()),
+        "real_share_not_built": float(frac[weak == 0].mean()),
+    }
 
 
 def confusion(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
@@ -226,15 +364,26 @@ def evaluate(net: ISANetwork, inputs: list[tuple], context: int) -> dict:
     return result
 
 
-def band_statistics(scenes: list[Scene], seed: int = 0) -> tuple[list[float], list[float]]:
-    """Per-band mean and std of simulated (or real) 10 m inputs: the network's normalisation."""
+def band_statistics(
+    scenes: list[Scene], seed: int = 0, real: list[WeakScene] | None = None
+) -> tuple[list[float], list[float]]:
+    """Per-band mean and std of the 10 m inputs (simulated, and real when given, half and
+    half): the network's normalisation."""
     rng = np.random.default_rng(seed)
-    values = []
-    for scene in scenes[:: max(1, len(scenes) // 20)]:
-        lr = scene.lr if scene.lr is not None else simulate_sentinel2(scene.hr, rng=rng)
-        values.append(lr.reshape(3, -1))
-    v = np.concatenate(values, axis=1)
-    return v.mean(1).tolist(), np.maximum(v.std(1), 1.0).tolist()
+
+    def pooled(items, get):
+        values = [get(s).reshape(3, -1) for s in items[:: max(1, len(items) // 20)]]
+        v = np.concatenate(values, axis=1)
+        return v[:, ~np.isnan(v).any(0)]
+
+    parts = [
+        pooled(scenes, lambda s: s.lr if s.lr is not None else simulate_sentinel2(s.hr, rng=rng))
+    ]
+    if real:
+        parts.append(pooled(real, lambda s: s.lr))
+    mean = np.mean([p.mean(1) for p in parts], axis=0)
+    var = np.mean([p.var(1) + (p.mean(1) - mean) ** 2 for p in parts], axis=0)
+    return mean.tolist(), np.maximum(np.sqrt(var), 1.0).tolist()
 
 
 def train(
@@ -243,12 +392,17 @@ def train(
     cfg: TrainConfig,
     out_dir: str | Path,
     *,
+    real_train: list[WeakScene] | None = None,
+    real_val: list[WeakScene] | None = None,
     progress: bool = True,
 ) -> dict:
     """Train, evaluate, checkpoint; return the best validation scores and where things are.
 
+    ``real_train`` / ``real_val``: real Sentinel-2 scenes with weak 10 m labels (e.g.
+    :func:`~xjointseg.training.load_oscd`), trained on in weak batches and scored by ROC AUC.
+
     Writes to ``out_dir``: ``checkpoint.pt`` (resumable state), ``metrics.jsonl`` (one line
-    per evaluation), ``best.safetensors`` (best weights by validation macro-F1).
+    per evaluation), ``best.safetensors`` (best weights by the validation ``selection``).
     """
     from tqdm.auto import tqdm
 
@@ -265,9 +419,17 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    mean, std = band_statistics(train_scenes, cfg.seed)
+    start = _initial_weights(cfg)
+    if start is not None:  # the normalisation is part of what the layers learned
+        meta = start.metadata["config"]
+        mean, std = meta["band_mean"], meta["band_std"]
+    else:
+        mean, std = band_statistics(train_scenes, cfg.seed, real_train)
     config = {**default_config(cfg.arch, cfg.size), "band_mean": mean, "band_std": std}
-    net = build_network(cfg.arch, **config).to(device, memory_format=torch.channels_last)
+    net = build_network(cfg.arch, **config)
+    if start is not None:
+        _load_matching(net, start, cfg.init_from)
+    net = net.to(device, memory_format=torch.channels_last)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, cfg.steps))
     disc = disc_opt = None
@@ -284,18 +446,21 @@ def train(
     fill = np.asarray(mean, np.float32)
     std_t = net.band_std.to(device)
     use_amp = cfg.amp and (device.type == "cuda" or _cpu_has_bf16())
+    context = net.halo if cfg.context is None else cfg.context
     val_inputs = validation_inputs(val_scenes)
+    real_windows = real_validation_windows(real_val, context) if real_val else None
+    sim_cache = SimulationCache(cfg.sim_versions, cfg.radiometry_augment, cfg.seed)
     bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress, desc=cfg.arch)
     started = time.perf_counter()
     net.train()
     while state["step"] < cfg.steps and state["stale"] < cfg.patience:
         # crops drawn from (seed, step): a resumed run redoes exactly the steps it lost
         rng = np.random.default_rng([cfg.seed, state["step"]])
-        x, hr, label = sample_batch(train_scenes, cfg, fill, rng)
+        x, hr, label = sample_batch(train_scenes, cfg, context, fill, rng, sim_cache)
         x = x.to(device).contiguous(memory_format=torch.channels_last)
         label = label.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            pred = net(x, cfg.context)
+            pred = net(x, context)
         loss = torch.zeros((), device=device)
         warm = state["step"] < cfg.sr_warmup and pred["sr"] is not None
         if pred["sr"] is not None and hr is not None:
@@ -305,6 +470,16 @@ def train(
                 loss = loss + cfg.adv_weight * generator_adversarial_loss(disc, pred["sr"], std_t)
         if not warm:
             loss = loss + cfg.seg_weight * segmentation_loss(pred["logits"], label, cfg.weak_weight)
+            if pred.get("logits10") is not None:
+                loss = loss + cfg.fraction_weight * fraction_loss(pred["logits10"], label)
+            if real_train and cfg.real_batch_size > 0:
+                xr_, weak = sample_real_batch(real_train, cfg, context, fill, rng)
+                xr_ = xr_.to(device).contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    real = net(xr_, context, sr=False)
+                loss = loss + cfg.real_weight * weak_loss(
+                    real["logits"], real.get("logits10"), weak.to(device), cfg.built_floor
+                )
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)  # RRDB trunks can spike
@@ -319,12 +494,16 @@ def train(
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
-            scores = evaluate(net, val_inputs, cfg.context)
+            scores = evaluate(net, val_inputs, context)
+            scores["selection"] = scores["macro_f1"]
+            if real_windows:
+                scores.update(evaluate_real(net, real_windows, context))
+                scores["selection"] = (scores["macro_f1"] + scores["real_auc"]) / 2
             scores.update(step=state["step"], seconds=time.perf_counter() - started)
             with open(out / "metrics.jsonl", "a") as fh:
                 fh.write(json.dumps(scores) + "\n")
-            if scores["macro_f1"] > state["best"] and state["step"] > cfg.sr_warmup:
-                state.update(best=scores["macro_f1"], best_eval=scores, stale=0)
+            if scores["selection"] > state["best"] and state["step"] > cfg.sr_warmup:
+                state.update(best=scores["selection"], best_eval=scores, stale=0)
                 save_model(
                     net.cpu(),
                     out / "best.safetensors",
@@ -338,6 +517,34 @@ def train(
             _checkpoint(ckpt, cfg, net, opt, sched, disc, disc_opt, state)
     bar.close()
     return {"best": state["best_eval"], "steps": state["step"], "out": str(out)}
+
+
+def _initial_weights(cfg: TrainConfig):
+    if cfg.init_from is None:
+        return None
+    from ..models.weights import read_weights
+
+    start = read_weights(cfg.init_from)
+    if start.metadata["arch"] != cfg.arch:
+        raise CheckpointError(
+            f"--init-from {cfg.init_from} holds a '{start.metadata['arch']}' network, not "
+            f"'{cfg.arch}'"
+        )
+    return start
+
+
+def _load_matching(net: ISANetwork, start, path) -> None:
+    """Load every tensor of ``start`` into ``net``; only layers ``start`` lacks (added since it
+    was trained) keep their initialisation. Anything else that differs is refused."""
+    own = net.state_dict()
+    unexpected = sorted(set(start.tensors) - set(own))
+    wrong = sorted(k for k, v in start.tensors.items() if k in own and own[k].shape != v.shape)
+    if unexpected or wrong:
+        raise CheckpointError(
+            f"{path} does not fit this '{net.arch}' config: unknown tensors {unexpected[:3]}, "
+            f"other shapes {wrong[:3]}"
+        )
+    net.load_state_dict(start.tensors, strict=False)
 
 
 def _cpu_has_bf16() -> bool:

@@ -1,0 +1,89 @@
+"""Score models on places they never saw: aerial test places and real Sentinel-2 cities.
+
+    python scripts/evaluate.py jointseg bilinear [runs/x/best.safetensors ...] \
+        [--data ../shared/data] [--split test] [--max-side 400] [--json scores.json]
+
+For each model: ISA F1, precision, recall, macro-F1 and SR PSNR (vs bicubic) on the Dubai
+test tiles; per OSCD city of the split, the ROC AUC of the 10 m ISA fraction of the 1 m map
+against Dynamic World "built", the ISA share in confidently built / not built pixels and the
+change F1 against OSCD's labels (Dynamic World's change F1 beside it); the ISA share of
+the Havelland map inside OSM land-use classes. See xjointseg.training.evaluation.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+import xjointseg
+from xjointseg.training.evaluation import (
+    CHANGE_THRESHOLD,
+    OPEN_LAND,
+    aerial_scores,
+    landuse_shares,
+    real_scores,
+)
+from xjointseg.training.splits import DUBAI_SPLITS, OSCD_SPLITS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("models", nargs="+", help="registered names or weights files")
+    parser.add_argument("--data", type=Path, default=Path("../shared/data"))
+    parser.add_argument("--split", default="test", choices=["val", "test"])
+    parser.add_argument("--max-side", type=int, default=400, help="10 m px per city (centre)")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="also write all scores here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = {}
+    for name in args.models:
+        model = xjointseg.load_model(name, device="cpu")
+        aerial = aerial_scores(model, args.data / "hr" / "dubai", DUBAI_SPLITS[args.split])
+        real = real_scores(model, args.data / "s2" / "oscd", OSCD_SPLITS[args.split], args.max_side)
+        gpkg = args.data / "s2" / "havelland_T33UUU_20170216_L1C" / "osm_landuse_water.gpkg"
+        landuse = landuse_shares(model, gpkg)
+        results[name] = {"sha256": model.sha256, "aerial": aerial, "real": real, "landuse": landuse}
+        print_model(name, results[name])
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+def print_model(name: str, r: dict) -> None:
+    a = r["aerial"]
+    print(f"\n## {name} (sha256 {r['sha256'][:12]})")
+    print("\nAerial test places (simulated input):")
+    print("| ISA F1 | precision | recall | macro-F1 | SR PSNR | bicubic PSNR |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    psnr = f"{a['psnr_model']:.2f}" if "psnr_model" in a else "—"
+    print(
+        f"| {a['f1']:.3f} | {a['precision']:.3f} | {a['recall']:.3f} | {a['macro_f1']:.3f} "
+        f"| {psnr} | {a.get('psnr_bicubic', float('nan')):.2f} |"
+    )
+    real = r["real"]
+    print(f"\nReal Sentinel-2 (pooled AUC {real['pooled_auc']:.3f}, lowest {real['min_auc']:.3f}):")
+    print(
+        f"| city | AUC vs DW built | ISA share, built | ISA share, not built | change F1 "
+        f"(rise >= {CHANGE_THRESHOLD}) | DW change F1 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for city, s in real["cities"].items():
+        ch = f"{s['change_f1']:.3f}" if "change_f1" in s else "—"
+        dw = f"{s['dw_change_f1']:.3f}" if "dw_change_f1" in s else "—"
+        print(
+            f"| {city} | {s['auc']:.3f} | {s['share_built']:.1%} | {s['share_not_built']:.1%} "
+            f"| {ch} | {dw} |"
+        )
+    lu = r["landuse"]
+    print("\nHavelland, ISA share inside OSM land use:")
+    print("| " + " | ".join(lu) + " |")
+    print("|" + "---:|" * len(lu))
+    print("| " + " | ".join(f"{v:.1%}" for v in lu.values()) + " |")
+    open_land = [lu[k] for k in OPEN_LAND if k in lu]
+    print(f"residential {lu.get('residential', float('nan')):.1%}, open land max {max(open_land):.1%}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""Training on real Sentinel-2 with weak 10 m labels: data loading and its refusals, the weak
+and fraction losses, the 10 m prior of the networks, warm starts, the simulation cache, the
+ranking metric, and the evaluation of a model on real scenes."""
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+from conftest import shared_path
+from rasterio.transform import from_origin
+
+from xjointseg.metrics import roc_auc
+from xjointseg.models.jointseg import JointSegNet
+from xjointseg.training.datasets import (
+    IGNORE,
+    Scene,
+    TrainingDataError,
+    WeakScene,
+    dynamic_world_weak_labels,
+    load_dynamic_world_scene,
+    load_oscd,
+)
+from xjointseg.training.losses import fraction_loss, weak_loss
+from xjointseg.training.trainer import (
+    CheckpointError,
+    SimulationCache,
+    TrainConfig,
+    train,
+)
+
+# --- data -------------------------------------------------------------------------------
+
+
+def write_tif(path, data, transform, crs="EPSG:32633"):
+    data = np.asarray(data)
+    if data.ndim == 2:
+        data = data[None]
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform,
+    ) as dst:
+        dst.write(data)
+
+
+def tiny_item(folder, size=20, assets=("red", "green", "blue")):
+    """A local STAC-like item with bands on a 10 m grid, and a Dynamic World raster on it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    transform = from_origin(300000, 5800000, 10, 10)
+    rng = np.random.default_rng(0)
+    for key in assets:
+        write_tif(folder / f"{key}.tif", rng.integers(500, 3000, (size, size), np.uint16), transform)
+    item = {"assets": {k: {"href": f"./{k}.tif"} for k in assets}}
+    (folder / "item.json").write_text(json.dumps(item))
+    built = np.full((size, size), 80, np.uint8)
+    cls = np.full((size, size), 6, np.uint8)
+    built[:, : size // 2], cls[:, : size // 2] = 3, 1  # left half: trees
+    write_tif(folder / "dw.tif", np.stack([built, cls]), transform)
+    return folder / "item.json", folder / "dw.tif"
+
+
+def test_dynamic_world_labels_keep_only_confident_pixels():
+    built = np.array([80, 40, 5, 5, 5, 20])
+    cls = np.array([6, 6, 1, 7, 0, 4])
+    weak = dynamic_world_weak_labels(built, cls)
+    # built and sure; built but unsure; trees; bare (never a negative); water; crops, unsure
+    assert weak.tolist() == [1, IGNORE, 0, IGNORE, 0, IGNORE]
+
+
+def test_load_dynamic_world_scene(tmp_path):
+    item, dw = tiny_item(tmp_path / "a")
+    scene = load_dynamic_world_scene(item, dw, place="a")
+    assert scene.lr.shape == (3, 20, 20) and scene.lr.dtype == np.float32
+    assert (scene.weak[:, :10] == 0).all() and (scene.weak[:, 10:] == 1).all()
+    assert (scene.built_class[:, 10:] == 1).all() and (scene.built_class[:, :10] == 0).all()
+
+
+def test_dynamic_world_on_another_grid_is_refused(tmp_path):
+    item, _ = tiny_item(tmp_path / "a")
+    shifted = tmp_path / "shifted.tif"
+    write_tif(shifted, np.zeros((2, 20, 20), np.uint8), from_origin(300010, 5800000, 10, 10))
+    with pytest.raises(TrainingDataError, match="another grid"):
+        load_dynamic_world_scene(item, shifted)
+    other_crs = tmp_path / "crs.tif"
+    write_tif(other_crs, np.zeros((2, 20, 20), np.uint8), from_origin(300000, 5800000, 10, 10), "EPSG:32632")
+    with pytest.raises(TrainingDataError, match="another grid"):
+        load_dynamic_world_scene(item, other_crs)
+
+
+def test_scene_without_the_model_bands_is_refused(tmp_path):
+    item, dw = tiny_item(tmp_path / "a", assets=("red", "green", "nir"))
+    with pytest.raises(TrainingDataError, match="blue"):
+        load_dynamic_world_scene(item, dw)
+
+
+def test_source_with_no_usable_label_is_refused(tmp_path):
+    item, _ = tiny_item(tmp_path / "a")
+    unsure = tmp_path / "unsure.tif"  # built class everywhere, but never confidently
+    dw = np.stack([np.full((20, 20), 30, np.uint8), np.full((20, 20), 6, np.uint8)])
+    write_tif(unsure, dw, from_origin(300000, 5800000, 10, 10))
+    with pytest.raises(TrainingDataError, match="no pixel has a usable weak label"):
+        load_dynamic_world_scene(item, unsure)
+
+
+def test_load_oscd_real_cities():
+    root = shared_path("s2", "oscd")
+    scenes = load_oscd(root, ["norcia"])
+    assert [s.name for s in scenes] == ["oscd/norcia/date1", "oscd/norcia/date2"]
+    assert {s.place for s in scenes} == {"oscd/norcia"}
+    for s in scenes:
+        assert s.lr.shape[0] == 3 and 300 < np.nanmean(s.lr) < 5000  # L1C DN
+        assert (s.weak == 1).any() and (s.weak == 0).any()
+    with pytest.raises(TrainingDataError, match="missing"):
+        load_oscd(root, ["atlantis"])
+
+
+# --- losses -----------------------------------------------------------------------------
+
+
+def test_weak_loss_pushes_not_built_down_and_built_up_to_the_floor():
+    weak = torch.tensor([[[0, 1, IGNORE]]], dtype=torch.uint8)
+    logits = torch.zeros(1, 1, 10, 30, requires_grad=True)  # every 10 m mean is 0.5
+    weak_loss(logits, None, weak, floor=0.3).backward()
+    g = logits.grad[0, 0]
+    assert (g[:, :10] > 0).all()  # not built: descent lowers the probability
+    assert (g[:, 10:] == 0).all()  # built at 0.5 >= floor, and ignored: no push
+    low = torch.full((1, 1, 10, 30), -3.0, requires_grad=True)  # mean 0.047 < floor
+    weak_loss(low, None, weak, floor=0.3).backward()
+    assert (low.grad[0, 0, :, 10:20] < 0).all()  # built below the floor: pushed up
+    assert (low.grad[0, 0, :, 20:] == 0).all()
+
+
+def test_weak_loss_also_supervises_the_10m_prior():
+    weak = torch.tensor([[[0, 1]]], dtype=torch.uint8)
+    logits10 = torch.tensor([[[[0.0, -3.0]]]], requires_grad=True)
+    weak_loss(torch.zeros(1, 1, 10, 20), logits10, weak, floor=0.3).backward()
+    assert logits10.grad[0, 0, 0, 0] > 0 and logits10.grad[0, 0, 0, 1] < 0
+
+
+def test_fraction_loss_counts_only_fully_labelled_10m_pixels():
+    label = torch.zeros(1, 10, 30, dtype=torch.uint8)
+    label[0, :, :3] = 1  # pixel 0: 30 % ISA, all clean
+    label[0, :, 10:12] = IGNORE  # pixel 1: partly ignored -> not counted
+    label[0, :, 20:] = 2  # pixel 2: weak negatives -> not counted
+    logits10 = torch.zeros(1, 1, 1, 3, requires_grad=True)
+    fraction_loss(logits10, label).backward()
+    g = logits10.grad[0, 0, 0]
+    assert g[0] == pytest.approx(0.5 - 0.3)  # BCE gradient: sigmoid(0) - target
+    assert g[1] == 0 and g[2] == 0
+
+
+# --- the 10 m prior ---------------------------------------------------------------------
+
+
+def test_prior_is_added_to_every_1m_pixel_of_its_10m_pixel():
+    torch.manual_seed(0)
+    net = JointSegNet.lite().eval()
+    x = torch.rand(1, 3, 100, 100) * 2000 + 500
+    with torch.no_grad():
+        a = net(x, net.halo, sr=False)
+        net.head10.out.bias += 2.0  # raise the prior everywhere by 2 logits
+        b = net(x, net.halo, sr=False)
+    assert a["logits10"].shape == (1, 1, 100 - 2 * net.halo, 100 - 2 * net.halo)
+    assert a["sr"] is None
+    torch.testing.assert_close(b["logits"] - a["logits"], torch.full_like(a["logits"], 2.0))
+    torch.testing.assert_close(b["logits10"] - a["logits10"], torch.full_like(a["logits10"], 2.0))
+
+
+def test_weights_without_a_prior_still_load():
+    net = JointSegNet.lite(coarse_channels=0)
+    assert net.head10 is None and net.config["coarse_channels"] == 0
+    assert "logits10" not in net(torch.rand(1, 3, 12, 12) * 2000, 2)
+
+
+# --- training ---------------------------------------------------------------------------
+
+
+def stripes(name, seed):
+    rng = np.random.default_rng(seed)
+    label = np.zeros((200, 200), np.uint8)
+    for _ in range(4):
+        c = int(rng.integers(20, 180))
+        label[:, c - 8 : c + 8] = 1
+    hr = np.where(label[..., None] == 1, 200, 60).astype(np.uint8).repeat(3, -1)
+    return Scene(name, name, label, hr=hr)
+
+
+def bright_is_built(name, seed, size=40):
+    """A real-like 10 m scene: bright blocks are (weakly) built, dark ground is not."""
+    rng = np.random.default_rng(seed)
+    built = np.zeros((size, size), bool)
+    for _ in range(5):
+        y, x = rng.integers(0, size - 8, 2)
+        built[y : y + 8, x : x + 8] = True
+    lr = np.where(built, 2500, 600).astype(np.float32)[None].repeat(3, 0)
+    lr += rng.normal(0, 50, lr.shape).astype(np.float32)
+    weak = np.where(built, 1, 0).astype(np.uint8)
+    return WeakScene(name, name, lr, weak, built_class=built.astype(np.uint8))
+
+
+def real_cfg(**kw):
+    base = dict(
+        arch="toy",
+        steps=30,
+        batch_size=2,
+        real_batch_size=4,
+        crop=8,
+        context=2,
+        eval_every=10,
+        sr_warmup=0,
+        lr=1e-2,
+        patience=10,
+        device="cpu",
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def test_training_with_real_scenes_learns_to_rank_built_land(tmp_path):
+    sim = [stripes(f"t{i}", i) for i in range(2)]
+    real = [bright_is_built(f"r{i}", i) for i in range(3)]
+    result = train(
+        sim,
+        [stripes("v", 9)],
+        real_cfg(),
+        tmp_path,
+        real_train=real[:2],
+        real_val=real[2:],
+        progress=False,
+    )
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all("real_auc" in x and "selection" in x for x in lines)
+    best = result["best"]
+    assert best["real_auc"] > 0.9
+    assert best["real_share_built"] > best["real_share_not_built"]
+    assert best["selection"] == pytest.approx((best["macro_f1"] + best["real_auc"]) / 2)
+
+
+def test_warm_start_loads_matching_layers_and_refuses_others(tmp_path):
+    sim, val = [stripes("t", 0)], [stripes("v", 9)]
+    first = train(sim, val, real_cfg(steps=10), tmp_path / "a", progress=False)
+    start = tmp_path / "a" / "best.safetensors"
+    import xjointseg
+
+    before = xjointseg.load_model(start, device="cpu").network.state_dict()
+    cfg = real_cfg(steps=10, init_from=str(start), lr=1e-12)  # (almost) no update
+    train(sim, val, cfg, tmp_path / "b", progress=False)
+    after = xjointseg.load_model(tmp_path / "b" / "best.safetensors", device="cpu")
+    for k, v in before.items():
+        torch.testing.assert_close(after.network.state_dict()[k], v, atol=1e-5, rtol=0)
+    assert first["best"] is not None
+    with pytest.raises(CheckpointError, match="holds a 'toy' network"):
+        train(sim, val, real_cfg(arch="jointseg", init_from=str(start)), tmp_path / "c")
+
+
+def test_simulation_cache_is_deterministic_and_reuses_versions():
+    scene = stripes("s", 0)
+    a, b = SimulationCache(2, True, seed=3), SimulationCache(2, True, seed=3)
+    rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
+    for _ in range(6):
+        (la, ra), (lb, rb) = a.get(0, scene, rng_a), b.get(0, scene, rng_b)
+        np.testing.assert_array_equal(la, lb)
+        np.testing.assert_array_equal(ra["gain"], rb["gain"])
+    assert len(a._made) <= 2  # never more simulations than versions
+
+
+# --- ranking metric ---------------------------------------------------------------------
+
+
+def test_roc_auc_equals_the_pairwise_definition():
+    rng = np.random.default_rng(0)
+    score = rng.integers(0, 5, 300).astype(float)  # many ties
+    ref = (rng.random(300) < 0.3 + 0.1 * score).astype(int)
+    pos, neg = score[ref == 1], score[ref == 0]
+    pairs = (pos[:, None] > neg[None]).mean() + 0.5 * (pos[:, None] == neg[None]).mean()
+    assert roc_auc(score, ref) == pytest.approx(pairs)
+    assert roc_auc([1, 2], [255, 1]) != roc_auc([1, 2], [255, 1])  # one class only: NaN
+    assert roc_auc([0.2, np.nan, 0.9], [0, 1, 1]) == 1.0  # NaN scores left out
+
+
+# --- evaluation on real scenes ----------------------------------------------------------
+
+
+def test_real_scores_on_an_oscd_city_with_change_labels():
+    from xjointseg.testing import toy_model
+    from xjointseg.training.evaluation import real_scores
+
+    root = shared_path("s2", "oscd")
+    out = real_scores(toy_model(), root, ["bercy"], max_side=24)
+    s = out["cities"]["bercy"]
+    assert 0 <= s["auc"] <= 1 and out["pooled_auc"] == s["auc"] == out["min_auc"]
+    assert 0 <= s["share_built"] <= 1 and 0 <= s["share_not_built"] <= 1
+    for key in ("change_f1", "dw_change_f1"):
+        assert key in s
