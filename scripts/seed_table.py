@@ -2,7 +2,8 @@
 
 Usage: ``python scripts/seed_table.py [RUNS_DIR]`` after ``scripts/train_default_weights.sh``
 for seeds 0, 1, 2 (folders ``RUNS_DIR/{jointseg,bilinear}-s{seed}``). The best evaluation of
-a run is the one ``best.safetensors`` holds: highest validation macro-F1 after the SR warm-up.
+a run is the one ``best.safetensors`` holds: the highest validation ``selection`` (macro-F1, or
+the mean of macro-F1 and the real-scene AUC) after the SR warm-up.
 """
 
 import json
@@ -12,19 +13,29 @@ from pathlib import Path
 
 from xjointseg.models.weights import read_weights
 
-KEYS = ("f1", "precision", "recall", "macro_f1", "psnr_model", "psnr_bilinear", "psnr_bicubic")
+KEYS = (
+    "f1",
+    "precision",
+    "recall",
+    "macro_f1",
+    "real_auc",
+    "psnr_model",
+    "psnr_bilinear",
+    "psnr_bicubic",
+)
 
 
 def best_evaluation(run: Path, warmup: int) -> dict:
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     eligible = [r for r in rows if r["step"] > warmup]
-    return max(eligible, key=lambda r: r["macro_f1"])  # first of equals, as the trainer keeps
+    # first of equals, as the trainer keeps
+    return max(eligible, key=lambda r: r.get("selection", r["macro_f1"]))
 
 
 def main(root: str = "runs") -> None:
     root = Path(root)
-    print("| model | seed | step | ISA F1 | precision | recall | macro-F1 | SR PSNR dB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("| model | seed | step | ISA F1 | precision | recall | macro-F1 | real AUC | SR PSNR dB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     summary = {}
     for arch in ("jointseg", "bilinear"):
         runs = sorted(root.glob(f"{arch}-s[0-9]*"))
@@ -35,10 +46,11 @@ def main(root: str = "runs") -> None:
             best = best_evaluation(run, training["sr_warmup"])
             bests.append(best)
             psnr = f"{best['psnr_model']:.2f}" if "psnr_model" in best else "—"
+            auc = f"{best['real_auc']:.3f}" if "real_auc" in best else "—"
             print(
                 f"| {arch} | {run.name.rsplit('-s', 1)[1]} | {best['step']} | {best['f1']:.3f} "
                 f"| {best['precision']:.3f} | {best['recall']:.3f} | {best['macro_f1']:.3f} "
-                f"| {psnr} |"
+                f"| {auc} | {psnr} |"
             )
         summary[arch] = {
             k: [b[k] for b in bests if k in b] for k in KEYS if any(k in b for b in bests)

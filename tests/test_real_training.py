@@ -68,11 +68,11 @@ def tiny_item(folder, size=20, assets=("red", "green", "blue")):
 
 
 def test_dynamic_world_labels_keep_only_confident_pixels():
-    built = np.array([80, 40, 5, 5, 5, 20])
-    cls = np.array([6, 6, 1, 7, 0, 4])
+    built = np.array([80, 40, 5, 5, 5, 20, 45])
+    cls = np.array([6, 6, 1, 7, 0, 4, 7])
     weak = dynamic_world_weak_labels(built, cls)
-    # built and sure; built but unsure; trees; bare (never a negative); water; crops, unsure
-    assert weak.tolist() == [1, IGNORE, 0, IGNORE, 0, IGNORE]
+    # built and sure; built but unsure; trees; bare; water; crops, unsure; bare, maybe built
+    assert weak.tolist() == [1, IGNORE, 0, 0, 0, IGNORE, IGNORE]
 
 
 def test_load_dynamic_world_scene(tmp_path):
@@ -172,6 +172,19 @@ def test_prior_is_added_to_every_1m_pixel_of_its_10m_pixel():
     assert a["sr"] is None
     torch.testing.assert_close(b["logits"] - a["logits"], torch.full_like(a["logits"], 2.0))
     torch.testing.assert_close(b["logits10"] - a["logits10"], torch.full_like(a["logits10"], 2.0))
+
+
+def test_prior_alone_equals_the_prior_inside_the_whole_network():
+    torch.manual_seed(1)
+    net = JointSegNet.lite().eval()
+    h = net.prior_halo
+    x = torch.rand(2, 3, 30 + 2 * h, 30 + 2 * h) * 2000 + 300
+    with torch.no_grad():
+        alone = net.prior_logits(x, h)
+        torch.testing.assert_close(alone, net(x, h, sr=False)["logits10"])
+    assert alone.shape == (2, 1, 30, 30)
+    with pytest.raises(ValueError, match="below the prior's halo"):
+        net.prior_logits(x, h - 1)
 
 
 def test_weights_without_a_prior_still_load():

@@ -86,6 +86,8 @@ def _train(args: argparse.Namespace) -> int:
         real_batch_size=args.real_batch_size,
         built_floor=args.built_floor,
         fraction_weight=args.fraction_weight,
+        real_weight=args.real_weight,
+        prior_batch_size=args.prior_batch_size,
         init_from=None if args.init_from is None else str(args.init_from),
     )
     result = train(
@@ -405,7 +407,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="OSCD folder (real Sentinel-2 + Dynamic World): weak batches on its training "
         "cities, ROC AUC on its validation cities (xjointseg.training.splits)",
     )
-    t.add_argument("--real-batch-size", type=int, default=4, help="real crops per step")
+    t.add_argument("--real-batch-size", type=int, default=8, help="real crops per step")
+    t.add_argument("--real-weight", type=float, default=2.0, help="weight of the weak loss")
+    t.add_argument(
+        "--prior-batch-size",
+        type=int,
+        default=8,
+        help="real 48 x 48 px crops per step that train the 10 m prior alone (jointseg)",
+    )
     t.add_argument(
         "--init-from",
         type=Path,
@@ -413,7 +422,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="weights to start from (e.g. a bundled file); layers they lack start fresh",
     )
     t.add_argument(
-        "--built-floor", type=float, default=0.3, help="ISA share of a built-up 10 m pixel"
+        "--built-floor", type=float, default=0.4, help="ISA share of a built-up 10 m pixel"
     )
     t.add_argument(
         "--fraction-weight", type=float, default=1.0, help="10 m prior vs ISA fraction loss"

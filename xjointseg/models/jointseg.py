@@ -331,5 +331,22 @@ class JointSegNet(ISANetwork):
         """ISA logits only: the 1 m SR head is not run."""
         return self._run(x, margin, sr=False)["logits"]
 
+    @property
+    def prior_halo(self) -> int:
+        """Input pixels of context that one pixel of the 10 m prior reads."""
+        if self.head10 is None:
+            raise ValueError("this network has no 10 m prior (coarse_channels=0)")
+        return self.s1_trunk.span(Span(0, 0).conv(3).conv(3)).conv(3).radius()
+
+    def prior_logits(self, x: torch.Tensor, margin: int) -> torch.Tensor:
+        """The 10 m prior alone, for the centre of ``x`` (``margin >= prior_halo``): the 10 m
+        trunk and the prior head, nothing at 2.5 m or 1 m. Cheap enough to supervise many
+        10 m pixels with weak labels."""
+        check_margin(x, margin)
+        if margin < self.prior_halo:
+            raise ValueError(f"margin {margin} is below the prior's halo {self.prior_halo}")
+        feat10, c = self.s1_trunk(self.s1_first(self.normalize(x)), margin, 2)
+        return crop(self.head10(feat10), c)
+
 
 __all__ = ["CONFIGS", "JointSegNet"]

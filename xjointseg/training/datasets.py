@@ -182,13 +182,14 @@ def split_by_place(
 #: uncertain (ignored).
 WEAK_NOT_BUILT, WEAK_BUILT = 0, 1
 
-#: Dynamic World classes taken as confident negatives (water, trees, grass, flooded
-#: vegetation, crops) when their built probability is at most ``DW_NOT_BUILT_MAX`` percent.
-#: Shrub, bare ground and snow are left out: Dynamic World confuses bright bare ground and
-#: built-up land. A pixel of class "built" (6) with a built probability of at least
+#: Dynamic World classes taken as confident negatives (every class but built: water, trees,
+#: grass, flooded vegetation, crops, shrub, bare ground, snow) when their built probability
+#: is at most ``DW_NOT_BUILT_MAX`` percent. Dynamic World's confusion of bright bare ground
+#: with built-up land lies on the other side: such pixels have a high built probability and
+#: are left out. A pixel of class "built" (6) with a built probability of at least
 #: ``DW_BUILT_MIN`` percent is a confident positive: an area where ISA is common (gardens and
 #: trees between houses included), not a 1 m mask.
-DW_NEGATIVE_CLASSES = (0, 1, 2, 3, 4)
+DW_NEGATIVE_CLASSES = (0, 1, 2, 3, 4, 5, 7, 8)
 DW_BUILT_CLASS = 6
 DW_BUILT_MIN = 50
 DW_NOT_BUILT_MAX = 15

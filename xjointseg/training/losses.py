@@ -80,7 +80,7 @@ def fraction_loss(logits10: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
 
 
 def weak_loss(
-    logits: torch.Tensor, logits10: torch.Tensor | None, weak: torch.Tensor, floor: float
+    logits: torch.Tensor | None, logits10: torch.Tensor | None, weak: torch.Tensor, floor: float
 ) -> torch.Tensor:
     """Weak 10 m supervision of the 1 m map (and of the 10 m prior, if given).
 
@@ -93,10 +93,12 @@ def weak_loss(
     """
     pos, neg = weak == WEAK_BUILT, weak == WEAK_NOT_BUILT
     n = (pos | neg).sum().clamp_min(1)
-    means = [F.avg_pool2d(torch.sigmoid(logits.float()), SCALE)[:, 0]]
+    means = []
+    if logits is not None:
+        means.append(F.avg_pool2d(torch.sigmoid(logits.float()), SCALE)[:, 0])
     if logits10 is not None:
         means.append(torch.sigmoid(logits10.float())[:, 0])
-    total = torch.zeros((), device=logits.device)
+    total = torch.zeros((), device=weak.device)
     for m in means:
         m = m.clamp(1e-4, 1 - 1e-4)
         loss = torch.where(neg, -torch.log1p(-m), 0.0)

@@ -78,9 +78,11 @@ class TrainConfig:
     adv_weight: float = 0.0
     weak_weight: float = 0.1  # loss weight of weak-negative 1 m labels (Massachusetts)
     fraction_weight: float = 1.0  # the 10 m prior against the labels' ISA fraction
-    real_batch_size: int = 4  # real Sentinel-2 crops with weak 10 m labels per step
-    real_weight: float = 1.0
-    built_floor: float = 0.3  # ISA share a confidently built-up 10 m pixel must reach
+    real_batch_size: int = 8  # real Sentinel-2 crops with weak 10 m labels per step
+    real_weight: float = 2.0
+    built_floor: float = 0.4  # ISA share a confidently built-up 10 m pixel must reach
+    prior_batch_size: int = 8  # real crops per step that train the 10 m prior alone
+    prior_crop: int = 48  # their side, in 10 m pixels (only the 10 m layers run on them)
     radiometry_augment: bool = True  # random gain / haze / MTF per simulation
     sim_versions: int = 6  # simulations of each training scene, each its own radiometry
     init_from: str | None = None  # weights to start from (layers of matching shape)
@@ -221,7 +223,13 @@ def _crop_labels(labels: np.ndarray, y0: int, x0: int, p: int) -> np.ndarray:
 
 
 def sample_real_batch(
-    scenes: list[WeakScene], cfg: TrainConfig, context: int, fill: np.ndarray, rng
+    scenes: list[WeakScene],
+    cfg: TrainConfig,
+    context: int,
+    fill: np.ndarray,
+    rng,
+    crop: int | None = None,
+    batch_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Real crops with ``context`` pixels of real context, and their weak 10 m labels.
 
@@ -229,10 +237,10 @@ def sample_real_batch(
     up to the simulator's whole path-radiance offset removed, so L1C training images also
     stand in for atmospherically corrected ones.
     """
-    p = cfg.crop
+    p = crop or cfg.crop
     counts = np.array([np.count_nonzero(s.weak != IGNORE) for s in scenes], np.float64)
     xs, labels = [], []
-    for _ in range(cfg.real_batch_size):
+    for _ in range(batch_size or cfg.real_batch_size):
         scene = scenes[int(rng.choice(len(scenes), p=counts / counts.sum()))]
         h, w = scene.weak.shape
         y0, x0 = _crop_origin(h, p, context, rng), _crop_origin(w, p, context, rng)
@@ -479,6 +487,18 @@ def train(
                     real = net(xr_, context, sr=False)
                 loss = loss + cfg.real_weight * weak_loss(
                     real["logits"], real.get("logits10"), weak.to(device), cfg.built_floor
+                )
+            if real_train and cfg.prior_batch_size > 0 and hasattr(net, "prior_logits"):
+                # many more real 10 m pixels, through the 10 m layers only
+                margin = net.prior_halo
+                xp, weak = sample_real_batch(
+                    real_train, cfg, margin, fill, rng, cfg.prior_crop, cfg.prior_batch_size
+                )
+                xp = xp.to(device).contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    prior = net.prior_logits(xp, margin)
+                loss = loss + cfg.real_weight * weak_loss(
+                    None, prior, weak.to(device), cfg.built_floor
                 )
         opt.zero_grad()
         loss.backward()
