@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._system import cpu_has_bf16 as _cpu_has_bf16
 from ..errors import XJointSegError
 from ..models.base import ISANetwork
 from .datasets import IGNORE, SCALE, WEAK_NEGATIVE, Scene, TrainingDataError
@@ -338,15 +339,6 @@ def train(
             _checkpoint(ckpt, cfg, net, opt, sched, disc, disc_opt, state)
     bar.close()
     return {"best": state["best_eval"], "steps": state["step"], "out": str(out)}
-
-
-def _cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (else autocast would only slow it down)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _lr_factor(step: int, total: int) -> float:
