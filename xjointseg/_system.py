@@ -89,8 +89,16 @@ def _dask_client_workers() -> list[dict]:
     try:
         from distributed import default_client
 
-        return list(default_client().scheduler_info()["workers"].values())
-    except (ImportError, ValueError, KeyError, AttributeError):
+        client = default_client()
+    except (ImportError, ValueError):
+        return []
+    try:
+        try:
+            info = client.scheduler_info(n_workers=-1)  # some versions default to 5 workers
+        except TypeError:
+            info = client.scheduler_info()
+        return list(info["workers"].values())
+    except Exception:  # a closed or unreachable client: plan as if there were none
         return []
 
 
