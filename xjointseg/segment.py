@@ -301,7 +301,8 @@ def segment(
         memory this process or Dask worker may use, and at most 1 GiB on a CPU — see
         :func:`default_tile`; ``result.attrs["tile"]`` says which. For a given tile the
         result is bit-identical whatever the chunking; other tiles change it only through
-        floating-point rounding.
+        floating-point rounding. Where memory is short the default follows the memory free
+        at the call: pass ``tile=`` where runs must repeat exactly (e.g. resuming a cube).
     chunks : "auto", "keep" or int
         ``"auto"``: keep the input's dask chunks, moving their boundaries onto the tile grid
         (numpy input: blocks of 1024 px), then split blocks along the tile grid until each
