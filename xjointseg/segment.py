@@ -307,9 +307,9 @@ def segment(
         ``"auto"``: keep the input's dask chunks, moving their boundaries onto the tile grid
         (numpy input: blocks of 1024 px), then split blocks along the tile grid until each
         thread of the active ``distributed`` client has 4 of them, or until there are 4
-        without a client (no extra model work: tiles do not depend on blocks). An int: blocks of about that many input pixels.
-        ``"keep"``: use the input chunks unchanged, or raise :class:`ChunkError` if they do not
-        fit the tile grid and the halo.
+        without a client (no extra model work: tiles do not depend on blocks). An int:
+        blocks of about that many input pixels. ``"keep"``: use the input chunks unchanged,
+        or raise :class:`ChunkError` if they do not fit the tile grid and the halo.
     precision : {"auto", "fp32", "bf16"}
         ``"auto"``: bf16 autocast on GPUs and on CPUs that compute bf16 natively (AVX-512
         BF16, AMX), fp32 elsewhere, decided by each worker for its own device. Masks differ
