@@ -11,7 +11,12 @@ Prints, from one run:
   mask agreement, and the projection for the Yangtze River Economic Belt (2.2 million km2)
   on 1, 8 and 64 GPUs.
 
-Usage: ``python benchmarks/bench_scale.py [--size 512] [--model lite]``
+At ``--chunking default`` (the default) ``segment`` chooses the tile and the blocks itself
+(numpy input; the blocks are chosen with the client active, so 2 workers get 4 blocks
+each), as a user who tunes nothing gets them; ``--chunking 128`` uses tiles and blocks of
+128 px.
+
+Usage: ``python benchmarks/bench_scale.py [--size 512] [--model lite] [--chunking default]``
 """
 
 from __future__ import annotations
@@ -38,7 +43,10 @@ def build_weights(kind: str, folder: Path) -> Path:
     return untrained_weights(folder / f"{kind}.safetensors", arch, size)
 
 
-def time_cluster(ds, weights: Path, n_workers: int) -> float:
+def time_cluster(ds, weights: Path, n_workers: int, chunking: str) -> tuple[float, int, int]:
+    """Seconds of ``segment(...).compute()`` on ``n_workers`` processes, the tile and the
+    number of blocks. ``chunking="default"``: segment's own tile and chunks, chosen with
+    the client active (as a user would call it); ``"128"``: tiles and blocks of 128 px."""
     from distributed import Client, LocalCluster
 
     with (
@@ -48,38 +56,41 @@ def time_cluster(ds, weights: Path, n_workers: int) -> float:
         Client(cluster) as client,
     ):
         xjointseg.distributed.register_model(client, weights, device="cpu")
-        isa = ds.isa.segment(model=str(weights), device="cpu", tile=128, chunks=128)
+        options = {} if chunking == "default" else {"tile": 128, "chunks": 128}
+        isa = ds.isa.segment(model=str(weights), device="cpu", **options)
+        tile = isa.attrs["tile"]
         # warm every worker (torch picks its kernels on the first tile of a shape) on a small
         # scene of its own, so the timed run measures steady-state throughput, not start-up
-        warm = synthetic_scene(128, 128, seed=1).isa.segment(
-            model=str(weights), device="cpu", tile=128, chunks=128
+        warm = synthetic_scene(tile, tile, seed=1).isa.segment(
+            model=str(weights), device="cpu", tile=tile
         )
         for worker in client.scheduler_info()["workers"]:
             client.compute(warm, workers=[worker]).result()
         start = time.perf_counter()
         client.compute(isa).result()
-        return time.perf_counter() - start
+        return time.perf_counter() - start, tile, isa.data.npartitions
 
 
 _MODEL = None
+_TILE = 128
 
 
-def _load_in_process(weights: str) -> None:
-    global _MODEL
+def _load_in_process(weights: str, tile: int) -> None:
+    global _MODEL, _TILE
     import torch
 
     torch.set_num_threads(1)
-    _MODEL = xjointseg.load_model(weights, device="cpu")
+    _MODEL, _TILE = xjointseg.load_model(weights, device="cpu"), tile
     _predict_tile(0)  # warm
 
 
 def _predict_tile(seed: int) -> None:
-    side = 128 + 2 * _MODEL.halo
+    side = _TILE + 2 * _MODEL.halo
     x = np.random.default_rng(seed).uniform(200, 3000, (1, 3, side, side)).astype(np.float32)
     _MODEL.predict(x, margin=_MODEL.halo)
 
 
-def time_processes(weights: Path, n_processes: int, n_tiles: int) -> float:
+def time_processes(weights: Path, n_processes: int, n_tiles: int, tile: int) -> float:
     """The machine's own ceiling: the same tiles in plain processes, no Dask at all."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -88,9 +99,9 @@ def time_processes(weights: Path, n_processes: int, n_tiles: int) -> float:
         n_processes,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_load_in_process,
-        initargs=(str(weights),),
+        initargs=(str(weights), tile),
     ) as pool:
-        list(pool.map(_load_in_process, [str(weights)] * n_processes))  # all started
+        list(pool.map(_load_in_process, [str(weights)] * n_processes, [tile] * n_processes))
         start = time.perf_counter()
         list(pool.map(_predict_tile, range(n_tiles)))
         return time.perf_counter() - start
@@ -175,27 +186,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=512, help="scene side in 10 m pixels")
     parser.add_argument("--model", default="lite", help="lite, paper or toy")
+    parser.add_argument(
+        "--chunking",
+        default="default",
+        choices=["default", "128"],
+        help="segment's default tile and chunks (numpy input), or tiles and blocks of 128 px",
+    )
     args = parser.parse_args()
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = build_weights(args.model, Path(tmp))
         ds = synthetic_scene(args.size, args.size, seed=0)
-        one = time_cluster(ds, weights, 1)
-        two = time_cluster(ds, weights, 2)
-        n_tiles = (args.size // 128) ** 2  # the tiles of the Dask run
-        plain = [time_processes(weights, n, n_tiles) for n in (1, 2)]
+        one, tile, blocks_one = time_cluster(ds, weights, 1, args.chunking)
+        two, tile_two, blocks_two = time_cluster(ds, weights, 2, args.chunking)
+        assert tile == tile_two, "the default tile must not depend on the number of workers"
+        n_tiles = (-(-args.size // tile)) ** 2  # the tiles of the Dask run
+        plain = [time_processes(weights, n, n_tiles, tile) for n in (1, 2)]
         sizes = [(b * b, graph_bytes(weights, b)) for b in (4, 10, 20)]
     km2 = (args.size * 10 / 1000) ** 2
     print(
         f"\nscale benchmark: model '{args.model}', {args.size} x {args.size} px scene "
-        f"({km2:.0f} km2), {os.cpu_count()} CPUs, torch {torch.__version__}\n"
+        f"({km2:.0f} km2), {args.chunking} chunking (tile {tile}, {n_tiles} tiles), "
+        f"{os.cpu_count()} CPUs, torch {torch.__version__}\n"
     )
-    print("| LocalCluster | seconds | km2/s of 1 m output |")
-    print("|---|---|---|")
-    for n, sec in ((1, one), (2, two)):
+    print("| LocalCluster | blocks | seconds | km2/s of 1 m output |")
+    print("|---|---|---|---|")
+    for n, sec, blocks in ((1, one, blocks_one), (2, two, blocks_two)):
         print(
-            f"| {n} worker process{'es' if n > 1 else ''} x 1 thread | {sec:.1f} | "
+            f"| {n} worker process{'es' if n > 1 else ''} x 1 thread | {blocks} | {sec:.1f} | "
             f"{km2 / sec:.3f} |"
         )
     print(f"\nspeed-up 2 vs 1 workers = {one / two:.2f} (target >= 1.7)\n")

@@ -91,3 +91,22 @@ def test_killed_worker_leaves_a_correct_result(client, weights):
     except Exception:  # noqa: BLE001 - the RPC itself fails when its worker dies
         pass
     np.testing.assert_array_equal(persisted.compute().values, expect)
+
+
+def test_defaults_see_the_workers(client, weights):
+    from xjointseg._system import available_memory, parallel_slots
+
+    limits = [w["memory_limit"] for w in client.scheduler_info()["workers"].values()]
+    # in a task: the worker's own limit, minus what it holds
+    inside = [client.submit(available_memory, pure=False, workers=[w]) for w in client.ncores()]
+    for memory, source in client.gather(inside):
+        assert 0 < memory <= max(limits)
+        if source != "cgroup memory limit":
+            assert source in ("dask worker memory limit", "available system memory")
+    assert parallel_slots() == 2  # the client's two single-threaded workers
+    memory, _ = available_memory()
+    assert memory <= min(limits)
+    ds = synthetic_scene(64, 64)  # one block of numpy input without a client
+    isa = ds.isa.segment(model=weights, tile=TILE)
+    assert isa.data.npartitions >= 8  # 4 blocks for each worker thread
+    np.testing.assert_array_equal(client.compute(isa).result().values, threaded(ds, weights))

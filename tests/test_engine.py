@@ -1,5 +1,6 @@
 """The segmentation engine: seam-free, georeferenced, lazy, nodata-aware."""
 
+import importlib
 import inspect
 import pickle
 
@@ -286,3 +287,103 @@ def test_any_object_with_the_model_contract_works():
     isa = segment(SCENE_2D.chunk(y=16, x=16), DuckModel(), tile=TILE).values
     expect = np.repeat(np.repeat(SCENE_2D.B04.values > 1000, 10, 0), 10, 1)
     np.testing.assert_array_equal(isa, expect.astype(np.uint8))
+
+
+# --- defaults: precision, tile, chunks -------------------------------------------------
+
+
+@given(ych=partition(45), xch=partition(38))
+def test_fp32_mask_independent_of_chunking(ych, xch):
+    ref = segment(SCENE_2D, MODEL, tile=TILE, chunks=100_000, precision="fp32").values
+    got = segment(SCENE_2D.chunk(y=ych, x=xch), MODEL, tile=TILE, precision="fp32").values
+    np.testing.assert_array_equal(got, ref)
+
+
+def test_precision_is_an_option_of_segment():
+    isa = segment(SCENE_2D, MODEL, tile=TILE, precision="fp32")
+    assert isa.attrs["precision"] == "fp32"
+    assert segment(SCENE_2D, MODEL, tile=TILE).attrs["precision"] == "auto"
+    with pytest.raises(xjointseg.errors.OptionError, match="precision"):
+        segment(SCENE_2D, MODEL, precision="fp16")
+    with pytest.raises(xjointseg.errors.OptionError, match="predict"):
+        segment(SCENE_2D, DuckModel(), precision="fp32")  # it cannot honour it
+
+
+def test_auto_precision_is_what_the_model_resolves():
+    auto = segment(SCENE_2D, MODEL, tile=TILE).values
+    explicit = segment(SCENE_2D, MODEL, tile=TILE, precision=MODEL.resolve_precision()).values
+    np.testing.assert_array_equal(auto, explicit)
+
+
+GIB = 1 << 30
+
+
+def _budget(monkeypatch, nbytes):
+    segment_module = importlib.import_module("xjointseg.segment")  # the name is the function
+    monkeypatch.setattr(segment_module, "available_memory", lambda: (nbytes, "test"))
+
+
+@pytest.mark.parametrize("memory", [64 << 20, 512 << 20, 2 * GIB, 64 * GIB])
+def test_default_tile_is_the_largest_that_fits(monkeypatch, memory):
+    from xjointseg.models.jointseg import JointSegNet
+    from xjointseg.segment import CPU_TILE_BYTES, MAX_TILE, MEMORY_SHARE, default_tile
+
+    model = Model.from_network(JointSegNet.lite(), name="lite", bands=MODEL.bands)
+    _budget(monkeypatch, memory)
+    tile, why = default_tile(model)
+    budget = min(memory // MEMORY_SHARE, CPU_TILE_BYTES)
+    assert tile % 32 == 0 and 32 <= tile <= MAX_TILE and str(tile) in why
+    if tile > 32:
+        assert model.activation_bytes(tile) <= budget
+    if tile < MAX_TILE:
+        assert model.activation_bytes(tile + 32) > budget
+
+
+def test_default_tile_shrinks_with_memory_and_scene(monkeypatch):
+    _budget(monkeypatch, 64 * GIB)
+    big = segment(SCENE_2D.isel(x=slice(0, 8)), MODEL).attrs["tile"]
+    assert big == 64  # 45 px scene: a tile of 64 covers it, larger ones compute only fill
+    scene = synthetic_scene(300, 300)
+    assert segment(scene, MODEL).attrs["tile"] == 256
+    _budget(monkeypatch, 400 << 20)  # 100 MiB for a tile of the toy network
+    small = segment(scene, MODEL).attrs["tile"]
+    assert 32 < small < 256 and MODEL.activation_bytes(small) <= 100 << 20
+
+
+def test_explicit_tile_overrides_the_default(monkeypatch):
+    _budget(monkeypatch, 8 << 20)
+    assert segment(SCENE_2D, MODEL, tile=48).attrs["tile"] == 48
+
+
+@given(
+    sizes=st.lists(st.integers(1, 1200), min_size=2, max_size=2),
+    tile=st.sampled_from([16, 32, 128]),
+    halo=st.integers(0, 200),
+    min_blocks=st.integers(1, 64),
+)
+def test_split_chunks_keeps_the_tile_grid(sizes, tile, halo, min_blocks):
+    from xjointseg._dask import plan_chunks, split_chunks
+
+    plans = [plan_chunks(n, (n,), tile=tile, halo=halo) for n in sizes]
+    out = split_chunks(plans, tile=tile, halo=halo, min_blocks=min_blocks)
+    for n, plan in zip(sizes, out, strict=True):
+        assert sum(plan) == n
+        assert all(c % tile == 0 for c in plan[:-1])  # blocks start on the tile grid
+        if len(plan) > 1:
+            assert min(plan) >= max(tile, halo)
+    blocks = len(out[0]) * len(out[1])
+    if blocks < min_blocks:  # could not split further: no chunk has room for two pieces
+        assert all(c < 2 * max(tile, halo) + tile for plan in out for c in plan)
+
+
+def test_auto_chunks_give_every_parallel_slot_blocks(monkeypatch):
+    segment_module = importlib.import_module("xjointseg.segment")  # the name is the function
+    scene = synthetic_scene(128, 96, times=2)
+    monkeypatch.setattr(segment_module, "parallel_slots", lambda: 6)
+    isa = segment(scene, MODEL, tile=TILE)
+    assert isa.data.npartitions >= 4 * 6
+    np.testing.assert_array_equal(isa.values, whole_pass(scene))
+    monkeypatch.setattr(segment_module, "parallel_slots", lambda: 1)
+    assert segment(scene.chunk(y=64, x=48), MODEL, tile=TILE).data.npartitions == 2 * 2 * 2
+    kept = segment(scene, MODEL, tile=TILE, chunks=128)
+    assert kept.data.npartitions == 2  # an explicit chunking is not split

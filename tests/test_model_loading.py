@@ -1,6 +1,8 @@
 """Weights files, load_model, the process cache, and Model.predict's contract."""
 
+import hashlib
 import json
+import os
 import pickle
 import threading
 
@@ -32,7 +34,7 @@ def test_save_load_round_trip_is_bit_exact(tmp_path):
     x = np.random.default_rng(0).uniform(0, 3000, (2, 3, 12, 12)).astype(np.float32)
     with torch.inference_mode():
         expect = net.eval()(torch.from_numpy(x), 2)["logits"][:, 0].numpy()
-    got = model.predict(x, output="probability", margin=2)
+    got = model.predict(x, output="probability", margin=2, precision="fp32")
     np.testing.assert_allclose(got, 1 / (1 + np.exp(-expect)), rtol=1e-6, atol=1e-7)
 
 
@@ -91,7 +93,7 @@ def test_url_needs_checksum_and_is_verified(tmp_path, monkeypatch):
     url = path.resolve().as_uri()
     with pytest.raises(errors.WeightsError, match="needs its checksum"):
         load_model(url)
-    digest = load_model(path).sha256
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()  # not loaded: no cache hit
     model = load_model(f"{url}#sha256={digest}", device="cpu")
     assert model.sha256 == digest
     assert (tmp_path / "cache" / f"{digest}.safetensors").exists()
@@ -159,3 +161,100 @@ def test_builtin_name_without_bundled_weights_says_how_to_get_them(monkeypatch):
     monkeypatch.setattr(model_module, "registered_models", lambda: {})
     with pytest.raises(errors.UnknownModelError, match="xjointseg train --arch jointseg"):
         load_model("jointseg")
+
+
+# --- the process cache comes before the file ------------------------------------------
+
+
+def test_cached_model_loads_without_touching_the_file(tmp_path):
+    path = toy_weights(tmp_path / "w.safetensors", seed=21)
+    model = load_model(path, device="cpu")
+    path.unlink()  # the file is gone: only the cache can answer now
+    ref = ModelRef(source=str(path), sha256=model.sha256, device="cpu")
+    assert pickle.loads(pickle.dumps(ref)).load() is model
+    assert load_model(path, device="cpu", sha256=model.sha256.upper()) is model
+    # without a checksum a path that no longer exists means nothing: no stale answer
+    with pytest.raises(errors.UnknownModelError):
+        load_model(path, device="cpu")
+
+
+def test_cache_hits_neither_read_nor_hash(tmp_path, monkeypatch):
+    from xjointseg.models import model as model_module
+
+    path = toy_weights(tmp_path / "w.safetensors", seed=22)
+    first = {name: load_model(name, device="cpu") for name in (str(path), "jointseg")}
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("the weights file was read again")
+
+    monkeypatch.setattr(model_module, "read_weights", no_reading)
+    assert load_model("jointseg", device="cpu") is first["jointseg"]  # sha256 from the registry
+    assert load_model(path, device="cpu") is first[str(path)]  # the same file, already hashed
+    ref = ModelRef(str(path), first[str(path)].sha256, "cpu")
+    assert ref.load() is first[str(path)]
+
+
+def test_a_rewritten_file_is_read_again(tmp_path):
+    path = toy_weights(tmp_path / "w.safetensors", seed=23)
+    old = load_model(path, device="cpu")
+    toy_weights(tmp_path / "w.safetensors", seed=24)  # other weights under the same name
+    new = load_model(path, device="cpu")
+    assert new is not old and new.sha256 != old.sha256
+    with pytest.raises(errors.WeightsError, match="checksum mismatch"):
+        load_model(path, device="cpu", sha256="1" * 64)
+
+
+# --- precision ------------------------------------------------------------------------
+
+
+def test_auto_precision_follows_the_device(monkeypatch):
+    from xjointseg.models import model as model_module
+    from xjointseg.testing import toy_model
+
+    m = toy_model()
+    monkeypatch.setattr(model_module, "cpu_has_bf16", lambda: True)
+    assert m.resolve_precision() == "bf16" and m.resolve_precision("fp32") == "fp32"
+    monkeypatch.setattr(model_module, "cpu_has_bf16", lambda: False)
+    assert m.resolve_precision("auto") == "fp32" and m.resolve_precision("bf16") == "bf16"
+    with pytest.raises(errors.OptionError, match="precision"):
+        m.resolve_precision("fp16")
+    with pytest.raises(errors.OptionError, match="precision"):
+        m.predict(np.zeros((1, 3, 8, 8), np.float32), precision="half")
+
+
+def test_bf16_changes_probabilities_only_by_rounding():
+    from xjointseg.testing import toy_model
+
+    m = toy_model(depth=3)
+    x = np.random.default_rng(1).uniform(200, 3000, (2, 3, 24, 24)).astype(np.float32)
+    p32 = m.predict(x, output="probability", margin=4, precision="fp32")
+    p16 = m.predict(x, output="probability", margin=4, precision="bf16")
+    assert not np.array_equal(p32, p16)  # bf16 really ran
+    diff = np.abs(p16 - p32)
+    assert diff.mean() < 0.01 and diff.max() < 0.1  # bf16 keeps 8 bits of mantissa
+    again = m.predict(x, output="probability", margin=4, precision="bf16")
+    np.testing.assert_array_equal(again, p16)  # and is deterministic
+
+
+def test_the_cpu_flag_is_read_in_one_place():
+    from xjointseg import _system
+    from xjointseg.training import trainer
+
+    assert trainer._cpu_has_bf16 is _system.cpu_has_bf16
+    flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    assert _system.cpu_has_bf16() == ("avx512_bf16" in flags or "amx_bf16" in flags)
+
+
+# --- activation footprint -------------------------------------------------------------
+
+
+def test_activation_bytes_are_measured_per_tile():
+    from xjointseg.models.jointseg import JointSegNet
+
+    m = xjointseg.Model.from_network(JointSegNet.lite(), name="lite", bands=BANDS)
+    small, large = m.activation_bytes(64), m.activation_bytes(128)
+    assert 3 < large / small < 4.5  # the area of the tile, plus its halo
+    # at least the 1 m logits and the 1 m features of one layer must be alive at once
+    assert large > (1280 * 1280) * 4 * 2
+    toy = xjointseg.Model.from_network(ToyNet(in_bands=3), name="t", bands=BANDS)
+    assert toy.activation_bytes(128) < large / 5  # a tiny network needs far less

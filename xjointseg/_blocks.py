@@ -63,6 +63,7 @@ def segment_window(
     tile: int,
     nodata: Sequence[float | None],
     batch_size: int,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Segment the core of ``window``; return ``(scale*ny, scale*nx)`` uint8 or float32.
 
@@ -113,9 +114,12 @@ def segment_window(
                 ] = src
             jobs.append((buf, (oy, ox)))
 
+    # "auto" is the model's own default: models outside xjointseg need not know precision=
+    options = {} if precision == "auto" else {"precision": precision}
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
-        result = model.predict(np.stack([b for b, _ in chunk]), output=output, margin=halo)
+        batch = np.stack([b for b, _ in chunk])
+        result = model.predict(batch, output=output, margin=halo, **options)
         for pred, (oy, ox) in zip(result, (o for _, o in chunk), strict=True):
             # paste the part of the tile core that lies in the block core
             ya, yb = max(oy, w.y0), min(oy + tile, w.y0 + w.ny)

@@ -10,6 +10,7 @@ given in the wrong units (the classic ``map_overlap(trim=True)`` shape bug).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from itertools import accumulate
 
@@ -50,6 +51,34 @@ def plan_chunks(
     return planned
 
 
+def split_chunks(
+    plans: Sequence[tuple[int, ...]], *, tile: int, halo: int, min_blocks: int
+) -> list[tuple[int, ...]]:
+    """Split the largest chunks of ``plans`` (one per spatial axis) along the tile grid until
+    there are ``min_blocks`` blocks, or no chunk can be split.
+
+    Splitting costs no model work (every tile is computed the same whatever block holds it)
+    and moves only 10 m halo pixels between tasks; it lets that many tasks run at once and
+    keeps the last ones short. A piece is never smaller than ``max(tile, halo)``.
+    """
+    plans = [list(p) for p in plans]
+    minimum = max(tile, halo)
+    while math.prod(len(p) for p in plans) < min_blocks:
+        best = None  # (size, axis, index, where the first piece ends)
+        for axis, plan in enumerate(plans):
+            for i, size in enumerate(plan):
+                # cut at a multiple of tile (blocks start on the tile grid) near the middle,
+                # leaving both pieces at least `minimum`
+                lo, hi = -(-minimum // tile), (size - minimum) // tile
+                if lo <= hi and (best is None or size > best[0]):
+                    best = (size, axis, i, min(max(round(size / 2 / tile), lo), hi) * tile)
+        if best is None:
+            break
+        size, axis, i, cut = best
+        plans[axis][i : i + 1] = [cut, size - cut]
+    return [tuple(p) for p in plans]
+
+
 def _segment_task(
     block: np.ndarray,
     *,
@@ -61,6 +90,7 @@ def _segment_task(
     x_chunks: tuple[int, ...],
     nodata: tuple,
     batch_size: int,
+    precision: str,
     block_id: tuple[int, int, int],
 ) -> np.ndarray:
     model = model_ref.load()  # per-process cache: loaded once per worker, never shipped
@@ -84,6 +114,7 @@ def _segment_task(
                 tile=tile,
                 nodata=nodata,
                 batch_size=batch_size,
+                precision=precision,
             )
             for frame in block
         ]
@@ -100,6 +131,7 @@ def segment_array(
     nodata: Sequence[float | None],
     batch_size: int,
     device: str | None = None,
+    precision: str = "auto",
 ) -> da.Array:
     """Lazy ``(time, scale*y, scale*x)`` segmentation of a ``(time, band, y, x)`` dask array.
 
@@ -135,5 +167,6 @@ def segment_array(
         x_chunks=x_chunks,
         nodata=tuple(nodata),
         batch_size=batch_size,
+        precision=precision,
         token=f"isa-{output}",
     )

@@ -8,9 +8,11 @@ interpolation, softmax) is not counted.
 from __future__ import annotations
 
 import copy
+import weakref
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -39,15 +41,7 @@ def count_macs(
     >>> 20_000 < macs / (160 * 160) < 60_000   # per 1 m output pixel
     True
     """
-    # count on a meta-device twin: shapes only, no arithmetic, so even the paper config on a
-    # big tile is counted at once and without memory (deepcopy's memo swaps every tensor
-    # for an empty meta one instead of copying it)
-    memo: dict[int, torch.Tensor] = {}
-    for p in net.parameters():
-        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
-    for b in net.buffers():
-        memo[id(b)] = torch.empty_like(b, device="meta")
-    twin = copy.deepcopy(net, memo)
+    twin = _meta_twin(net)
     dtype = next(net.parameters()).dtype
     x = torch.empty(1, net.in_bands, h, w, device="meta", dtype=dtype)
     counter = FlopCounterMode(display=False)
@@ -59,9 +53,78 @@ def count_macs(
     return counter.get_total_flops() // 2
 
 
+def _meta_twin(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` on the meta device: shapes only, no arithmetic, so even the paper
+    configuration on a big tile runs at once and without memory (deepcopy's memo swaps every
+    tensor for an empty meta one instead of copying it)."""
+    memo: dict[int, torch.Tensor] = {}
+    for p in net.parameters():
+        memo[id(p)] = nn.Parameter(torch.empty_like(p, device="meta"), p.requires_grad)
+    for b in net.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(net, memo)
+
+
+class _LiveBytes(TorchDispatchMode):
+    """Counts the bytes of the tensor storages alive while it is active, and their peak.
+
+    Each storage an operator creates is counted once (views and in-place results share their
+    input's storage) and uncounted when Python frees it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = self.peak = 0
+        self._alive: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = id(storage)
+            if key in self._alive:
+                continue
+            self._alive.add(key)
+            self.now += storage.nbytes()
+            self.peak = max(self.peak, self.now)
+            weakref.finalize(storage, self._free, key, storage.nbytes())
+        return out
+
+    def _free(self, key: int, nbytes: int) -> None:
+        self.now -= nbytes
+        self._alive.discard(key)
+
+
+def peak_activation_bytes(net: nn.Module, h: int, w: int, margin: int = 0) -> int:
+    """Peak bytes of the tensors alive during :meth:`segment_logits` on a ``(1, bands, h, w)``
+    tile with ``margin`` pixels of context: what one tile costs in memory beyond the weights.
+
+    Measured on a meta-device twin in the network's own dtype (the storage of every tensor
+    an operator allocates, until it is freed); memory that kernels use internally, outside
+    tensors, is not seen.
+
+    Examples
+    --------
+    >>> from xjointseg.models.jointseg import JointSegNet
+    >>> net = JointSegNet.lite()
+    >>> a, b = (peak_activation_bytes(net, t + 78, t + 78, 39) for t in (64, 128))
+    >>> 3 < b / a < 4.5  # about 4x the pixels, 4x the bytes
+    True
+    """
+    twin = _meta_twin(net)
+    dtype = next(net.parameters()).dtype
+    x = torch.empty(1, net.in_bands, h, w, device="meta", dtype=dtype)
+    live = _LiveBytes()
+    with torch.inference_mode(), live:
+        twin.segment_logits(x, margin)
+    return live.peak
+
+
 def count_params(net: nn.Module) -> int:
     """Number of trainable parameters (buffers such as band statistics excluded)."""
     return sum(p.numel() for p in net.parameters())
 
 
-__all__ = ["count_macs", "count_params"]
+__all__ = ["count_macs", "count_params", "peak_activation_bytes"]

@@ -23,12 +23,15 @@ import numpy as np
 import torch
 from safetensors.torch import save as st_save
 
+from .._system import cpu_has_bf16
 from ..errors import OptionError, PredictInputError, UnknownModelError, WeightsError
 from .base import ISANetwork
+from .flops import peak_activation_bytes
 from .weights import build_from_weights, read_weights, save_weights, sha256_bytes
 
 OutputKind = Literal["mask", "probability"]
 OUTPUT_KINDS = ("mask", "probability")
+PRECISIONS = ("auto", "fp32", "bf16")
 BUILTIN_NAMES = ("jointseg", "bilinear")  # the names the package ships weights under
 
 
@@ -112,6 +115,7 @@ class Model:
         # One inference at a time per model and process: torch already spreads one call over
         # every core (or the whole GPU); concurrent calls would only oversubscribe them.
         self._lock = threading.Lock()
+        self._footprint: dict[int, int] = {}
 
     @classmethod
     def from_network(
@@ -139,6 +143,37 @@ class Model:
     def fill_values(self) -> np.ndarray:
         """Per-band DN that stands in for missing input: the normalisation mean (-> 0)."""
         return self.network.band_mean.detach().float().cpu().numpy().reshape(-1)
+
+    def resolve_precision(self, precision: str = "auto") -> str:
+        """``"fp32"`` or ``"bf16"``: what ``precision`` means for this model's device.
+
+        ``"auto"`` is bf16 autocast on GPUs with bf16 support and on CPUs that compute bf16
+        natively (AVX-512 BF16 / AMX), fp32 elsewhere (emulated
+        bf16 would be slower than fp32). Masks differ from fp32 only where the probability
+        is within rounding of 0.5.
+        """
+        if precision not in PRECISIONS:
+            raise OptionError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        if precision != "auto":
+            return precision
+        if self.device.type == "cuda":
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if self.device.type == "cpu" and cpu_has_bf16() else "fp32"
+
+    def activation_bytes(self, tile: int) -> int:
+        """Peak bytes of the tensors alive while one ``tile`` x ``tile`` tile (plus its halo)
+        is segmented: the memory a tile costs beyond the model itself.
+
+        Measured, not guessed: the network runs once on a meta-device twin (shapes only, no
+        arithmetic, so it takes about a second at most, even for the paper configuration) and
+        every tensor it allocates is counted until it is freed. fp32 sizes, so an upper bound
+        under bf16 autocast. Cached per tile size.
+        """
+        tile = int(tile)
+        if tile not in self._footprint:
+            size = tile + 2 * self.halo
+            self._footprint[tile] = peak_activation_bytes(self.network, size, size, self.halo)
+        return self._footprint[tile]
 
     def ref(self, device: str | None = None) -> ModelRef:
         """A small, picklable reference that reloads this model in any process.
@@ -170,7 +205,9 @@ class Model:
         margin : int
             Input pixels of context on each side; outputs cover the centre only.
         precision : {"auto", "fp32", "bf16"}
-            ``"auto"``: bf16 autocast on GPU (tensor cores), fp32 on CPU.
+            ``"auto"``: bf16 autocast where the device computes bf16 natively (GPUs that
+            support it; CPUs with AVX-512 BF16 or AMX), else fp32. See
+            :meth:`resolve_precision`.
 
         Returns
         -------
@@ -204,12 +241,9 @@ class Model:
             x = x.pin_memory().to(self.device, non_blocking=True)
         else:
             x = x.contiguous(memory_format=torch.channels_last)
-        if precision not in ("auto", "fp32", "bf16"):
-            raise OptionError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
-        bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
         autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if bf16
+            if self.resolve_precision(precision) == "bf16"
             else contextlib.nullcontext()
         )
         with self._lock, torch.inference_mode(), autocast:
@@ -252,6 +286,33 @@ class ModelRef:
 
 _CACHE: dict[tuple[str, str], Model] = {}
 _CACHE_LOCK = threading.Lock()
+
+
+# sha256 of the files this process has read, by (path, inode, size, mtime): a file that is
+# rewritten or replaced gets another identity and is read and hashed again
+_DIGESTS: dict[tuple, str] = {}
+
+
+def _file_identity(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path.resolve()), st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _known_sha256(name_or_path: str | os.PathLike, sha256: str | None) -> str | None:
+    """The checksum ``load_model`` will verify, if it is known without reading the file."""
+    if sha256:
+        return sha256.lower()
+    text = str(name_or_path)
+    if "://" in text:
+        frag = urllib.parse.parse_qs(urllib.parse.urlsplit(text).fragment)
+        return (frag.get("sha256") or [None])[0]
+    registry = registered_models()
+    if text in registry:
+        return registry[text]["sha256"]
+    try:
+        return _DIGESTS.get(_file_identity(Path(text).expanduser()))
+    except OSError:
+        return None
 
 
 def _download(url: str, sha256: str) -> Path:
@@ -343,9 +404,19 @@ def load_model(
     """
     if isinstance(name_or_path, Model) or _is_model_like(name_or_path):
         return name_or_path
-    path, expected = _resolve(name_or_path, sha256)
     dev = resolve_device(device)
+    # The cache first: when the checksum is known without reading the file (a ModelRef, a
+    # registered name, a URL, a path already hashed) a cached model costs a dict look-up,
+    # not a read, a hash and a parse of the weights on every Dask task.
+    known = _known_sha256(name_or_path, sha256)
+    if known is not None:
+        cached = _CACHE.get((known, str(dev)))
+        if cached is not None:
+            return cached
+    path, expected = _resolve(name_or_path, sha256)
     weights = read_weights(path, expected_sha256=expected)
+    with contextlib.suppress(OSError):
+        _DIGESTS[_file_identity(path)] = weights.sha256
     key = (weights.sha256, str(dev))
     with _CACHE_LOCK:
         if key not in _CACHE:

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._system import cpu_has_bf16 as _cpu_has_bf16
 from ..errors import XJointSegError
 from ..metrics import roc_auc
 from ..models.base import ISANetwork
@@ -565,15 +566,6 @@ def _load_matching(net: ISANetwork, start, path) -> None:
             f"other shapes {wrong[:3]}"
         )
     net.load_state_dict(start.tensors, strict=False)
-
-
-def _cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (else autocast would only slow it down)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _lr_factor(step: int, total: int) -> float:
