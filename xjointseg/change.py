@@ -26,9 +26,7 @@ import pandas as pd
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
-from .cube import NODATA, _check_isa
 from .errors import (
-    CubeInputError,
     FactorError,
     NotEnoughPeriodsError,
     OptionError,
@@ -36,8 +34,8 @@ from .errors import (
     RegionError,
     RegionOutsideError,
 )
+from .schema import NEVER, NODATA, isa_map_of, metres_per_unit, period_labels
 
-NEVER = 254  # first_period: valid in some period, ISA in none
 ANALYSIS_BLOCK = 2048  # largest block side when an analysis has to chunk the input itself
 
 #: Expansion classes of :func:`growth`: the first class whose threshold the annual growth rate
@@ -63,16 +61,7 @@ __all__ = [
 
 
 def _isa(cube: xr.DataArray | xr.Dataset) -> xr.DataArray:
-    if isinstance(cube, xr.Dataset):
-        if "isa" not in cube.data_vars:
-            raise CubeInputError(
-                "the Dataset has no 'isa' variable: pass the cube from xjointseg.open_cube()"
-            )
-        cube = cube["isa"]
-    cube = _check_isa(cube, "cube")
-    if cube.dtype != np.uint8:
-        raise CubeInputError(f"the cube must be the uint8 ISA mask (0, 1, 255), not {cube.dtype}")
-    return cube
+    return isa_map_of(cube, "cube")
 
 
 def _dask(cube: xr.DataArray) -> da.Array:
@@ -83,16 +72,11 @@ def _dask(cube: xr.DataArray) -> da.Array:
     return data.rechunk({0: -1})
 
 
-def _labels(cube: xr.DataArray) -> list:
-    values = cube[cube.dims[0]].values
-    if np.issubdtype(values.dtype, np.datetime64):
-        return [pd.Timestamp(v) for v in values]
-    return [v.item() if isinstance(v, np.generic) else v for v in values]
-
-
 def _pixel_km2(gbox: GeoBox) -> float:
+    """km² of one pixel: the resolution in CRS units times the units' length in metres."""
     res = gbox.resolution
-    return abs(res.x * res.y) / 1e6
+    unit = metres_per_unit(gbox.crs, "the cube")
+    return abs(res.x * res.y) * unit**2 / 1e6
 
 
 # --- regions ------------------------------------------------------------------------------
@@ -379,7 +363,7 @@ def area(
     km2 = _pixel_km2(cube.odc.geobox)
     nt = cube.shape[0]
     rows = []
-    for t, label in enumerate(_labels(cube)):
+    for t, label in enumerate(period_labels(cube)):
         for name, s in stats:
             isa, valid, pixels = s[1 + t], s[1 + nt + t], s[0]
             rows.append(
@@ -496,7 +480,7 @@ def growth(
         raise NotEnoughPeriodsError(
             f"growth needs at least two periods; the cube has {nt}: add periods with to_zarr"
         )
-    labels = _labels(cube)
+    labels = period_labels(cube)
     if years is None:
         yrs = _decimal_years(labels)
     elif isinstance(years, Mapping):
@@ -595,7 +579,7 @@ def first_period(
     out = data.map_blocks(
         _first_block, gaps, drop_axis=0, dtype=np.uint8, meta=np.empty((0, 0), np.uint8)
     )
-    labels = [str(v)[:10] if isinstance(v, pd.Timestamp) else str(v) for v in _labels(cube)]
+    labels = [str(v)[:10] if isinstance(v, pd.Timestamp) else str(v) for v in period_labels(cube)]
     ydim, xdim = cube.dims[1:]
     coords = {k: v for k, v in cube.coords.items() if cube.dims[0] not in v.dims}
     attrs = {

@@ -27,7 +27,7 @@ import os
 import posixpath
 import shutil
 import uuid
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,19 +37,30 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
-from odc.geo.geobox import GeoBox
 
 from . import __version__
 from .errors import (
+    CubeError,
     CubeInputError,
     CubeMismatchError,
     FingerprintError,
     NotACubeError,
     OptionError,
     PeriodConflictError,
+    StorePathError,
+)
+from .schema import (
+    FINGERPRINT_COORD,
+    FLAG_MEANINGS,
+    FLAG_VALUES,
+    NODATA,
+    check_isa_map,
+    check_isa_values,
+    key_value,
+    period_key,
+    period_kind,
 )
 
-NODATA = 255
 PROBABILITY_SCALE = 0.004  # 250 steps over [0, 1]; 251..254 unused, 255 nodata
 BOOK = "_xjointseg"
 FORMAT = 1
@@ -146,46 +157,10 @@ def _jsonable(value: Any) -> Any:
 # --- periods ------------------------------------------------------------------------------
 
 
-def _period_kind(values: np.ndarray) -> str:
-    if np.issubdtype(values.dtype, np.datetime64):
-        return "datetime"
-    if np.issubdtype(values.dtype, np.integer):
-        return "int"
-    if np.issubdtype(values.dtype, np.floating):
-        return "float"
-    return "str"
-
-
-def _period_key(value: Any, kind: str) -> str:
-    """A stable text key for a period coordinate value (what records and markers use)."""
-    if kind == "datetime":
-        return str(np.datetime64(value, "ns"))
-    if kind == "int":
-        return str(int(value))
-    if kind == "float":
-        return repr(float(value))
-    return str(value)
-
-
-# what a period coordinate holds for a period written without it (other coordinates only)
-_MISSING = {"datetime": "NaT", "int": "-1", "float": "nan", "str": ""}
-
-
-def _key_value(key: str | None, kind: str) -> Any:
-    key = _MISSING[kind] if key is None else key
-    if kind == "datetime":
-        return np.datetime64(key, "ns")
-    if kind == "int":
-        return int(key)
-    if kind == "float":
-        return float(key)
-    return key
-
-
 def _coord_values(records: list[dict], name: str, kind: str, pdim: str) -> np.ndarray:
     """The values of a coordinate along the period dimension, rebuilt from the records."""
     keys = [r["period"] if name == pdim else r.get("coords", {}).get(name) for r in records]
-    values = [_key_value(k, kind) for k in keys]
+    values = [key_value(k, kind) for k in keys]
     return np.array(values, dtype=object) if kind == "str" else np.array(values)
 
 
@@ -193,9 +168,9 @@ def _extra_coords(isa: xr.DataArray) -> dict[str, str]:
     """Other 1-D coordinates along the period dimension (labels, period ends...) and kinds."""
     pdim = isa.dims[0]
     return {
-        str(name): _period_kind(np.asarray(c.values))
+        str(name): period_kind(np.asarray(c.values))
         for name, c in isa.coords.items()
-        if name != pdim and c.dims == (pdim,)
+        if name not in (pdim, FINGERPRINT_COORD) and c.dims == (pdim,)
     }
 
 
@@ -211,51 +186,6 @@ def _period_encoding(kind: str) -> dict:
 
 
 # --- checks on the input ------------------------------------------------------------------
-
-
-def _check_isa(isa: Any, what: str = "isa") -> xr.DataArray:
-    if isinstance(isa, xr.Dataset):
-        raise CubeInputError(
-            f"{what} must be the DataArray that segment() returns, not a Dataset: "
-            "write ds.isa.segment(...).isa.to_zarr(store)"
-        )
-    if not isinstance(isa, xr.DataArray):
-        raise CubeInputError(f"{what} must be an xarray DataArray, not {type(isa).__name__}")
-    if isa.odc.crs is None:
-        raise CubeInputError(
-            f"{what} has no CRS: attach it with {what}.odc.assign_crs(...) (segment() sets it)"
-        )
-    if not isinstance(isa.odc.geobox, GeoBox):
-        raise CubeInputError(f"{what} is not on a regular, north-up grid")
-    if isa.ndim == 2:
-        raise CubeInputError(
-            f"{what} has no period dimension: a cube holds periods. Add one, e.g. "
-            f"{what}.expand_dims(time=[np.datetime64('2023-07-01')])"
-        )
-    ydim, xdim = isa.odc.spatial_dims
-    if isa.ndim != 3 or isa.dims[1:] != (ydim, xdim):
-        raise CubeInputError(
-            f"{what} must have dims (period, y, x) as segment() returns them; got {isa.dims}"
-        )
-    pdim = isa.dims[0]
-    if pdim not in isa.coords:
-        raise CubeInputError(f"the period dimension {pdim!r} needs coordinate labels")
-    if isa.indexes[pdim].has_duplicates:
-        raise CubeInputError(f"the period labels along {pdim!r} repeat: each must be unique")
-    return isa
-
-
-def _check_mask(isa: xr.DataArray) -> None:
-    if isa.dtype != np.uint8:
-        hint = (
-            " For probabilities, pass the mask as isa and the float map as probability=."
-            if isa.dtype.kind == "f"
-            else ""
-        )
-        raise CubeInputError(
-            f"isa must be the uint8 mask (0, 1, 255 nodata) that segment() returns, not "
-            f"{isa.dtype}.{hint}"
-        )
 
 
 def _as_dask(arr: xr.DataArray) -> da.Array:
@@ -290,86 +220,53 @@ def _inner(block: int, wanted: int | None) -> int:
 # --- fingerprints -------------------------------------------------------------------------
 
 
-def _graph_digests(arr: da.Array, roots: Sequence[Sequence[Hashable]]) -> list[str]:
-    """A content hash of the sub-graph behind each group of output keys.
+def _period_identity(arr: xr.DataArray, j: int) -> str:
+    """What defines period ``j`` of a map, whatever its chunking.
 
-    Task keys are replaced by the hashes of what they compute (a Merkle hash), so the digest
-    of one period does not change when other periods, or their data, are added to the same
-    computation: re-running a notebook with one more year resumes the years already written.
+    segment() records it in the ``isa_fingerprint`` coordinate (input identity, model, tile,
+    halo). Other maps: the bytes when they are in memory, else dask's deterministic token of
+    the period's slice.
     """
-    import dask._task_spec as ts
+    if FINGERPRINT_COORD in arr.coords:
+        return "segment:" + str(arr[FINGERPRINT_COORD].values[j])
+    data = arr.data
+    if not isinstance(data, da.Array) or _in_memory(data):
+        return "bytes:" + hashlib.sha256(np.ascontiguousarray(data[j]).tobytes()).hexdigest()
     from dask.base import tokenize
-
-    graph = ts.convert_legacy_graph(dict(arr.__dask_graph__()))
-    memo: dict[Hashable, str] = {}
-
-    def digest(key: Hashable) -> str:
-        stack = [key]
-        while stack:  # iterative post-order: graphs can be deep (many layers)
-            k = stack[-1]
-            if k in memo:
-                stack.pop()
-                continue
-            node = graph.get(k)
-            if node is None:
-                memo[k] = tokenize(k)
-                stack.pop()
-                continue
-            deps = [node.target] if isinstance(node, ts.Alias) else list(node.dependencies)
-            todo = [d for d in deps if d not in memo]
-            if todo:
-                stack.extend(todo)
-                continue
-            if isinstance(node, ts.Alias):
-                memo[k] = memo[node.target]
-            elif isinstance(node, ts.Task):
-                memo[k] = tokenize(node.substitute({d: ("xjs", memo[d]) for d in deps}))
-            elif isinstance(node, ts.DataNode):
-                memo[k] = tokenize(node.value)
-            else:
-                memo[k] = tokenize(node)
-            stack.pop()
-        return memo[key]
 
     try:
         with dask.config.set({"tokenize.ensure-deterministic": True}):
-            return [tokenize([digest(k) for k in keys]) for keys in roots]
-    except Exception as err:  # tokenize raises RuntimeError or TypeError when it cannot
+            return "dask:" + tokenize(data[j])
+    except (RuntimeError, TypeError) as err:  # what tokenize raises when it cannot
         raise FingerprintError(
-            "cannot fingerprint the computation deterministically "
+            "cannot fingerprint the map deterministically "
             f"({type(err).__name__}: {err}); pass fingerprint='...' naming the inputs and "
             "settings (the same string on every run of the same computation)"
         ) from err
 
 
-def _period_keys(data: da.Array, j: int) -> list[tuple]:
-    return [
-        (data.name, j, iy, ix)
-        for iy in range(len(data.chunks[1]))
-        for ix in range(len(data.chunks[2]))
-    ]
+def _in_memory(data: da.Array) -> bool:
+    """True when every node of the graph is a value (an in-memory array cut into chunks)."""
+    return all(
+        isinstance(getattr(v, "value", v), np.ndarray) for v in data.__dask_graph__().values()
+    )
 
 
 def _fingerprints(
-    arrays: Sequence[tuple[str, da.Array]], keys: Sequence[str], meta: dict, user: str | None
+    arrays: Sequence[tuple[str, xr.DataArray]], keys: Sequence[str], meta: dict, user: str | None
 ) -> list[str]:
     common = {
         "grid": meta["grid"],
         "model_sha256": meta["model_sha256"],
         "variables": [name for name, _ in arrays],
     }
-    if user is None:
-        per_var = [
-            _graph_digests(data, [_period_keys(data, j) for j in range(len(keys))])
-            for _, data in arrays
-        ]
     out = []
     for j, key in enumerate(keys):
         parts = {**common, "period": key}
         if user is not None:
             parts["user"] = str(user)
         else:
-            parts["graph"] = [d[j] for d in per_var]
+            parts["computation"] = [_period_identity(arr, j) for _, arr in arrays]
         out.append(hashlib.sha256(_dumps(parts)).hexdigest())
     return out
 
@@ -479,8 +376,8 @@ def _template(
         if k not in ("_FillValue", "grid_mapping", "coordinates")
     }
     attrs.update(nodata=NODATA, grid_mapping="spatial_ref")
-    attrs.setdefault("flag_values", [0, 1])
-    attrs.setdefault("flag_meanings", "not_impervious impervious")
+    attrs.setdefault("flag_values", list(FLAG_VALUES))
+    attrs.setdefault("flag_meanings", FLAG_MEANINGS)
     sharded = list(inner) != list(block)
     from zarr.codecs import BloscCodec
 
@@ -609,13 +506,18 @@ def _write_block(
     y0, x0 = iy * block[0], ix * block[1]
     expect = (1, min(block[0], shape[0] - y0), min(block[1], shape[1] - x0))
     # one dask block = one Zarr shard/chunk: no two tasks ever write the same object
-    assert isa_block.shape == expect, (isa_block.shape, expect)
+    for values in (isa_block, prob_block):
+        if values is not None and values.shape != expect:
+            raise CubeError(
+                f"block ({iy}, {ix}) of period {index} has shape {values.shape}, the store's "
+                f"layout needs {expect}: a block would span two shards"
+            )
+    check_isa_values(isa_block)  # lazy maps: their values are first seen here
     region = (slice(index, index + 1), slice(y0, y0 + expect[1]), slice(x0, x0 + expect[2]))
     for var, values in (("isa", isa_block), ("probability", prob_block)):
         if values is None:
             continue
         if var == "probability":
-            assert values.shape == expect
             values = _probability_to_uint8(values)
         _sweep_partials(target, var, index, iy, ix)
         target.open_array(var)[region] = np.asarray(values, dtype=np.uint8)
@@ -725,14 +627,13 @@ def to_zarr(
     >>> bool((cube == isa).all())  # writing again resumes: nothing left to do
     True
     """
-    isa = _check_isa(isa)
-    _check_mask(isa)
+    isa = check_isa_map(isa)
     pdim = isa.dims[0]
-    kind = _period_kind(isa[pdim].values)
-    keys = [_period_key(v, kind) for v in isa[pdim].values]
-    arrays = [("isa", _as_dask(isa))]
+    kind = period_kind(isa[pdim].values)
+    keys = [period_key(v, kind) for v in isa[pdim].values]
+    maps = [("isa", isa)]
     if probability is not None:
-        prob = _check_isa(probability, "probability")
+        prob = check_isa_map(probability, "probability", dtype=False)
         if prob.dtype.kind != "f":
             raise CubeInputError(
                 f"probability must be float in [0, 1] (segment(output='probability')), "
@@ -744,9 +645,10 @@ def to_zarr(
             or not _same_grid(_grid_meta(prob), _grid_meta(isa))
         ):
             raise CubeInputError("probability must have the same dims, periods and grid as isa")
-        if [_period_key(v, kind) for v in prob[pdim].values] != keys:
+        if [period_key(v, kind) for v in prob[pdim].values] != keys:
             raise CubeInputError("probability must have the same period labels as isa")
-        arrays.append(("probability", _as_dask(prob)))
+        maps.append(("probability", prob))
+    arrays = [(name, _as_dask(m)) for name, m in maps]
     if part is not None:
         k, n = part
         if not (isinstance(n, int) and isinstance(k, int) and n >= 1 and 0 <= k < n):
@@ -762,12 +664,12 @@ def to_zarr(
         "model_sha256": isa.attrs.get("model_sha256"),
         "coords": _extra_coords(isa),
     }
-    fps = _fingerprints(arrays, keys, meta, fingerprint)
+    fps = _fingerprints(maps, keys, meta, fingerprint)
     info = [
         {
             "sources": src,
             "coords": {
-                name: _period_key(isa[name].values[j], ck) for name, ck in meta["coords"].items()
+                name: period_key(isa[name].values[j], ck) for name, ck in meta["coords"].items()
             },
         }
         for j, src in enumerate(_sources(sources, isa, keys, kind))
@@ -776,18 +678,25 @@ def to_zarr(
     # the block layout: the store's if it exists, else from the input's dask chunks
     target = _Target.make(store, storage_options)
     fs, root = target.fs()
+    _check_store_path(target)
     existing = _book(fs, root)
     if existing is not None and not _compatible(existing, meta):
         if not overwrite:
             raise CubeMismatchError(_mismatch_message(existing, meta, target.url))
-        fs.rm(root, recursive=True)
+        fs.rm(root, recursive=True)  # a cube of ours (its bookkeeping says so)
         existing = None
     if existing is None:
         if fs.exists(f"{root}/zarr.json") or (fs.exists(root) and fs.ls(root)):
+            if not _is_ours(target):
+                # never delete what xjointseg did not make, overwrite=True or not
+                raise CubeMismatchError(
+                    f"{target.url} exists and is not an xjointseg cube: xjointseg does not "
+                    "delete what it did not create. Pick another path, or remove it yourself"
+                )
             if not (overwrite or _is_partial_template(target)):
                 raise CubeMismatchError(
-                    f"{target.url} exists and is not an xjointseg cube: pick another path, or "
-                    "pass overwrite=True to replace it"
+                    f"{target.url} holds an incomplete xjointseg cube: pass overwrite=True to "
+                    "replace it, or pick another path"
                 )
             fs.rm(root, recursive=True)
         data = arrays[0][1]
@@ -808,7 +717,7 @@ def to_zarr(
     indices = _claim_periods(target, meta, keys, fps, info, overwrite)
     # each dask block becomes exactly one shard of the store's layout
     arrays = [(name, data.rechunk((1, block[0], block[1]))) for name, data in arrays]
-    _assert_layout(target, arrays, block)
+    _check_layout(target, arrays, block)
 
     shape = tuple(meta["grid"]["shape"])
     delayed_blocks = [data.to_delayed(optimize_graph=True) for _, data in arrays]
@@ -874,7 +783,7 @@ def _sources(sources, isa: xr.DataArray, keys: list[str], kind: str) -> list[lis
 
 def _safe_key(value: Any, kind: str) -> str | None:
     try:
-        return _period_key(value, kind)
+        return period_key(value, kind)
     except (TypeError, ValueError):
         return None
 
@@ -925,6 +834,29 @@ def _mismatch_message(existing: dict, meta: dict, url: str) -> str:
         f"the cube at {url} cannot take this map: {'; '.join(what) or 'another format'}. "
         "Write to a new store, or pass overwrite=True to delete it and start again."
     )
+
+
+def _is_ours(target: _Target) -> bool:
+    """A store whose root says it is an xjointseg cube (the only kind overwrite may delete)."""
+    fs, root = target.fs()
+    meta = _read_json(fs, f"{root}/zarr.json")
+    attrs = (meta or {}).get("attributes", {})
+    return attrs.get("xjointseg_cube_format") == FORMAT
+
+
+def _check_store_path(target: _Target) -> None:
+    """A local store must be a folder (or not exist yet) whose parent can be written."""
+    if not target.local:
+        return
+    _, root = target.fs()
+    path = Path(root)
+    if path.exists() and not path.is_dir():
+        raise StorePathError(f"{path} is a file, not a Zarr store: pick a folder path")
+    parent = next((p for p in (path, *path.parents) if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise StorePathError(f"{path}: {parent} is a file, so no store can be made under it")
+    if not os.access(parent, os.W_OK):
+        raise StorePathError(f"cannot write {path}: {parent} is read-only. Pick another path")
 
 
 def _is_partial_template(target: _Target) -> bool:
@@ -981,8 +913,8 @@ def _claim_periods(
     if new:
         kind = meta["period_kind"]
         if kind != "str":
-            last = max((_key_value(k, kind) for k in stored), default=None)
-            early = [keys[j] for j in new if last is not None and _key_value(keys[j], kind) <= last]
+            last = max((key_value(k, kind) for k in stored), default=None)
+            early = [keys[j] for j in new if last is not None and key_value(keys[j], kind) <= last]
             if early:
                 raise CubeMismatchError(
                     f"periods can only be added after the last one in the cube ({stored[-1]}); "
@@ -1024,14 +956,21 @@ def _sync_periods(target: _Target, meta: dict, records: list[dict]) -> None:
     group.attrs.update({"source_items": _root_attrs(meta, records)["source_items"]})
 
 
-def _assert_layout(target: _Target, arrays: list, block: tuple[int, int]) -> None:
+def _check_layout(target: _Target, arrays: list, block: tuple[int, int]) -> None:
+    """Each dask block must be exactly one shard (or chunk) of the store: refuse otherwise."""
     for name, data in arrays:
         z = target.open_array(name, mode="r")
-        unit = z.shards or z.chunks
-        assert tuple(unit[1:]) == tuple(block), (name, unit, block)
-        for axis in (1, 2):
-            chunks = data.chunks[axis]
-            assert all(c == block[axis - 1] for c in chunks[:-1]) and chunks[-1] <= block[axis - 1]
+        unit = tuple((z.shards or z.chunks)[1:])
+        fits = all(
+            all(c == block[axis - 1] for c in data.chunks[axis][:-1])
+            and data.chunks[axis][-1] <= block[axis - 1]
+            for axis in (1, 2)
+        )
+        if unit != tuple(block) or not fits:
+            raise CubeMismatchError(
+                f"{name} in {target.url} is stored in {unit} px shards, but the blocks to "
+                f"write are {block}: write to a new store"
+            )
 
 
 def open_cube(

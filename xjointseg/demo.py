@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cube import NODATA, open_cube
+from .cube import open_cube
 from .errors import CubeMismatchError, NotACubeError, PeriodConflictError
+from .schema import NODATA
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -108,14 +109,14 @@ def _figures(ds, cube, frac, out: Path, model_name: str) -> dict[str, Path]:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    from .plots import _extent, plot_map
+    from .plots import extent, plot_map
 
     paths = {}
-    extent = _extent(cube)
+    scene_extent = extent(cube)
 
     fig = Figure(figsize=(6.5, 6), layout="constrained")
     ax = fig.add_subplot()
-    ax.imshow(_rgb(ds), extent=extent, interpolation="nearest")
+    ax.imshow(_rgb(ds), extent=scene_extent, interpolation="nearest")
     ax.set_title(f"Sentinel-2 input, 10 m, true colour\n{SCENE.split(',')[1].strip()}")
     ax.set_xlabel("x (m, EPSG:32633)")
     ax.set_ylabel("y (m)")
@@ -133,7 +134,7 @@ def _figures(ds, cube, frac, out: Path, model_name: str) -> dict[str, Path]:
     iy, ix = _zoom_window(frac.values[0], cells)
     y0, x0 = iy * 10, ix * 10
     window = cube.isel(time=0, y=slice(y0, y0 + ZOOM_M), x=slice(x0, x0 + ZOOM_M))
-    win_extent = _extent(window)
+    win_extent = extent(window)
     colours = ListedColormap(["#ebebeb", "#c81e2d", "#9a9a9a"])
     codes = window.values
     shown = np.where(codes == NODATA, 2, codes)
@@ -159,7 +160,7 @@ def _figures(ds, cube, frac, out: Path, model_name: str) -> dict[str, Path]:
     ax = fig.add_subplot()
     im = ax.imshow(
         np.ma.masked_invalid(frac.values[0]),
-        extent=_extent(frac),
+        extent=extent(frac),
         cmap="magma_r",
         vmin=0,
         vmax=1,

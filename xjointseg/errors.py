@@ -47,6 +47,10 @@ class EmptyInputError(InputError):
     """The input has no pixels."""
 
 
+class ValueRangeError(InputError):
+    """The values are not Sentinel-2 DN (reflectance x 10000): reflectance 0..1, 8-bit RGB."""
+
+
 # --- models and weights -----------------------------------------------------------------
 
 
@@ -86,6 +90,7 @@ __all__ = [
     "DTypeError",
     "ChunkError",
     "EmptyInputError",
+    "ValueRangeError",
     "ModelError",
     "UnknownModelError",
     "WeightsError",
@@ -201,3 +206,17 @@ __all__ += [
     "RegionOutsideError",
     "FactorError",
 ]
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+class OutputExistsError(XJointSegError, FileExistsError):
+    """A file or folder that xjointseg did not create is where it would write."""
+
+
+class StorePathError(XJointSegError, OSError):
+    """A store or output path cannot be used: it is a file, or cannot be written."""
+
+
+__all__ += ["OutputExistsError", "StorePathError"]

@@ -23,8 +23,8 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from . import __version__
-from .cube import NODATA
 from .errors import OptionError, XJointSegError
+from .schema import NODATA
 
 __all__ = ["ExportError", "ExportExistsError", "to_cog"]
 

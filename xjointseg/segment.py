@@ -6,6 +6,8 @@ Everything that can be wrong with the input is checked here, before any pixel is
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Hashable, Sequence
 from typing import Literal
 
@@ -26,41 +28,27 @@ from .errors import (
     EmptyInputError,
     GridError,
     OptionError,
+    ValueRangeError,
 )
 from .models.model import OUTPUT_KINDS, Model, load_model
-
-# Sentinel-2 band names and the names archives also use for them (odc-stac / Earth Search
-# common names and asset keys).
-BAND_ALIASES: dict[str, tuple[str, ...]] = {
-    "B01": ("coastal",),
-    "B02": ("blue",),
-    "B03": ("green",),
-    "B04": ("red",),
-    "B05": ("rededge1", "rededge"),
-    "B06": ("rededge2",),
-    "B07": ("rededge3",),
-    "B08": ("nir", "nir08"),
-    "B8A": ("nir08", "rededge4", "narrow_nir"),
-    "B09": ("nir09", "watervapor"),
-    "B11": ("swir16",),
-    "B12": ("swir22",),
-}
+from .schema import (
+    BAND_ALIASES,  # noqa: F401  (re-exported: the band table lives in schema)
+    FINGERPRINT_COORD,
+    FLAG_MEANINGS,
+    FLAG_VALUES,
+    INPUT_RESOLUTION,
+    NODATA,
+    band_names,
+    find_band,
+    metres_per_unit,
+)
 
 DEFAULT_BLOCK = 1024  # input pixels per block side for numpy-backed input
 DEFAULT_TILE = 256  # input pixels per tile side (the global tile grid)
-INPUT_RESOLUTION = 10.0  # metres: what the networks were built for
-
-
-def _names_for(band: str) -> tuple[str, ...]:
-    return (band, *BAND_ALIASES.get(band.upper(), ()))
-
-
-def _find(band: str, available: Sequence[Hashable]) -> Hashable | None:
-    lookup = {str(a).lower(): a for a in available}
-    for name in _names_for(band):
-        if name.lower() in lookup:
-            return lookup[name.lower()]
-    return None
+# Sentinel-2 DN (reflectance x 10000) of a block of real land or water are far above this;
+# reflectance in 0..1 (a scaled load) never is. Judged only on enough valid pixels.
+DN_FLOOR = 1.5
+DN_MIN_PIXELS = 64
 
 
 def _nodata_of(var: xr.DataArray) -> float | None:
@@ -79,10 +67,10 @@ def _stack_bands(obj: xr.Dataset | xr.DataArray, bands: Sequence[str]):
     if isinstance(obj, xr.Dataset):
         names = []
         for band in bands:
-            found = _find(band, list(obj.data_vars))
+            found = find_band(band, list(obj.data_vars))
             if found is None:
                 raise BandError(
-                    f"band {band} (or {'/'.join(_names_for(band)[1:]) or 'an alias'}) is missing: "
+                    f"band {band} (or {'/'.join(band_names(band)[1:]) or 'an alias'}) is missing: "
                     f"the Dataset has {sorted(map(str, obj.data_vars))}. Load it too, e.g. "
                     f"odc.stac.load(..., bands=[...])."
                 )
@@ -118,7 +106,7 @@ def _stack_bands(obj: xr.Dataset | xr.DataArray, bands: Sequence[str]):
     labels = [str(b) for b in obj["band"].values]
     picks = []
     for band in bands:
-        found = _find(band, labels)
+        found = find_band(band, labels)
         if found is None:
             raise BandError(f"band {band} is missing: the DataArray has bands {labels}")
         picks.append(labels.index(found))
@@ -139,6 +127,16 @@ def _check_grid(arr: xr.DataArray) -> tuple[GeoBox, tuple[Hashable, ...]]:
             f"the input CRS {crs} is in degrees; the model needs metres: reproject to a "
             "projected CRS such as the local UTM zone (odc.stac.load(..., crs='utm') or "
             "ds.odc.reproject(...))"
+        )
+    try:
+        unit = metres_per_unit(crs)
+    except CRSError:
+        unit = None
+    if unit is None or not np.isclose(unit, 1.0):
+        raise CRSError(
+            f"the input CRS {crs} is not in metres ({crs.units[0]}); the model needs a 10 m "
+            "grid in metres: reproject, e.g. ds.odc.reproject('utm', resolution=10) or "
+            "odc.stac.load(..., crs='utm', resolution=10)"
         )
     ydim, xdim = arr.odc.spatial_dims
     others = tuple(d for d in arr.dims if d not in (ydim, xdim, "band"))
@@ -178,6 +176,75 @@ def _check_dtype(arr: xr.DataArray) -> None:
             f"input dtype {arr.dtype} cannot hold reflectance: use integer DN (e.g. uint16) "
             "or floating point values"
         )
+    if arr.dtype.itemsize == 1:
+        raise ValueRangeError(
+            f"the input is {arr.dtype}: 8-bit values are a display product (e.g. the TCI "
+            "true-colour image), not Sentinel-2 DN (reflectance x 10000, uint16 or float). "
+            "Load the L2A bands B02, B03, B04 (e.g. odc.stac.load(..., bands=['blue', "
+            "'green', 'red']))"
+        )
+
+
+def _scale_message(top: float) -> str:
+    return (
+        f"the input's largest valid value is {top:g}: that is reflectance in 0..1 (a scaled "
+        "load: stackstac rescale, a Planetary Computer or GEE export), not Sentinel-2 DN "
+        "(reflectance x 10000) as the model needs. Multiply by 10000 (ds * 10000), or load "
+        "without rescaling"
+    )
+
+
+def _valid_max(block: np.ndarray, nodata: Sequence[float | None]) -> tuple[float, int]:
+    """The largest valid value of a (..., band, y, x) block and how many values are valid."""
+    top, count = -np.inf, 0
+    for b, nd in enumerate(nodata):
+        v = np.asarray(block[..., b, :, :], dtype="float64")
+        ok = np.isfinite(v) if nd is None else np.isfinite(v) & (v != nd)
+        n = int(ok.sum())
+        if n:
+            top, count = max(top, float(v[ok].max())), count + n
+    return top, count
+
+
+def _check_scale(data: np.ndarray, nodata: Sequence[float | None]) -> None:
+    top, count = _valid_max(data, nodata)
+    if count >= DN_MIN_PIXELS and top <= DN_FLOOR:
+        raise ValueRangeError(_scale_message(top))
+
+
+def _checked_block(block: np.ndarray, nodata: tuple) -> np.ndarray:
+    """The block itself, after checking it holds DN (lazy input is checked block by block)."""
+    _check_scale(block, nodata)
+    return block
+
+
+def _declared_scale(obj: xr.Dataset | xr.DataArray) -> None:
+    """Refuse values an archive declares as scaled to reflectance (CF or STAC metadata)."""
+    variables = obj.data_vars.values() if isinstance(obj, xr.Dataset) else [obj]
+    for var in variables:
+        for where in (var.encoding, var.attrs):
+            scale = where.get("scale_factor", where.get("scale"))
+            if where is var.encoding and scale is not None and 0 < float(scale) < 0.01:
+                # xarray decoded DN * scale_factor: the values are reflectance now
+                raise ValueRangeError(
+                    f"{var.name} was decoded with scale_factor={float(scale):g}, so it holds "
+                    "reflectance, not DN: open it with mask_and_scale=False (or multiply by "
+                    f"{1 / float(scale):g})"
+                )
+
+
+def _north_up(arr: xr.DataArray) -> tuple[xr.DataArray, dict]:
+    """The input flipped to north-up (y descending, x ascending), and the flips done.
+
+    The network must see the scene as it is, not mirrored; the result is flipped back.
+    """
+    ydim, xdim = arr.odc.spatial_dims
+    flips = {}
+    for dim, descending in ((ydim, True), (xdim, False)):
+        c = arr[dim].values
+        if c.size > 1 and bool(c[1] < c[0]) != descending:
+            flips[dim] = slice(None, None, -1)
+    return (arr.isel(flips) if flips else arr), flips
 
 
 def _model_block_params(model: Model, tile: int | None, halo: int | None):
@@ -257,10 +324,17 @@ def segment(
         raise OptionError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(obj, xr.Dataset | xr.DataArray) and 0 in obj.sizes.values():
         raise EmptyInputError(f"the input has no pixels (sizes {dict(obj.sizes)})")
+    if isinstance(chunks, bool) or not (
+        chunks in ("auto", "keep") or (isinstance(chunks, int | np.integer) and chunks >= 1)
+    ):
+        raise OptionError(f"chunks must be 'auto', 'keep' or an int >= 1, not {chunks!r}")
     m = load_model(model, device=device)
     arr, nodata = _stack_bands(obj, m.bands)
     _check_dtype(arr)
-    gbox, others = _check_grid(arr)
+    _declared_scale(obj)
+    _, others = _check_grid(arr)
+    arr, flips = _north_up(arr)
+    gbox = arr.odc.geobox
     tile, halo = _model_block_params(m, tile, halo)
     if batch_size is None:
         on_gpu = getattr(getattr(m, "device", None), "type", "cpu") == "cuda"
@@ -271,17 +345,24 @@ def segment(
     data = arr.data
     if not others:
         data = data[None]
+    identity = _input_identity(obj, arr, data, others)
     if not isinstance(data, da.Array):
+        _check_scale(np.asarray(data), nodata)
         size = DEFAULT_BLOCK if chunks in ("auto", "keep") else int(chunks)
         data = da.from_array(data, chunks=(1, -1, size, size))
-    elif isinstance(chunks, int):
-        data = data.rechunk((1, -1, chunks, chunks))
+        checked = True
+    else:
+        checked = False
+        if isinstance(chunks, int):
+            data = data.rechunk((1, -1, chunks, chunks))
     keep = chunks == "keep"
     plan = [
         plan_chunks(n, c, tile=tile, halo=halo, keep=keep)
         for n, c in zip(data.shape[2:], data.chunks[2:], strict=True)
     ]
     data = data.rechunk((1, -1, *plan))
+    if not checked:  # lazy input: each block checks its own values when it is computed
+        data = data.map_blocks(_checked_block, nodata=tuple(nodata), dtype=data.dtype)
     result = segment_array(
         data,
         model=m,
@@ -300,7 +381,9 @@ def segment(
     coords = dict(xr_coords(hr, crs_coord_name="spatial_ref"))
     dims: tuple[Hashable, ...] = (*others, *hr.dimensions)
     for name, coord in arr.coords.items():  # time and its companions (e.g. period labels)
-        if name != "band" and coord.dims and set(coord.dims) <= set(others):
+        if name in ("band", "spatial_ref") or name in coords:
+            continue
+        if set(coord.dims) <= set(others):  # scalar ones too: isel(time=0) keeps its date
             coords[name] = coord
     attrs = {
         "long_name": "impervious surface" if output == "mask" else "impervious surface probability",
@@ -313,6 +396,83 @@ def segment(
         "xjointseg_version": __version__,
     }
     if output == "mask":
-        attrs.update(nodata=255, flag_values=[0, 1], flag_meanings="not_impervious impervious")
+        attrs.update(nodata=NODATA, flag_values=list(FLAG_VALUES), flag_meanings=FLAG_MEANINGS)
+    sources = _source_items(obj)
+    if sources is not None:
+        attrs["source_items"] = sources
+    setting = {
+        "model_sha256": attrs["model_sha256"],
+        "model": attrs["model"],
+        "bands": list(m.bands),
+        "nodata": nodata,
+        "output": output,
+        "tile": tile,
+        "halo": halo,
+        "scale": s,
+    }
+    fps = [_digest({"input": i, **setting}) for i in identity]
+    coords[FINGERPRINT_COORD] = (others, np.array(fps if others else fps[0], dtype=object))
     out = xr.DataArray(result, dims=dims, coords=coords, attrs=attrs, name="isa")
-    return out.odc.assign_crs(gbox.crs)
+    out = out.odc.assign_crs(gbox.crs)
+    if flips:  # back to the input's orientation
+        out = out.isel({dims[-2 if d == ydim else -1]: f for d, f in flips.items()})
+    return out
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _source_items(obj: xr.Dataset | xr.DataArray) -> str | None:
+    """Item ids per period label, as JSON, from load_sentinel2's (or a cube's) attrs."""
+    value = obj.attrs.get("source_items", obj.attrs.get("stac_items"))
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _input_identity(obj, arr: xr.DataArray, data, others) -> list:
+    """What identifies each period's input, independent of chunking and of other periods.
+
+    Source items and loading settings when the input says where it came from
+    (load_sentinel2), the bytes when the values are in memory, else dask's deterministic
+    token of the period's slice (the same for the same lazy computation).
+    """
+    n = data.shape[0] if others else 1
+    labels = (
+        [str(v) for v in np.atleast_1d(arr["period"].values)] if "period" in arr.coords else None
+    )
+    sources = _source_items(obj)
+    if sources is not None and labels is not None and len(labels) == n:
+        try:
+            by_label = json.loads(sources)
+        except ValueError:
+            by_label = None
+        if isinstance(by_label, dict) and all(lb in by_label for lb in labels):
+            settings = {k: str(v) for k, v in obj.attrs.items() if k not in ("stac_items",)}
+            grid = [str(arr.odc.geobox.crs), list(arr.odc.geobox.affine)[:6], arr.shape[-2:]]
+            return [
+                {"items": by_label[lb], "period": lb, "settings": settings, "grid": grid}
+                for lb in labels
+            ]
+    # data is (period, band, y, x) here, also for a single period
+    if not isinstance(data, da.Array) or _in_memory(obj):
+        return [
+            hashlib.sha256(np.ascontiguousarray(np.asarray(data[t])).tobytes()).hexdigest()
+            for t in range(n)
+        ]
+    from dask.base import tokenize
+
+    return [tokenize(data[t]) for t in range(n)]
+
+
+def _in_memory(obj: xr.Dataset | xr.DataArray) -> bool:
+    """True when the input's dask graphs only cut in-memory arrays into chunks (``.chunk()``)."""
+    variables = obj.data_vars.values() if isinstance(obj, xr.Dataset) else [obj]
+    for var in variables:
+        if var.chunks is None:
+            continue
+        graph = var.data.__dask_graph__()
+        if not all(isinstance(getattr(v, "value", v), np.ndarray) for v in graph.values()):
+            return False
+    return True
