@@ -43,7 +43,6 @@ from .errors import (
     CubeError,
     CubeInputError,
     CubeMismatchError,
-    FingerprintError,
     NotACubeError,
     OptionError,
     PeriodConflictError,
@@ -57,6 +56,7 @@ from .schema import (
     check_isa_map,
     check_isa_values,
     key_value,
+    period_digest,
     period_key,
     period_kind,
 )
@@ -221,35 +221,11 @@ def _inner(block: int, wanted: int | None) -> int:
 
 
 def _period_identity(arr: xr.DataArray, j: int) -> str:
-    """What defines period ``j`` of a map, whatever its chunking.
-
-    segment() records it in the ``isa_fingerprint`` coordinate (input identity, model, tile,
-    halo). Other maps: the bytes when they are in memory, else dask's deterministic token of
-    the period's slice.
-    """
+    """What defines period ``j`` of a map, whatever its chunking: the ``isa_fingerprint``
+    that segment() records (input identity, model, tile, halo), else the data's digest."""
     if FINGERPRINT_COORD in arr.coords:
         return "segment:" + str(arr[FINGERPRINT_COORD].values[j])
-    data = arr.data
-    if not isinstance(data, da.Array) or _in_memory(data):
-        return "bytes:" + hashlib.sha256(np.ascontiguousarray(data[j]).tobytes()).hexdigest()
-    from dask.base import tokenize
-
-    try:
-        with dask.config.set({"tokenize.ensure-deterministic": True}):
-            return "dask:" + tokenize(data[j])
-    except (RuntimeError, TypeError) as err:  # what tokenize raises when it cannot
-        raise FingerprintError(
-            "cannot fingerprint the map deterministically "
-            f"({type(err).__name__}: {err}); pass fingerprint='...' naming the inputs and "
-            "settings (the same string on every run of the same computation)"
-        ) from err
-
-
-def _in_memory(data: da.Array) -> bool:
-    """True when every node of the graph is a value (an in-memory array cut into chunks)."""
-    return all(
-        isinstance(getattr(v, "value", v), np.ndarray) for v in data.__dask_graph__().values()
-    )
+    return period_digest(arr.data, j)
 
 
 def _fingerprints(
@@ -373,7 +349,8 @@ def _template(
     attrs = {
         k: _jsonable(v)
         for k, v in isa.attrs.items()
-        if k not in ("_FillValue", "grid_mapping", "coordinates")
+        # source items live in the root attrs and the period records (appends update them)
+        if k not in ("_FillValue", "grid_mapping", "coordinates", "source_items", "stac_items")
     }
     attrs.update(nodata=NODATA, grid_mapping="spatial_ref")
     attrs.setdefault("flag_values", list(FLAG_VALUES))

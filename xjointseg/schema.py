@@ -17,13 +17,14 @@ This module imports no torch and no other xjointseg module except :mod:`errors`.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from .errors import BandError, CRSError, CubeInputError
+from .errors import BandError, CRSError, CubeInputError, FingerprintError
 
 NOT_ISA = 0
 ISA = 1
@@ -144,6 +145,44 @@ def key_value(key: str | None, kind: str) -> Any:
     if kind == "float":
         return float(key)
     return key
+
+
+# --- identity of a period's data ---------------------------------------------------------
+
+
+def in_memory(data: Any) -> bool:
+    """True for numpy data, and for dask arrays that only cut in-memory arrays into chunks
+    (``.chunk()`` of loaded data): reading them runs no task of anyone's."""
+    import dask.array as da
+
+    if not isinstance(data, da.Array):
+        return True
+    graph = data.__dask_graph__()
+    return all(isinstance(getattr(v, "value", v), np.ndarray) for v in graph.values())
+
+
+def period_digest(data: Any, t: int, values_in_memory: bool | None = None) -> str:
+    """What identifies ``data[t]``, whatever the chunking and the other periods.
+
+    In-memory values: their sha256. Other lazy data: dask's deterministic token of the
+    slice (the same for the same lazy computation; it changes with the input's chunking).
+    ``values_in_memory`` tells when ``data`` was stacked from in-memory sources.
+    """
+    import dask
+    from dask.base import tokenize
+
+    if in_memory(data) if values_in_memory is None else values_in_memory:
+        values = np.ascontiguousarray(np.asarray(data[t]))
+        return "sha256:" + hashlib.sha256(values.tobytes()).hexdigest()
+    try:
+        with dask.config.set({"tokenize.ensure-deterministic": True}):
+            return "dask:" + tokenize(data[t])
+    except (RuntimeError, TypeError) as err:  # what tokenize raises when it cannot
+        raise FingerprintError(
+            "cannot fingerprint the computation deterministically "
+            f"({type(err).__name__}: {err}); pass fingerprint='...' to to_zarr, naming the "
+            "inputs and settings (the same string on every run of the same computation)"
+        ) from err
 
 
 # --- the ISA map --------------------------------------------------------------------------
@@ -282,6 +321,8 @@ __all__ = [
     "check_isa_map",
     "check_isa_values",
     "find_band",
+    "in_memory",
+    "period_digest",
     "isa_map_of",
     "period_labels",
     "key_value",

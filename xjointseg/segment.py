@@ -40,7 +40,9 @@ from .schema import (
     NODATA,
     band_names,
     find_band,
+    in_memory,
     metres_per_unit,
+    period_digest,
 )
 
 DEFAULT_BLOCK = 1024  # input pixels per block side for numpy-backed input
@@ -456,23 +458,6 @@ def _input_identity(obj, arr: xr.DataArray, data, others) -> list:
                 for lb in labels
             ]
     # data is (period, band, y, x) here, also for a single period
-    if not isinstance(data, da.Array) or _in_memory(obj):
-        return [
-            hashlib.sha256(np.ascontiguousarray(np.asarray(data[t])).tobytes()).hexdigest()
-            for t in range(n)
-        ]
-    from dask.base import tokenize
-
-    return [tokenize(data[t]) for t in range(n)]
-
-
-def _in_memory(obj: xr.Dataset | xr.DataArray) -> bool:
-    """True when the input's dask graphs only cut in-memory arrays into chunks (``.chunk()``)."""
     variables = obj.data_vars.values() if isinstance(obj, xr.Dataset) else [obj]
-    for var in variables:
-        if var.chunks is None:
-            continue
-        graph = var.data.__dask_graph__()
-        if not all(isinstance(getattr(v, "value", v), np.ndarray) for v in graph.values()):
-            return False
-    return True
+    loaded = all(in_memory(v.data) for v in variables)
+    return [period_digest(data, t, loaded) for t in range(n)]
