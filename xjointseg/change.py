@@ -30,6 +30,7 @@ from .errors import (
     FactorError,
     NotEnoughPeriodsError,
     OptionError,
+    ReferenceRasterError,
     RegionCRSError,
     RegionError,
     RegionOutsideError,
@@ -744,7 +745,14 @@ def read_worldcover(
     from rasterio.windows import from_bounds
 
     gbox = like if isinstance(like, _GeoBox) else like.odc.geobox
-    with rasterio.open(path) as src:
+    try:
+        src_ctx = rasterio.open(path)
+    except rasterio.errors.RasterioIOError as exc:
+        raise ReferenceRasterError(
+            f"cannot read {path} as a raster ({exc}): give the path of a WorldCover GeoTIFF "
+            "tile (ESA_WorldCover_10m_..._Map.tif)"
+        ) from None
+    with src_ctx as src:
         bounds = gbox.extent.to_crs(src.crs.to_wkt()).boundingbox
         pad = 2 * abs(src.res[0])
         win = from_bounds(

@@ -49,7 +49,9 @@ def _train(args: argparse.Namespace) -> int:
         kind, _, path = spec.partition("=")
         loader = {"dubai": load_dubai, "massachusetts": load_massachusetts}.get(kind)
         if loader is None or not path:
-            raise XJointSegError(f"--data takes dubai=PATH or massachusetts=PATH, not {spec!r}")
+            raise OptionError(f"--data takes dubai=PATH or massachusetts=PATH, not {spec!r}")
+        if not Path(path).expanduser().is_dir():
+            raise OptionError(f"--data {spec}: {path} is not a folder: give the dataset's folder")
         scenes += loader(path)
     train_scenes, val_scenes = split_by_place(scenes, args.val_places)
     cfg = TrainConfig(
@@ -207,6 +209,36 @@ def _write(job, client, progress: bool) -> int:
     return int(job.compute())
 
 
+def _cog_name(label: str) -> str:
+    return f"isa_{label.replace('/', '_')}.tif"
+
+
+def _check_map_outputs(args: argparse.Namespace) -> None:
+    """Refuse unusable --out / --cog-dir paths and foreign COGs before any work is done."""
+    from .errors import OutputExistsError, StorePathError
+    from .export import check_writable_parent, is_own_cog
+    from .sentinel2 import parse_periods
+
+    if "://" not in args.out:
+        out = Path(args.out).expanduser().absolute()
+        if out.exists() and not out.is_dir():
+            raise StorePathError(f"--out {args.out} is a file: give a folder path for the cube")
+        check_writable_parent(out)
+    if args.cog_dir is None:
+        return
+    cog_dir = args.cog_dir.expanduser().absolute()
+    if cog_dir.exists() and not cog_dir.is_dir():
+        raise StorePathError(f"--cog-dir {args.cog_dir} is a file: give a folder")
+    check_writable_parent(cog_dir / "isa.tif")
+    names = [_cog_name(p.label) for p in parse_periods(list(args.periods))]
+    foreign = [n for n in names if (cog_dir / n).exists() and not is_own_cog(cog_dir / n)]
+    if foreign:
+        raise OutputExistsError(
+            f"--cog-dir {args.cog_dir} holds {', '.join(foreign)}, not written by xjointseg: "
+            "they are never replaced. Pick another --cog-dir, or move them away"
+        )
+
+
 def _map(args: argparse.Namespace) -> int:
     from .cube import open_cube
     from .errors import CubeMismatchError, PeriodConflictError
@@ -215,6 +247,7 @@ def _map(args: argparse.Namespace) -> int:
 
     model = load_model(_model_source(args.model), device=args.device)
     bbox, geopolygon, regions = _area_of_interest(args)
+    _check_map_outputs(args)
     client = _connect(args.scheduler) if args.scheduler else None
     try:
         if client is not None:
@@ -270,9 +303,12 @@ def _map(args: argparse.Namespace) -> int:
             print(grown[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         if args.cog_dir is not None:
             for i, label in enumerate(labels):
-                name = f"isa_{label.replace('/', '_')}.tif"
+                # replaces only COGs xjointseg wrote (a re-run); to_cog refuses any other file
                 path = cube.isa.to_cog(
-                    args.cog_dir / name, period=i, overwrite=True, progress=not args.quiet
+                    args.cog_dir / _cog_name(label),
+                    period=i,
+                    overwrite=True,
+                    progress=not args.quiet,
                 )
                 print(f"COG        {path}")
     finally:

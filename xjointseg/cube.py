@@ -282,7 +282,10 @@ def _describe_grid(g: dict) -> str:
 
 def _block_layout(data: da.Array, inner: int | Sequence[int] | None) -> tuple[list, list]:
     block = [data.chunks[1][0], data.chunks[2][0]]
-    wanted = [None, None] if inner is None else [int(v) for v in np.broadcast_to(inner, 2)]
+    wanted = [None, None] if inner is None else list(np.broadcast_to(inner, 2))
+    if not all(w is None or isinstance(w, int | np.integer) for w in wanted):
+        raise OptionError(f"inner_chunks must be an int or (int, int), not {inner!r}")
+    wanted = [None if w is None else int(w) for w in wanted]
     return [int(b) for b in block], [_inner(b, w) for b, w in zip(block, wanted, strict=True)]
 
 
@@ -993,7 +996,7 @@ def open_cube(
     """
     target = _Target.make(store, storage_options)
     fs, root = target.fs()
-    meta = _book(fs, root)
+    meta = _book(fs, root) if not fs.isfile(root) else None
     if meta is None:
         raise NotACubeError(
             f"no xjointseg cube at {target.url}"

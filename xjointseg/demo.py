@@ -14,7 +14,8 @@ Running again into the same folder is safe: the cube resumes (blocks already wri
 kept, so an interrupted run finishes where it stopped and a complete one computes nothing),
 and the COG, figures and summary are rewritten. If the cube there was made by another model
 or settings, it is replaced; a folder named ``isa.zarr`` that is not an xjointseg cube is
-never deleted (the demo stops with an error instead).
+never deleted, nor is a summary, COG or figure of those names that xjointseg did not write
+(the demo stops with an error instead, before any work).
 """
 
 from __future__ import annotations
@@ -28,8 +29,15 @@ from pathlib import Path
 
 import numpy as np
 
+from . import __version__
 from .cube import open_cube
-from .errors import CubeMismatchError, NotACubeError, PeriodConflictError
+from .errors import (
+    CubeMismatchError,
+    NotACubeError,
+    OutputExistsError,
+    PeriodConflictError,
+    StorePathError,
+)
 from .schema import NODATA
 
 __all__ = ["DemoResult", "run_demo"]
@@ -67,6 +75,56 @@ class DemoResult:
         return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()} | {
             "figures": {k: str(v) for k, v in self.figures.items()}
         }
+
+
+SOFTWARE = f"xjointseg {__version__}"  # marks the figures and summary the demo writes
+FIGURES = ("input_rgb.png", "isa_1m.png", "isa_fraction_10m.png")
+
+
+def _own_png(path: Path) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return str(img.info.get("Software", "")).startswith("xjointseg")
+    except (OSError, UnidentifiedImageError):
+        return False
+
+
+def _own_summary(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    # summaries from before the "software" key carry these
+    return str(data.get("software", "")).startswith("xjointseg") or {
+        "cube",
+        "cog",
+        "figures",
+        "model_sha256",
+        "summary",
+    } <= set(data)
+
+
+def _check_out(out: Path) -> None:
+    """Refuse before any work when --out holds files the demo would replace but did not write."""
+    from .export import check_writable_parent, is_own_cog
+
+    if out.exists() and not out.is_dir():
+        raise StorePathError(f"{out} is a file: --out must be a folder (it is created)")
+    check_writable_parent(out / "summary.json")
+    owners = {"summary.json": _own_summary, "isa_1m.tif": is_own_cog}
+    owners |= {name: _own_png for name in FIGURES}
+    foreign = [
+        name for name, own in owners.items() if (out / name).exists() and not own(out / name)
+    ]
+    if foreign:
+        raise OutputExistsError(
+            f"{out} holds {', '.join(foreign)}, not written by xjointseg: the demo never "
+            "replaces files it did not create. Pick another --out, or move them away"
+        )
 
 
 def _is_cube(store: Path) -> bool:
@@ -123,7 +181,7 @@ def _figures(ds, cube, frac, out: Path, model_name: str) -> dict[str, Path]:
     ax.text(0.01, 0.01, ATTRIBUTION, transform=ax.transAxes, fontsize=7, color="w")
     _plain(ax)
     paths["input_rgb"] = out / "input_rgb.png"
-    fig.savefig(paths["input_rgb"], dpi=110)
+    fig.savefig(paths["input_rgb"], dpi=110, metadata={"Software": SOFTWARE})
 
     # the 1 m map: the whole scene (display pixels) and one window at full resolution
     fig = Figure(figsize=(13, 6), layout="constrained")
@@ -154,7 +212,7 @@ def _figures(ds, cube, frac, out: Path, model_name: str) -> dict[str, Path]:
     )
     _plain(left, right)
     paths["isa_1m"] = out / "isa_1m.png"
-    fig.savefig(paths["isa_1m"], dpi=110)
+    fig.savefig(paths["isa_1m"], dpi=110, metadata={"Software": SOFTWARE})
 
     fig = Figure(figsize=(7, 6), layout="constrained")
     ax = fig.add_subplot()
@@ -172,7 +230,7 @@ def _figures(ds, cube, frac, out: Path, model_name: str) -> dict[str, Path]:
     ax.set_ylabel("y (m)")
     _plain(ax)
     paths["isa_fraction_10m"] = out / "isa_fraction_10m.png"
-    fig.savefig(paths["isa_fraction_10m"], dpi=110)
+    fig.savefig(paths["isa_fraction_10m"], dpi=110, metadata={"Software": SOFTWARE})
     return paths
 
 
@@ -191,6 +249,8 @@ def run_demo(
     out : str or path
         Folder for the outputs (created). Re-running into it resumes the cube and rewrites
         the COG, figures and summary; a cube made by another model or settings is replaced.
+        Files of those names that xjointseg did not write are never replaced (an error
+        says so before any work).
     model : str
         A registered model name (``"jointseg"``, ``"bilinear"``) or a weights file path.
     device : str
@@ -211,6 +271,10 @@ def run_demo(
         The model or device cannot be used.
     CubeMismatchError
         ``out/isa.zarr`` exists and is not an xjointseg cube.
+    OutputExistsError
+        ``out`` holds a summary, COG or figure that xjointseg did not write.
+    StorePathError
+        ``out`` is a file, or cannot be written.
 
     Examples
     --------
@@ -229,6 +293,7 @@ def run_demo(
 
     say = log or (lambda _: None)
     out = Path(out).expanduser().absolute()
+    _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     store, cog = out / "isa.zarr", out / "isa_1m.tif"
 
@@ -302,5 +367,6 @@ def run_demo(
             "bounds": list(gbox.extent.boundingbox),
         },
     )
-    result.summary.write_text(json.dumps(result.to_json(), indent=1) + "\n")
+    summary = result.to_json() | {"software": SOFTWARE}
+    result.summary.write_text(json.dumps(summary, indent=1) + "\n")
     return result

@@ -189,6 +189,10 @@ class RegionOutsideError(RegionError):
     """No region (or no part of a reference raster) overlaps the cube."""
 
 
+class ReferenceRasterError(XJointSegError, OSError):
+    """A reference raster (e.g. a WorldCover tile) cannot be read."""
+
+
 class FactorError(OptionError):
     """A coarsening factor that does not divide the grid (or is not a positive integer)."""
 
@@ -204,6 +208,7 @@ __all__ += [
     "RegionError",
     "RegionCRSError",
     "RegionOutsideError",
+    "ReferenceRasterError",
     "FactorError",
 ]
 

@@ -95,6 +95,11 @@ def plot_map(
     """
     cube = isa_map_of(cube)
     pdim = cube.dims[0]
+    n = cube.sizes[pdim]
+    if isinstance(period, int) and not -n <= period < n:
+        raise OptionError(f"period={period} is out of range: the cube has {n} period(s)")
+    if not isinstance(period, int) and period not in cube.indexes[pdim]:
+        raise OptionError(f"no period {period!r} along {pdim!r}: it has {period_labels(cube)}")
     one = cube.isel({pdim: period}) if isinstance(period, int) else cube.sel({pdim: period})
     step = _step(one.shape, max_pixels)
     # whole display pixels only: the last (step - 1) rows/columns at most are not drawn

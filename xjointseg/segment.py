@@ -249,13 +249,19 @@ def _north_up(arr: xr.DataArray) -> tuple[xr.DataArray, dict]:
     return (arr.isel(flips) if flips else arr), flips
 
 
+def _as_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise OptionError(f"{name} must be an int, not {value!r}")
+    return int(value)
+
+
 def _model_block_params(model: Model, tile: int | None, halo: int | None):
-    tile = DEFAULT_TILE if tile is None else int(tile)
+    tile = DEFAULT_TILE if tile is None else _as_int(tile, "tile")
     if tile < 1 or tile % model.align:
         raise OptionError(
             f"tile={tile} must be a positive multiple of the model's align ({model.align})"
         )
-    halo = model.halo if halo is None else int(halo)
+    halo = model.halo if halo is None else _as_int(halo, "halo")
     if halo < 0:
         raise OptionError(f"halo must be >= 0, got {halo}")
     return tile, halo
@@ -322,7 +328,7 @@ def segment(
     """
     if output not in OUTPUT_KINDS:
         raise OptionError(f"output must be one of {OUTPUT_KINDS}, not {output!r}")
-    if batch_size is not None and int(batch_size) < 1:
+    if batch_size is not None and _as_int(batch_size, "batch_size") < 1:
         raise OptionError(f"batch_size must be >= 1, got {batch_size}")
     if isinstance(obj, xr.Dataset | xr.DataArray) and 0 in obj.sizes.values():
         raise EmptyInputError(f"the input has no pixels (sizes {dict(obj.sizes)})")

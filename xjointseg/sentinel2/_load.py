@@ -27,10 +27,12 @@ from ..errors import (
     BandError,
     BBoxError,
     CatalogError,
+    CRSError,
     MixedCRSError,
     OptionError,
     ProjectionError,
     StagingStoreExistsError,
+    StorePathError,
 )
 from ._catalog import Signer, find_period_items, open_source
 from ._items import (
@@ -246,6 +248,21 @@ def _check_items(
                 )
 
 
+def _check_crs(crs: Any) -> None:
+    """Refuse an output CRS that odc-geo cannot read, before any catalog is searched."""
+    if crs is None or (isinstance(crs, str) and crs.lower() == "utm"):
+        return
+    from odc.geo.crs import CRS
+
+    try:
+        CRS(crs)
+    except Exception as exc:  # pyproj raises its own CRSError, odc-geo ValueError
+        raise CRSError(
+            f"crs={crs!r} is not a CRS ({exc}): pass e.g. 'EPSG:32633', or 'utm' for the "
+            "UTM zone of the area's centre"
+        ) from None
+
+
 def _target_crs(parsed: Sequence[Any], crs: Any) -> Any:
     if crs is not None:
         return crs
@@ -407,21 +424,61 @@ def _composite(stack: xr.Dataset, bands: Sequence[str], how: str) -> xr.Dataset:
     return xr.Dataset(out)
 
 
-def _stage(ds: xr.Dataset, store: Any, overwrite: bool) -> xr.Dataset:
-    """Write composites to a Zarr v3 store (one Zarr chunk per dask chunk) and reopen lazily."""
-    if isinstance(store, str | os.PathLike) and Path(store).exists() and not overwrite:
+STAGED_MARK = "xjointseg_composites"  # root attribute of the stores _stage writes
+
+
+def _staged_by_us(store: Any) -> bool:
+    """The store's root says load_sentinel2 wrote it (the only kind overwrite may replace)."""
+    if isinstance(store, str | os.PathLike) and "://" not in os.fspath(store):
+        try:
+            meta = json.loads((Path(store) / "zarr.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(meta.get("attributes", {}).get(STAGED_MARK))
+    try:
+        import zarr
+
+        return bool(zarr.open_group(store, mode="r").attrs.get(STAGED_MARK))
+    except Exception:  # nothing there, or not Zarr: not ours either way
+        return False
+
+
+def _check_stage_target(store: Any, overwrite: bool) -> None:
+    """Refuse a store that exists, unless overwrite and load_sentinel2 made it."""
+    if isinstance(store, str | os.PathLike) and "://" not in os.fspath(store):
+        path = Path(store)
+        if path.exists() and not path.is_dir():
+            raise StorePathError(f"{path} is a file, not a Zarr store: pick a folder path")
+        if not path.exists() or not any(path.iterdir()):
+            return
+    elif not overwrite:
+        return  # zarr's mode "w-" refuses an existing store below
+    if not overwrite:
         raise StagingStoreExistsError(
             f"{store} exists: pass overwrite=True to replace it, or another path"
         )
+    if not _staged_by_us(store):
+        raise StagingStoreExistsError(
+            f"{store} exists and was not written by load_sentinel2: xjointseg does not delete "
+            "what it did not create. Pick another path, or remove it yourself"
+        )
+
+
+def _stage(ds: xr.Dataset, store: Any, overwrite: bool) -> xr.Dataset:
+    """Write composites to a Zarr v3 store (one Zarr chunk per dask chunk) and reopen lazily."""
+    _check_stage_target(store, overwrite)
     out = ds.copy()
     out = out.assign_coords(period=out["period"].astype(object))  # variable-length strings
-    encoding: dict[str, dict[str, Any]] = {}
+    out.attrs[STAGED_MARK] = 1
+    # Zarr chunks are regular (the last may be smaller): make every variable's chunking so
     for name, var in out.data_vars.items():
-        chunks = var.chunks
-        assert chunks is not None
-        for dim_chunks in chunks:  # xarray/zarr need regular chunks (last may be smaller)
-            assert len(set(dim_chunks[:-1])) <= 1 and dim_chunks[-1] <= dim_chunks[0]
-        encoding[name] = {"chunks": tuple(c[0] for c in chunks)}
+        if var.chunks is not None:
+            out[name] = var.chunk({d: c[0] for d, c in zip(var.dims, var.chunks, strict=True)})
+    encoding: dict[str, dict[str, Any]] = {
+        name: {"chunks": tuple(c[0] for c in var.chunks)}
+        for name, var in out.data_vars.items()
+        if var.chunks is not None
+    }
     for name in ("time", "period_start", "period_end"):
         if name in out.coords:
             encoding[name] = dict(_TIME_ENCODING)
@@ -439,11 +496,12 @@ def _stage(ds: xr.Dataset, store: Any, overwrite: bool) -> xr.Dataset:
                 f"{store} already holds data: pass overwrite=True or another store"
             ) from None
         raise
+    except PermissionError as exc:
+        raise StorePathError(f"cannot write {store}: {exc.strerror}. Pick another path") from None
     staged = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks={})
     if "spatial_ref" in staged.data_vars:  # the CRS travels as a scalar variable
         staged = staged.set_coords("spatial_ref")
-    for name, var in staged.data_vars.items():
-        assert var.encoding["chunks"] == tuple(c[0] for c in var.chunks), name
+    staged.attrs.pop(STAGED_MARK, None)
     return staged.odc.assign_crs(ds.odc.crs)
 
 
@@ -614,10 +672,13 @@ def load_sentinel2(
         raise OptionError(f"l1c_mask must be 'none' or 'brightness', not {l1c_mask!r}")
     if not (isinstance(cloud_dilation, int | np.integer) and cloud_dilation >= 0):
         raise OptionError(f"cloud_dilation must be an int >= 0, not {cloud_dilation!r}")
-    if max_cloud_cover is not None and not 0 <= float(max_cloud_cover) <= 100:
+    if max_cloud_cover is not None and not (
+        isinstance(max_cloud_cover, int | float) and 0 <= max_cloud_cover <= 100
+    ):
         raise OptionError(f"max_cloud_cover is a percentage (0-100), not {max_cloud_cover!r}")
-    if not float(resolution) > 0:
+    if not (isinstance(resolution, int | float) and resolution > 0):
         raise OptionError(f"resolution must be > 0, not {resolution!r}")
+    _check_crs(crs)
     out_bands = _bands(bands)
     mask_classes = _mask_classes(cloud_mask)
     cy_cx = _chunks(chunks)
