@@ -135,6 +135,30 @@ MISTAKES = [
         errors.WeightsError,
         "safetensors",
     ),
+    (
+        "load_model: metadata is a list",
+        lambda t: load_model(_odd_weights(t, [1, 2])),
+        errors.WeightsError,
+        "save_model",
+    ),
+    (
+        "load_model: bands is a number",
+        lambda t: load_model(_odd_weights(t, GOOD_META | {"bands": 3})),
+        errors.WeightsError,
+        "save_model",
+    ),
+    (
+        "load_model: arch is a list",
+        lambda t: load_model(_odd_weights(t, GOOD_META | {"arch": ["toy"]})),
+        errors.WeightsError,
+        "save_model",
+    ),
+    (
+        "load_model: format is text",
+        lambda t: load_model(_odd_weights(t, GOOD_META | {"format": "2"})),
+        errors.WeightsError,
+        "save_model",
+    ),
     # --- to_zarr / open_cube ---
     (
         "to_zarr: a Dataset",
@@ -294,6 +318,20 @@ MISTAKES = [
         "remove it yourself",
     ),
 ]
+
+
+def _odd_weights(tmp_path, meta) -> str:
+    """A safetensors file whose xjointseg metadata is malformed JSON of the right syntax."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "odd.safetensors"
+    save_file({"w": np.zeros(2, np.float32)}, path, metadata={"xjointseg": json.dumps(meta)})
+    return str(path)
+
+
+GOOD_META = {"arch": "toy", "config": {}, "name": "x", "bands": ["B04", "B03", "B02"]}
 
 
 def _file(tmp_path):
