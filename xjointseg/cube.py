@@ -68,7 +68,7 @@ DEFAULT_BLOCK = 4096  # 1 m pixels per block side when the input is not a dask a
 INNER_MAX = 2048  # largest inner chunk side inside a shard (4 MiB of uint8)
 INNER_MIN = 256  # below this, sharding costs more than it saves: one chunk per block
 
-__all__ = ["open_cube", "status", "to_zarr"]
+__all__ = ["WritePlan", "open_cube", "plan_write", "status", "to_zarr"]
 
 
 # --- storage ------------------------------------------------------------------------------
@@ -607,44 +607,88 @@ def to_zarr(
     >>> bool((cube == isa).all())  # writing again resumes: nothing left to do
     True
     """
+    plan = plan_write(
+        isa,
+        store,
+        probability=probability,
+        overwrite=overwrite,
+        sources=sources,
+        fingerprint=fingerprint,
+        part=part,
+        inner_chunks=inner_chunks,
+        storage_options=storage_options,
+    )
+    job = _write_job(plan, *_prepare_store(plan))
+    if not compute:
+        return job
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        with ProgressBar():
+            job.compute()
+    else:
+        job.compute()
+    return open_cube(plan.target.url, storage_options=plan.target.storage_options)
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """What :func:`to_zarr` will write, checked before the store is touched.
+
+    Made by :func:`plan_write`; executing it creates or checks the store, claims the
+    periods and writes the missing blocks.
+    """
+
+    isa: xr.DataArray  # the checked map, periods first
+    arrays: tuple[tuple[str, da.Array], ...]  # ("isa", ...) and maybe ("probability", ...)
+    keys: tuple[str, ...]  # one text key per period
+    fingerprints: tuple[str, ...]  # what defines each period's computation
+    info: tuple[dict, ...]  # per period: source items, other coordinates
+    meta: Mapping[str, Any]  # format, dim, period kind, grid, variables, model, coords
+    target: _Target
+    overwrite: bool = False
+    part: tuple[int, int] | None = None
+    inner_chunks: int | tuple[int, int] | None = None
+
+
+def plan_write(
+    isa: xr.DataArray,
+    store: str | os.PathLike,
+    *,
+    probability: xr.DataArray | None = None,
+    overwrite: bool = False,
+    sources: Mapping[Any, Sequence[str]] | Sequence[str] | None = None,
+    fingerprint: str | None = None,
+    part: tuple[int, int] | None = None,
+    inner_chunks: int | tuple[int, int] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> WritePlan:
+    """Check everything :func:`to_zarr` is given and return the plan of the write.
+
+    Writes nothing and computes nothing; raises what :func:`to_zarr` raises
+    for bad input.
+    """
     isa = check_isa_map(isa)
     pdim = isa.dims[0]
     kind = period_kind(isa[pdim].values)
     keys = [period_key(v, kind) for v in isa[pdim].values]
     maps = [("isa", isa)]
     if probability is not None:
-        prob = check_isa_map(probability, "probability", dtype=False)
-        if prob.dtype.kind != "f":
-            raise CubeInputError(
-                f"probability must be float in [0, 1] (segment(output='probability')), "
-                f"not {prob.dtype}"
-            )
-        if (
-            prob.dims != isa.dims
-            or prob.shape != isa.shape
-            or not _same_grid(_grid_meta(prob), _grid_meta(isa))
-        ):
-            raise CubeInputError("probability must have the same dims, periods and grid as isa")
-        if [period_key(v, kind) for v in prob[pdim].values] != keys:
-            raise CubeInputError("probability must have the same period labels as isa")
-        maps.append(("probability", prob))
-    arrays = [(name, _as_dask(m)) for name, m in maps]
+        maps.append(("probability", _check_probability(probability, isa, keys, kind)))
     if part is not None:
         k, n = part
         if not (isinstance(n, int) and isinstance(k, int) and n >= 1 and 0 <= k < n):
             raise OptionError(f"part must be (k, n) with 0 <= k < n, got {part!r}")
-
     meta = {
         "format": FORMAT,
         "dim": str(pdim),
         "period_kind": kind,
         "grid": _grid_meta(isa),
-        "variables": [name for name, _ in arrays],
+        "variables": [name for name, _ in maps],
         "model": isa.attrs.get("model"),
         "model_sha256": isa.attrs.get("model_sha256"),
         "coords": _extra_coords(isa),
     }
-    fps = _fingerprints(maps, keys, meta, fingerprint)
     info = [
         {
             "sources": src,
@@ -654,57 +698,112 @@ def to_zarr(
         }
         for j, src in enumerate(_sources(sources, isa, keys, kind))
     ]
-
-    # the block layout: the store's if it exists, else from the input's dask chunks
     target = _Target.make(store, storage_options)
-    fs, root = target.fs()
     _check_store_path(target)
+    return WritePlan(
+        isa=isa,
+        arrays=tuple((name, _as_dask(m)) for name, m in maps),
+        keys=tuple(keys),
+        fingerprints=tuple(_fingerprints(maps, keys, meta, fingerprint)),
+        info=tuple(info),
+        meta=meta,
+        target=target,
+        overwrite=bool(overwrite),
+        part=part,
+        inner_chunks=inner_chunks,
+    )
+
+
+def _check_probability(probability, isa: xr.DataArray, keys: list[str], kind: str):
+    prob = check_isa_map(probability, "probability", dtype=False)
+    if prob.dtype.kind != "f":
+        raise CubeInputError(
+            f"probability must be float in [0, 1] (segment(output='probability')), not {prob.dtype}"
+        )
+    if (
+        prob.dims != isa.dims
+        or prob.shape != isa.shape
+        or not _same_grid(_grid_meta(prob), _grid_meta(isa))
+    ):
+        raise CubeInputError("probability must have the same dims, periods and grid as isa")
+    if [period_key(v, kind) for v in prob[prob.dims[0]].values] != keys:
+        raise CubeInputError("probability must have the same period labels as isa")
+    return prob
+
+
+def _prepare_store(plan: WritePlan) -> tuple[dict, list[int]]:
+    """Create the store (or check the one there), claim the periods: (meta, store indices).
+
+    The block layout is the store's if it exists, else the input's dask chunks.
+    """
+    target, meta = plan.target, dict(plan.meta)
+    fs, root = target.fs()
     existing = _book(fs, root)
     if existing is not None and not _compatible(existing, meta):
-        if not overwrite:
+        if not plan.overwrite:
             raise CubeMismatchError(_mismatch_message(existing, meta, target.url))
         fs.rm(root, recursive=True)  # a cube of ours (its bookkeeping says so)
         existing = None
     if existing is None:
-        if fs.exists(f"{root}/zarr.json") or (fs.exists(root) and fs.ls(root)):
-            if not _is_ours(target):
-                # never delete what xjointseg did not make, overwrite=True or not
-                raise CubeMismatchError(
-                    f"{target.url} exists and is not an xjointseg cube: xjointseg does not "
-                    "delete what it did not create. Pick another path, or remove it yourself"
-                )
-            if not (overwrite or _is_partial_template(target)):
-                raise CubeMismatchError(
-                    f"{target.url} holds an incomplete xjointseg cube: pass overwrite=True to "
-                    "replace it, or pick another path"
-                )
-            fs.rm(root, recursive=True)
-        data = arrays[0][1]
+        _clear_for_template(target, plan.overwrite)
+        data = plan.arrays[0][1]
         if not (_regular(data.chunks[1]) and _regular(data.chunks[2])):
             # a Zarr chunk grid is regular: make the dask blocks so (each still one shard)
             data = data.rechunk({1: data.chunks[1][0], 2: data.chunks[2][0]})
-        block, inner = _block_layout(data, inner_chunks)
+        block, inner = _block_layout(data, plan.inner_chunks)
         meta.update(block=block, inner=inner)
-        records = [_record(keys[j], fps[j], meta, info[j]) for j in range(len(keys))]
-        ds, encoding = _template(isa, len(arrays) > 1, block, inner, records, meta)
+        records = [
+            _record(key, fp, meta, info)
+            for key, fp, info in zip(plan.keys, plan.fingerprints, plan.info, strict=True)
+        ]
+        ds, encoding = _template(plan.isa, len(plan.arrays) > 1, block, inner, records, meta)
         if not _create(target, ds, encoding, meta, records):
             existing = _book(fs, root)  # a concurrent writer created it first: check theirs
             if not _compatible(existing, meta):
                 raise CubeMismatchError(_mismatch_message(existing, meta, target.url))
     if existing is not None:
         meta |= {k: existing[k] for k in ("block", "inner", "coords")}
-    block = tuple(meta["block"])
-    indices = _claim_periods(target, meta, keys, fps, info, overwrite)
-    # each dask block becomes exactly one shard of the store's layout
-    arrays = [(name, data.rechunk((1, block[0], block[1]))) for name, data in arrays]
-    _check_layout(target, arrays, block)
+    indices = _claim_periods(
+        target, meta, list(plan.keys), list(plan.fingerprints), list(plan.info), plan.overwrite
+    )
+    return meta, indices
 
+
+def _clear_for_template(target: _Target, overwrite: bool) -> None:
+    """Make room for a new template: refuse anything there but an xjointseg cube."""
+    fs, root = target.fs()
+    if not (fs.exists(f"{root}/zarr.json") or (fs.exists(root) and fs.ls(root))):
+        return
+    if not _is_ours(target):
+        # never delete what xjointseg did not make, overwrite=True or not
+        raise CubeMismatchError(
+            f"{target.url} exists and is not an xjointseg cube: xjointseg does not "
+            "delete what it did not create. Pick another path, or remove it yourself"
+        )
+    if not (overwrite or _is_partial_template(target)):
+        raise CubeMismatchError(
+            f"{target.url} holds an incomplete xjointseg cube: pass overwrite=True to "
+            "replace it, or pick another path"
+        )
+    fs.rm(root, recursive=True)
+
+
+def _write_job(plan: WritePlan, meta: dict, indices: list[int]):
+    """One delayed task per missing block (one shard each), summed: the 1 m pixels written."""
+    target = plan.target
+    fs, root = target.fs()
+    block = tuple(meta["block"])
+    # each dask block becomes exactly one shard of the store's layout
+    arrays = [(name, data.rechunk((1, block[0], block[1]))) for name, data in plan.arrays]
+    _check_layout(target, arrays, block)
     shape = tuple(meta["grid"]["shape"])
     delayed_blocks = [data.to_delayed(optimize_graph=True) for _, data in arrays]
     tasks = []
     nby, nbx = delayed_blocks[0].shape[1:]
+    part = plan.part
     for j, index in enumerate(indices):
-        done = _done_blocks(fs, root, index, fps[j])
+        fp = plan.fingerprints[j]
+        done = _done_blocks(fs, root, index, fp)
         for iy in range(nby):
             for ix in range(nbx):
                 if part is not None and ((j * nby + iy) * nbx + ix) % part[1] != part[0]:
@@ -722,21 +821,11 @@ def to_zarr(
                         ix=ix,
                         block=block,
                         shape=shape,
-                        fingerprint=fps[j],
+                        fingerprint=fp,
                         dask_key_name=f"xjointseg-write-{index}-{iy}-{ix}-{uuid.uuid4().hex}",
                     )
                 )
-    job = dask.delayed(sum, pure=False)(tasks)
-    if not compute:
-        return job
-    if progress:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar():
-            job.compute()
-    else:
-        job.compute()
-    return open_cube(target.url, storage_options=target.storage_options)
+    return dask.delayed(sum, pure=False)(tasks)
 
 
 def _sources(sources, isa: xr.DataArray, keys: list[str], kind: str) -> list[list[str]]:
