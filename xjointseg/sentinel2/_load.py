@@ -11,6 +11,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,7 +46,7 @@ from ._items import (
     find_asset,
     suspicious_offset_flags,
 )
-from ._periods import parse_periods
+from ._periods import Period, parse_periods
 
 DEFAULT_BANDS = ("B02", "B03", "B04", "B08")
 # SCL classes that are not a clear view of the ground: 0 no data, 1 saturated/defective,
@@ -666,6 +667,171 @@ def load_sentinel2(
     ...     periods=[2017, 2019, 2021, 2023], max_cloud_cover=60)
     >>> isa = ds.isa.segment(model="jointseg")  # doctest: +SKIP
     """
+    plan = plan_load(
+        catalog_or_items,
+        bbox=bbox,
+        geopolygon=geopolygon,
+        crs=crs,
+        periods=periods,
+        bands=bands,
+        cloud_mask=cloud_mask,
+        cloud_dilation=cloud_dilation,
+        l1c_mask=l1c_mask,
+        harmonize=harmonize,
+        composite=composite,
+        max_cloud_cover=max_cloud_cover,
+        chunks=chunks,
+        resolution=resolution,
+        resampling=resampling,
+        collection=collection,
+        sign=sign,
+        patch_url=patch_url,
+        store=store,
+        overwrite=overwrite,
+    )
+    return plan.load()
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What :func:`load_sentinel2` loads: options checked, items found, grid fixed.
+
+    Made by :func:`plan_load` (which searches the catalog but reads no pixel);
+    :meth:`load` builds the lazy composites (and stages them when a store was given).
+    """
+
+    source_name: str
+    collection: str
+    periods: tuple[Period, ...]
+    items: Mapping[str, tuple[pystac.Item, ...]]  # by period label
+    bands: tuple[str, ...]  # output bands (Bxx names)
+    need: tuple[str, ...]  # bands to read (the brightness test may need B02 too)
+    assets: Mapping[str, tuple[tuple[str, ...], str | None, float]]  # item: keys, SCL, offset
+    gbox: GeoBox
+    chunks: tuple[int, int]
+    resampling: str
+    mask_classes: frozenset[int]
+    cloud_dilation: int
+    l1c_mask: str
+    harmonize: Any
+    composite: str | None
+    resolution: float
+    patch_url: Callable[[str], str] | None = None
+    store: Any = None
+    overwrite: bool = False
+
+    def load(self) -> xr.Dataset:
+        """The composites (or observations), lazily; staged to ``store`` if one was given."""
+        load_kw = dict(
+            gbox=self.gbox,
+            chunks=self.chunks,
+            resampling=self.resampling,
+            mask_classes=self.mask_classes,
+            dilation=self.cloud_dilation,
+            brightness=self.l1c_mask == "brightness",
+            patch_url=self.patch_url,
+        )
+        plan = dict(self.assets)
+        results = [
+            self._one_period(
+                period,
+                _period_stack(
+                    list(self.items[period.label]), self.need, self.bands, plan, **load_kw
+                ),
+            )
+            for period in self.periods
+        ]
+        ds = (
+            xr.concat(results, "time", join="exact", coords="different", compat="equals")
+            if len(results) > 1
+            else results[0]
+        )
+        ds = ds.assign_coords(time=ds["time"].values.astype("datetime64[ns]"))
+        ds = self._describe(ds).odc.assign_crs(self.gbox.crs)
+        if self.store is not None:
+            return _stage(ds, self.store, self.overwrite)
+        return ds
+
+    def _one_period(self, period: Period, stack: xr.Dataset) -> xr.Dataset:
+        meta = {
+            "period": period.label,
+            "period_start": period.start,
+            "period_end": period.last_day.astype("datetime64[ns]"),
+            "n_items": len(self.items[period.label]),
+            "n_observations": stack.sizes["time"],
+        }
+        if self.composite is None:
+            obs = stack[list(self.bands)]
+            n = obs.sizes["time"]
+            return obs.assign_coords(
+                {k: ("time", np.repeat(np.array([v]), n)) for k, v in meta.items()}
+            )
+        comp = _composite(stack, self.bands, self.composite).expand_dims(time=[period.start])
+        return comp.assign_coords({k: ("time", np.array([v])) for k, v in meta.items()})
+
+    def _describe(self, ds: xr.Dataset) -> xr.Dataset:
+        composite = self.composite
+        what = f"{composite} of valid observations" if composite else "valid observation"
+        for band in self.bands:
+            ds[band].attrs = {
+                "long_name": f"Sentinel-2 {band}, {what}",
+                "units": "DN (surface reflectance x 10000)",
+            }
+        if "obs_count" in ds:
+            ds["obs_count"].attrs = {
+                "long_name": "number of valid (clear) observations",
+                "units": "1",
+            }
+        harmonize = self.harmonize
+        ds.attrs = {
+            "title": "Sentinel-2 composites" if composite else "Sentinel-2 observations",
+            "source": self.source_name,
+            "collection": self.collection,
+            "composite": composite or "none",
+            "cloud_mask": (
+                f"SCL classes {sorted(self.mask_classes)}" if self.mask_classes else "none"
+            ),
+            "cloud_dilation": self.cloud_dilation,
+            "l1c_mask": self.l1c_mask,
+            "harmonize": harmonize if isinstance(harmonize, bool | str) else "callable",
+            "resolution": self.resolution,
+            # provenance: segment() and to_zarr() carry it into the cube
+            "stac_items": json.dumps(
+                {label: [i.id for i in items] for label, items in self.items.items()}
+            ),
+            "xjointseg_version": __version__,
+        }
+        return ds
+
+
+def plan_load(
+    catalog_or_items: Any,
+    *,
+    bbox: Sequence[float] | None = None,
+    geopolygon: Any = None,
+    crs: Any = None,
+    periods: Any,
+    bands: Sequence[str] | None = None,
+    cloud_mask: bool | Sequence[int] = True,
+    cloud_dilation: int = 0,
+    l1c_mask: Literal["none", "brightness"] = "none",
+    harmonize: HarmonizeOption = True,
+    composite: Literal["median", "mean"] | None = "median",
+    max_cloud_cover: float | None = None,
+    chunks: int | Mapping[str, int] | None = None,
+    resolution: float = 10.0,
+    resampling: str = "nearest",
+    collection: str | None = None,
+    sign: Signer | None = None,
+    patch_url: Callable[[str], str] | None = None,
+    store: str | os.PathLike | MutableMapping | None = None,
+    overwrite: bool = False,
+) -> LoadPlan:
+    """Check the options of :func:`load_sentinel2`, find the items, fix the output grid.
+
+    Parameters are those of :func:`load_sentinel2`; so are the errors. Searches the catalog
+    but reads no pixel: ``plan_load(...).load()`` is ``load_sentinel2(...)``.
+    """
     if composite not in ("median", "mean", None):
         raise OptionError(f"composite must be 'median', 'mean' or None, not {composite!r}")
     if l1c_mask not in ("none", "brightness"):
@@ -679,6 +845,8 @@ def load_sentinel2(
     if not (isinstance(resolution, int | float) and resolution > 0):
         raise OptionError(f"resolution must be > 0, not {resolution!r}")
     _check_crs(crs)
+    if store is not None:  # before any search: a store that cannot be written fails now
+        _check_stage_target(store, overwrite)
     out_bands = _bands(bands)
     mask_classes = _mask_classes(cloud_mask)
     cy_cx = _chunks(chunks)
@@ -691,21 +859,21 @@ def load_sentinel2(
     all_items = list({i.id: i for items in by_period.values() for i in items}.values())
 
     need = out_bands if l1c_mask != "brightness" or "B02" in out_bands else (*out_bands, "B02")
-    plan: dict[str, tuple[tuple[str, ...], str | None, float]] = {}
+    assets: dict[str, tuple[tuple[str, ...], str | None, float]] = {}
     no_scl = []
     for item in all_items:
         keys = band_assets(item, need, source.assets)
         scl_key = find_asset(item, SCL, source.assets) if mask_classes else None
         if mask_classes and scl_key is None and l1c_mask == "none":
             no_scl.append(item.id)
-        plan[item.id] = (keys, scl_key, dn_offset(item, harmonize))
-    _check_items(all_items, {i: k + ((s,) if s else ()) for i, (k, s, _) in plan.items()}, crs)
+        assets[item.id] = (keys, scl_key, dn_offset(item, harmonize))
+    _check_items(all_items, {i: k + ((s,) if s else ()) for i, (k, s, _) in assets.items()}, crs)
     if no_scl:
         warnings.warn(
             f"{len(no_scl)} item(s) have no SCL asset (L1C?), e.g. {no_scl[0]}: loaded without "
             "cloud mask. Pass l1c_mask='brightness' for a simple thick-cloud test.",
             Sentinel2Warning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of load_sentinel2
         )
     if harmonize is True and (suspect := suspicious_offset_flags(all_items)):
         warnings.warn(
@@ -714,72 +882,28 @@ def load_sentinel2(
             "(Element84/earth-search#66): 1000 was subtracted as the flag says. Check dark "
             "pixels, or use catalog 'earth-search-c1' (Collection 1) for consistent years.",
             Sentinel2Warning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of load_sentinel2
         )
     gbox = _geobox(all_items, crs, float(resolution), aoi)
 
-    load_kw = dict(
+    return LoadPlan(
+        source_name=source.name,
+        collection=source.collection or "",
+        periods=tuple(period_list),
+        items={label: tuple(items) for label, items in by_period.items()},
+        bands=tuple(out_bands),
+        need=tuple(need),
+        assets=assets,
         gbox=gbox,
         chunks=cy_cx,
         resampling=resampling,
         mask_classes=mask_classes,
-        dilation=int(cloud_dilation),
-        brightness=l1c_mask == "brightness",
+        cloud_dilation=int(cloud_dilation),
+        l1c_mask=l1c_mask,
+        harmonize=harmonize,
+        composite=composite,
+        resolution=float(resolution),
         patch_url=patch_url,
+        store=store,
+        overwrite=bool(overwrite),
     )
-    results = []
-    for period in period_list:
-        items = by_period[period.label]
-        stack = _period_stack(items, need, out_bands, plan, **load_kw)
-        meta = {
-            "period": period.label,
-            "period_start": period.start,
-            "period_end": period.last_day.astype("datetime64[ns]"),
-            "n_items": len(items),
-            "n_observations": stack.sizes["time"],
-        }
-        if composite is None:
-            obs = stack[list(out_bands)]
-            n = obs.sizes["time"]
-            obs = obs.assign_coords(
-                {k: ("time", np.repeat(np.array([v]), n)) for k, v in meta.items()}
-            )
-            results.append(obs)
-        else:
-            comp = _composite(stack, out_bands, composite).expand_dims(time=[period.start])
-            comp = comp.assign_coords({k: ("time", np.array([v])) for k, v in meta.items()})
-            results.append(comp)
-    ds = (
-        xr.concat(results, "time", join="exact", coords="different", compat="equals")
-        if len(results) > 1
-        else results[0]
-    )
-    ds = ds.assign_coords(time=ds["time"].values.astype("datetime64[ns]"))
-
-    what = f"{composite} of valid observations" if composite else "valid observation"
-    for band in out_bands:
-        ds[band].attrs = {
-            "long_name": f"Sentinel-2 {band}, {what}",
-            "units": "DN (surface reflectance x 10000)",
-        }
-    if "obs_count" in ds:
-        ds["obs_count"].attrs = {"long_name": "number of valid (clear) observations", "units": "1"}
-    ds.attrs = {
-        "title": "Sentinel-2 composites" if composite else "Sentinel-2 observations",
-        "source": source.name,
-        "collection": source.collection or "",
-        "composite": composite or "none",
-        "cloud_mask": f"SCL classes {sorted(mask_classes)}" if mask_classes else "none",
-        "cloud_dilation": int(cloud_dilation),
-        "l1c_mask": l1c_mask,
-        "harmonize": harmonize if isinstance(harmonize, bool | str) else "callable",
-        "resolution": float(resolution),
-        "stac_items": json.dumps(
-            {label: [i.id for i in items] for label, items in by_period.items()}
-        ),
-        "xjointseg_version": __version__,
-    }
-    ds = ds.odc.assign_crs(gbox.crs)
-    if store is not None:
-        return _stage(ds, store, overwrite)
-    return ds
