@@ -232,6 +232,8 @@ def test_segment_carries_source_items_to_the_cube(tmp_path):
     labels = ["2017", "2019"]
     ds = ds.assign_coords(period=("time", labels))
     ds.attrs["stac_items"] = json.dumps({"2017": ["S2A_a", "S2B_b"], "2019": ["S2A_c"]})
+    for name in ds.data_vars:  # as load_sentinel2 describes its bands
+        ds[name].attrs["long_name"] = f"Sentinel-2 {name}, median of valid observations"
     isa = segment(ds, MODEL)
     assert json.loads(isa.attrs["source_items"]) == {"2017": ["S2A_a", "S2B_b"], "2019": ["S2A_c"]}
     to_zarr(isa, tmp_path / "cube.zarr")
@@ -243,6 +245,11 @@ def test_segment_carries_source_items_to_the_cube(tmp_path):
     with pytest.raises(errors.PeriodConflictError, match="1971"):  # the second period
         to_zarr(segment(ds, MODEL), tmp_path / "cube.zarr")
     assert status(tmp_path / "cube.zarr").fingerprint.tolist() == fp
+    # a band changed after loading: the items no longer say what the data are
+    changed = ds.assign(B04=ds.B04 + 500)
+    changed.attrs["stac_items"] = json.dumps({"2017": ["S2A_a", "S2B_b"], "2019": ["S2A_c"]})
+    with pytest.raises(errors.PeriodConflictError):
+        to_zarr(segment(changed, MODEL), tmp_path / "cube.zarr")
 
 
 def test_nodata_constant_is_the_one_segment_writes():

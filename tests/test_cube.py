@@ -425,7 +425,7 @@ def test_delayed_write_progress_and_interrupted_remote_template(capsys):
     job.compute()
     assert status(url).complete.all()
     to_zarr(isa, url + "2", progress=True)
-    assert "Completed" in capsys.readouterr().out
+    assert "Completed" in capsys.readouterr().err  # progress goes to stderr
     # a remote template cut short before its bookkeeping was written is built again
     import fsspec
 

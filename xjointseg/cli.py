@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -197,18 +196,6 @@ def _connect(address: str):
         ) from None
 
 
-def _write(job, client, progress: bool) -> int:
-    """Compute the cube's delayed write; return the 1 m pixels written."""
-    if client is not None:  # progress is on the cluster's dashboard (its link is printed)
-        return int(client.compute(job).result())
-    if progress:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar(out=sys.stderr):
-            return int(job.compute())
-    return int(job.compute())
-
-
 def _cog_name(label: str) -> str:
     return f"isa_{label.replace('/', '_')}.tif"
 
@@ -240,9 +227,8 @@ def _check_map_outputs(args: argparse.Namespace) -> None:
 
 
 def _map(args: argparse.Namespace) -> int:
-    from .cube import open_cube
-    from .errors import CubeMismatchError, PeriodConflictError
     from .models.model import load_model
+    from .pipeline import write_cube
     from .sentinel2 import load_sentinel2
 
     model = load_model(_model_source(args.model), device=args.device)
@@ -274,15 +260,15 @@ def _map(args: argparse.Namespace) -> int:
             f"{gbox.shape[0]} x {gbox.shape[1]} px at 1 m in EPSG:{gbox.crs.epsg}, "
             f"model {model.name} (sha256 {model.sha256[:12]}) on {model.device}"
         )
-        try:
-            job = isa.isa.to_zarr(args.out, compute=False, overwrite=args.overwrite)
-        except (CubeMismatchError, PeriodConflictError) as exc:
-            # the library names its keyword; on the command line it is a flag
-            raise type(exc)(str(exc).replace("overwrite=True", "--overwrite")) from None
-        start = time.perf_counter()
-        pixels = _write(job, client, progress=not args.quiet)
-        seconds = time.perf_counter() - start
-        cube = open_cube(args.out)
+        run = write_cube(
+            isa,
+            args.out,
+            overwrite=args.overwrite,
+            flag="--overwrite",  # the library names its keyword; here it is a flag
+            client=client,
+            progress=not args.quiet,
+        )
+        cube, pixels, seconds = run.cube, run.pixels, run.seconds
         if pixels:
             rate = pixels / seconds if seconds > 0 else float("nan")
             print(

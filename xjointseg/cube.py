@@ -48,6 +48,7 @@ from .errors import (
     PeriodConflictError,
     StorePathError,
 )
+from .progress import compute as compute_job
 from .schema import (
     FINGERPRINT_COORD,
     FLAG_MEANINGS,
@@ -559,7 +560,7 @@ def to_zarr(
         Side of the inner Zarr chunks of each shard (a divisor of the block side). Default:
         the block itself up to 2048 px, else the largest divisor <= 2048.
     progress : bool
-        Show a progress bar (dask's ``ProgressBar``; local schedulers only).
+        Show a progress bar on stderr (dask's ``ProgressBar``; local schedulers only).
     compute : bool
         False: create or check the store now, return a ``dask.delayed`` object that writes
         the missing blocks when computed (e.g. together with other work).
@@ -621,13 +622,7 @@ def to_zarr(
     job = _write_job(plan, *_prepare_store(plan))
     if not compute:
         return job
-    if progress:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar():
-            job.compute()
-    else:
-        job.compute()
+    compute_job(job, progress=progress)
     return open_cube(plan.target.url, storage_options=plan.target.storage_options)
 
 

@@ -21,8 +21,6 @@ never deleted, nor is a summary, COG or figure of those names that xjointseg did
 from __future__ import annotations
 
 import json
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,12 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .cube import open_cube
 from .errors import (
-    CubeMismatchError,
-    NotACubeError,
     OutputExistsError,
-    PeriodConflictError,
     StorePathError,
 )
 from .schema import NODATA
@@ -125,14 +119,6 @@ def _check_out(out: Path) -> None:
             f"{out} holds {', '.join(foreign)}, not written by xjointseg: the demo never "
             "replaces files it did not create. Pick another --out, or move them away"
         )
-
-
-def _is_cube(store: Path) -> bool:
-    try:
-        open_cube(store)
-    except NotACubeError:
-        return False
-    return True
 
 
 def _rgb(ds) -> np.ndarray:
@@ -285,10 +271,10 @@ def run_demo(
     >>> res.cog.name, sorted(res.figures), res.grid["shape"]
     ('isa_1m.tif', ['input_rgb', 'isa_1m', 'isa_fraction_10m'], [3840, 3840])
     """
-    from dask.diagnostics import ProgressBar
 
     from .data import demo_item_path, load_demo_scene
     from .models.model import load_model
+    from .pipeline import write_cube
     from .segment import segment
 
     say = log or (lambda _: None)
@@ -307,24 +293,11 @@ def run_demo(
     )
     if m.device.type == "cpu" and m.halo > 10:  # a real network, not a toy
         say("    (on a CPU this takes minutes; on a GPU, --device cuda, seconds)")
-    existed, replaced = _is_cube(store), False
-    try:
-        job = isa.isa.to_zarr(store, compute=False)
-    except (CubeMismatchError, PeriodConflictError):
-        if not _is_cube(store):
-            raise  # not ours: never delete it
-        say(f"    {store} was made by another model or settings: replacing it")
-        job = isa.isa.to_zarr(store, compute=False, overwrite=True)
-        replaced = True
-    start = time.perf_counter()
-    if progress:
-        with ProgressBar(out=sys.stderr):
-            pixels = int(job.compute())
-    else:
-        pixels = int(job.compute())
-    seconds = time.perf_counter() - start
-    resumed = existed and not replaced  # the same computation was there: its blocks kept
-    cube = open_cube(store)
+    # the demo's own folder: a cube of another model there is replaced, nothing else is
+    run = write_cube(isa, store, replace_own=True, progress=progress)
+    if run.replaced:
+        say(f"    {store} was made by another model or settings: replaced it")
+    cube, pixels, seconds = run.cube, run.pixels, run.seconds
     rate = pixels / seconds if pixels and seconds > 0 else None
     say(
         f"3/5 cube   {store} ("
@@ -358,8 +331,8 @@ def run_demo(
         pixels=pixels,
         seconds=round(seconds, 3),
         pixels_per_second=rate,
-        resumed=resumed,
-        replaced=replaced,
+        resumed=run.resumed,
+        replaced=run.replaced,
         grid={
             "shape": list(gbox.shape),
             "crs": f"EPSG:{gbox.crs.epsg}" if gbox.crs.epsg else gbox.crs.to_wkt(),
