@@ -69,3 +69,15 @@ def test_no_module_imports_another_modules_private_names():
     # the model cache is owned by models/model.py (issue of its own): the one known exception
     offenders = [o for o in offenders if o[1] != "models.model"]
     assert not offenders, offenders
+
+
+def test_readme_layout_names_every_module():
+    text = (ROOT / "README.md").read_text()
+    layout = text[text.index("## Layout") :].split("\n## ", 1)[0]
+    missing = [
+        p.name + ("/" if p.is_dir() else "")
+        for p in sorted(PACKAGE.iterdir())
+        if not p.name.startswith(("__", ".")) and p.name != "py.typed"
+        if p.name + ("/" if p.is_dir() else "") not in layout
+    ]
+    assert not missing, f"README Layout does not name {missing}"

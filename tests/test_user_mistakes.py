@@ -122,6 +122,12 @@ MISTAKES = [
         errors.EmptyInputError,
         "no pixels",
     ),
+    (
+        "segment: device='gpu0'",
+        lambda t: segment(DS, MODEL, device="gpu0"),
+        errors.OptionError,
+        "'cuda:1'",
+    ),
     # --- load_model ---
     (
         "load_model: unknown name",
@@ -266,6 +272,12 @@ MISTAKES = [
         errors.StorePathError,
         "not a folder",
     ),
+    (
+        "to_cog: values other than 0/1/255",
+        lambda t: to_cog(ISA * 3, t / "a.tif"),
+        errors.CubeInputError,
+        "recode",
+    ),
     # --- load_sentinel2 ---
     (
         "load_sentinel2: crs='bogus'",
@@ -361,7 +373,7 @@ def test_mistake(tmp_path, call, exc, fix):
             assert (tmp_path / name).read_text() == "the user's own"
     if (tmp_path / "own-folder").exists():
         assert [p.name for p in (tmp_path / "own-folder").iterdir()] == ["notes.txt"]
-    assert not (tmp_path / "c.zarr").exists()
+    assert not (tmp_path / "c.zarr").exists() and not (tmp_path / "a.tif").exists()
 
 
 CLI_MISTAKES = [

@@ -709,8 +709,8 @@ def read_worldcover(
 ) -> xr.DataArray:
     """ESA WorldCover built-up on another grid (e.g. a cube's 10 m fraction grid).
 
-    Reads only the window of the tile that covers ``like`` and reprojects it with odc-geo
-    (nearest neighbour: classes are not averaged).
+    Opens the tile with rioxarray, reads only the window that covers ``like`` and reprojects
+    it with odc-geo (nearest neighbour: classes are not averaged).
 
     Parameters
     ----------
@@ -740,43 +740,36 @@ def read_worldcover(
     >>> xjointseg.metrics.scores(frac >= 0.5, wc, ignore=255)  # doctest: +SKIP
     """
     import rasterio
+    import rioxarray
     from odc.geo.geobox import GeoBox as _GeoBox
     from odc.geo.xr import wrap_xr
-    from rasterio.windows import from_bounds
+    from rioxarray.exceptions import NoDataInBounds, OneDimensionalRaster
 
     gbox = like if isinstance(like, _GeoBox) else like.odc.geobox
     try:
-        src_ctx = rasterio.open(path)
-    except rasterio.errors.RasterioIOError as exc:
+        # lazy: only the clipped window below is ever read
+        tile = rioxarray.open_rasterio(path).squeeze("band", drop=True)
+    except (rasterio.errors.RasterioIOError, OSError) as exc:
         raise ReferenceRasterError(
             f"cannot read {path} as a raster ({exc}): give the path of a WorldCover GeoTIFF "
             "tile (ESA_WorldCover_10m_..._Map.tif)"
         ) from None
-    with src_ctx as src:
-        bounds = gbox.extent.to_crs(src.crs.to_wkt()).boundingbox
-        pad = 2 * abs(src.res[0])
-        win = from_bounds(
-            bounds.left - pad,
-            bounds.bottom - pad,
-            bounds.right + pad,
-            bounds.top + pad,
-            transform=src.transform,
+    crs = tile.rio.crs.to_wkt()
+    bounds = gbox.extent.to_crs(crs).boundingbox
+    pad = 2 * abs(tile.rio.resolution()[0])  # whole source pixels around the target's edge
+    try:
+        window = tile.rio.clip_box(
+            bounds.left - pad, bounds.bottom - pad, bounds.right + pad, bounds.top + pad
         )
-        win = win.round_offsets(op="floor").round_lengths(op="ceil")
-        full = rasterio.windows.Window(0, 0, src.width, src.height)
-        try:
-            win = win.intersection(full)
-        except rasterio.errors.WindowError:
-            win = None
-        if win is None or win.width < 1 or win.height < 1:
-            raise RegionOutsideError(
-                f"{path} does not cover the grid (lon/lat "
-                f"{[round(v, 4) for v in gbox.extent.to_crs('EPSG:4326').boundingbox]})"
-            )
-        values = src.read(1, window=win)
-        src_box = _GeoBox(values.shape, src.window_transform(win), src.crs.to_wkt())
-        nodata = 0 if src.nodata is None else int(src.nodata)
-    classes = wrap_xr(values, src_box, nodata=nodata)
+    except (NoDataInBounds, OneDimensionalRaster):
+        window = None
+    if window is None or 0 in window.shape:
+        raise RegionOutsideError(
+            f"{path} does not cover the grid (lon/lat "
+            f"{[round(v, 4) for v in gbox.extent.to_crs('EPSG:4326').boundingbox]})"
+        )
+    nodata = 0 if tile.rio.nodata is None else int(tile.rio.nodata)
+    classes = window.load().odc.assign_crs(crs)
     moved = classes.odc.reproject(gbox, resampling="nearest", dst_nodata=nodata).values
     out = np.where(moved == nodata, NODATA, (moved == builtup).astype(np.uint8))
     if (out == NODATA).all():

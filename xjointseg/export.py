@@ -24,7 +24,7 @@ from odc.geo.geobox import GeoBox
 
 from . import __version__
 from .errors import OptionError, StorePathError, XJointSegError
-from .schema import NODATA
+from .schema import NODATA, check_isa_values
 
 __all__ = ["ExportError", "ExportExistsError", "to_cog"]
 
@@ -185,6 +185,8 @@ def _write_scratch(
             part = blocks[start : start + batch]
             values = dask.compute(*(data.blocks[iy, ix] for iy, ix in part))
             for (iy, ix), block in zip(part, values, strict=True):
+                # the scratch file is dropped on error: the target is never half written
+                check_isa_values(block, "the map")
                 window = Window(
                     int(offsets[1][ix]), int(offsets[0][iy]), block.shape[1], block.shape[0]
                 )

@@ -255,6 +255,23 @@ def _as_int(value, name: str) -> int:
     return int(value)
 
 
+def _check_device(device) -> None:
+    """Refuse a device string torch cannot parse now, not later inside a dask task.
+
+    Only the syntax: "cuda" may be meant for workers that have a GPU the client lacks.
+    """
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise OptionError(
+            f"device {device!r} is not a torch device: use 'auto', 'cpu', 'cuda' or 'cuda:1'"
+        ) from None
+
+
 def _model_block_params(model: Model, tile: int | None, halo: int | None):
     tile = DEFAULT_TILE if tile is None else _as_int(tile, "tile")
     if tile < 1 or tile % model.align:
@@ -336,6 +353,7 @@ def segment(
         chunks in ("auto", "keep") or (isinstance(chunks, int | np.integer) and chunks >= 1)
     ):
         raise OptionError(f"chunks must be 'auto', 'keep' or an int >= 1, not {chunks!r}")
+    _check_device(device)
     m = load_model(model, device=device)
     arr, nodata = _stack_bands(obj, m.bands)
     _check_dtype(arr)
