@@ -224,8 +224,9 @@ def _inner(block: int, wanted: int | None) -> int:
 def _period_identity(arr: xr.DataArray, j: int) -> str:
     """What defines period ``j`` of a map, whatever its chunking: the ``isa_fingerprint``
     that segment() records (input identity, model, tile, halo), else the data's digest."""
-    if FINGERPRINT_COORD in arr.coords:
-        return "segment:" + str(arr[FINGERPRINT_COORD].values[j])
+    coord = arr.coords.get(FINGERPRINT_COORD)
+    if coord is not None and coord.dims == arr.dims[:1]:  # one per period, as segment() sets
+        return "segment:" + str(coord.values[j])
     return period_digest(arr.data, j)
 
 
@@ -545,14 +546,15 @@ def to_zarr(
         (``value * 0.004``, 255 nodata) and read back as float with NaN.
     overwrite : bool
         Replace what conflicts instead of refusing: periods written by a different
-        computation are rewritten; a store for another grid, variables or model is deleted
-        and created anew. Default False: such a write raises.
+        computation are rewritten; an xjointseg cube for another grid, variables or model is
+        deleted and created anew. Default False: such a write raises. Anything at ``store``
+        that is not an xjointseg cube is never deleted, whatever ``overwrite`` says.
     sources : sequence of str, or mapping period -> sequence of str, optional
         Source item ids recorded with each period (and in the ``source_items`` attribute).
         Default: ``isa.attrs["source_items"]`` if present.
     fingerprint : str, optional
-        A name for the computation of every period, used instead of the content hash of the
-        dask graph (for inputs that Dask cannot tokenize deterministically).
+        A name for the computation of every period, used instead of what identifies it by
+        default (see Notes): for lazy maps not made by :func:`~xjointseg.segment`.
     part : (k, n), optional
         Write only every n-th block, starting at block k (blocks counted over periods, rows,
         columns): n jobs running the same call with k = 0..n-1 share the work.
@@ -574,13 +576,17 @@ def to_zarr(
 
     Notes
     -----
-    Each period has a fingerprint in the store: a content hash of the dask graph that
-    computes it (task keys replaced by the hashes of what they compute, so other periods do
-    not enter it), the grid and the model's sha256. Completed blocks are recorded by one small
-    marker object each, written after the block's data, so concurrent writers never update a
-    shared object. Several jobs may write the same cube with ``part=``; on object stores,
-    create it first (one call with ``compute=False``) and start the jobs after. Adding
-    periods is not meant to run concurrently with other writers.
+    Each period has a fingerprint in the store, made of what defines its computation, never
+    of the chunking: the map's ``isa_fingerprint`` coordinate that segment() records (the
+    source items and loading settings, or the bytes of in-memory input, or dask's token of
+    other lazy input; the model's sha256, tile, halo), else the map's bytes when in memory,
+    else dask's token of the period's slice; plus the grid and the model's sha256. The same
+    map rechunked is the same period. Values are checked as each block is written: only 0, 1
+    and 255 are stored (:func:`xjointseg.schema.check_isa_values`). Completed blocks are
+    recorded by one small marker object each, written after the block's data, so concurrent
+    writers never update a shared object. Several jobs may write the same cube with
+    ``part=``; on object stores, create it first (one call with ``compute=False``) and start
+    the jobs after. Adding periods is not meant to run concurrently with other writers.
 
     Raises
     ------
@@ -589,10 +595,12 @@ def to_zarr(
         match it.
     CubeMismatchError
         The store exists for another grid, variables or model, or is not an xjointseg cube.
+    StorePathError
+        ``store`` is a file, lies under one, or its folder cannot be written.
     PeriodConflictError
         A period in the store was written by a different computation.
     FingerprintError
-        The dask graph cannot be hashed deterministically (pass ``fingerprint=``).
+        A lazy map cannot be tokenized deterministically (pass ``fingerprint=``).
 
     Examples
     --------

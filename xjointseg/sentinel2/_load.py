@@ -642,7 +642,8 @@ def load_sentinel2(
         Stage the composites to this 10 m Zarr v3 store (computing them now) and return the
         Dataset read back from it, so inference can run as a separate stage.
     overwrite : bool
-        Replace an existing ``store``.
+        Replace an existing ``store`` that load_sentinel2 staged; any other store or folder
+        is never deleted (:class:`StagingStoreExistsError`).
 
     Returns
     -------
@@ -656,7 +657,7 @@ def load_sentinel2(
     Raises
     ------
     CatalogError, NoItemsError, BBoxError, InvalidPeriodError, MissingBandError,
-    ProjectionError, MixedCRSError, StagingStoreExistsError
+    ProjectionError, MixedCRSError, StagingStoreExistsError, StorePathError, CRSError
         What was wrong and what to do, all subclasses of :class:`XJointSegError`.
 
     Examples
