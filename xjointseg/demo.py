@@ -294,9 +294,13 @@ def run_demo(
     if m.device.type == "cpu" and m.halo > 10:  # a real network, not a toy
         say("    (on a CPU this takes minutes; on a GPU, --device cuda, seconds)")
     # the demo's own folder: a cube of another model there is replaced, nothing else is
-    run = write_cube(isa, store, replace_own=True, progress=progress)
-    if run.replaced:
-        say(f"    {store} was made by another model or settings: replaced it")
+    run = write_cube(
+        isa,
+        store,
+        replace_own=True,
+        progress=progress,
+        on_replace=lambda: say(f"    {store} was made by another model or settings: replacing it"),
+    )
     cube, pixels, seconds = run.cube, run.pixels, run.seconds
     rate = pixels / seconds if pixels and seconds > 0 else None
     say(

@@ -5,6 +5,7 @@ resumably, with one progress display, and say what was done.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,12 +47,14 @@ def write_cube(
     flag: str = "overwrite=True",
     client: Any = None,
     progress: bool = False,
+    on_replace: Callable[[], None] | None = None,
 ) -> CubeRun:
     """Write ``isa`` into the cube at ``store`` (resuming what is there) and open it.
 
     ``replace_own``: a cube of xjointseg's made by another computation is replaced without
     asking (the demo's own folder); anything else that is not a cube is never deleted.
     ``flag`` is how the caller names the overwrite option in messages (``--overwrite``).
+    ``on_replace`` is called before such a replacement starts (to say so).
     """
     existed, replaced = _is_cube(store), False
     try:
@@ -61,6 +64,8 @@ def write_cube(
             if flag == "overwrite=True":
                 raise
             raise type(exc)(str(exc).replace("overwrite=True", flag)) from None
+        if on_replace is not None:
+            on_replace()
         job = to_zarr(isa, store, compute=False, overwrite=True)
         replaced = True
     start = time.perf_counter()
