@@ -47,6 +47,15 @@ def real_pixels(data: Path) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v, 1) for k, v in out.items()}
 
 
+def class_share(mask: np.ndarray, colours: dict, names: list[str]) -> np.ndarray:
+    """Share of each 10 m pixel's 1 m mask pixels that have one of the colours ``names``."""
+    m = np.zeros(mask.shape[:2], bool)
+    for n in names:
+        m |= (mask == colours[n]).all(-1)
+    h, w = m.shape
+    return m.reshape(h // 10, 10, w // 10, 10).mean((1, 3))
+
+
 def aerial_pixels(data: Path) -> dict[str, np.ndarray]:
     """Linear aerial intensity x 10000 at 10 m (unit gain, no offset, no noise)."""
     root = data / "hr" / "dubai"
@@ -57,19 +66,16 @@ def aerial_pixels(data: Path) -> dict[str, np.ndarray]:
     for image in sorted(root.glob("tile*/images/*.jpg")):
         if image.parent.parent.name not in train_tiles:
             continue
-        rgb, mask = _read_rgb(image), _read_rgb(image.parent.parent / "masks" / (image.stem + ".png"))
+        rgb, mask = (
+            _read_rgb(image),
+            _read_rgb(image.parent.parent / "masks" / (image.stem + ".png")),
+        )
         h, w = rgb.shape[0] // 10 * 10, rgb.shape[1] // 10 * 10
         rgb, mask = rgb[:h, :w], mask[:h, :w]
         lr = simulate_sentinel2(rgb, gain=1.0, offset=0.0, noise_dn=0)
 
-        def share(names):
-            m = np.zeros(mask.shape[:2], bool)
-            for n in names:
-                m |= (mask == colours[n]).all(-1)
-            return m.reshape(h // 10, 10, w // 10, 10).mean((1, 3))
-
-        out["built"].append(lr[:, share(spec["isa"]) >= 0.8])
-        out["trees"].append(lr[:, share(["vegetation"]) >= 0.8])
+        out["built"].append(lr[:, class_share(mask, colours, spec["isa"]) >= 0.8])
+        out["trees"].append(lr[:, class_share(mask, colours, ["vegetation"]) >= 0.8])
         out["all"].append(lr.reshape(3, -1))
     return {k: np.concatenate(v, 1) for k, v in out.items()}
 

@@ -82,7 +82,9 @@ def print_model(name: str, r: dict) -> None:
     print("|" + "---:|" * len(lu))
     print("| " + " | ".join(f"{v:.1%}" for v in lu.values()) + " |")
     open_land = [lu[k] for k in OPEN_LAND if k in lu]
-    print(f"residential {lu.get('residential', float('nan')):.1%}, open land max {max(open_land):.1%}")
+    print(
+        f"residential {lu.get('residential', float('nan')):.1%}, open land max {max(open_land):.1%}"
+    )
 
 
 if __name__ == "__main__":

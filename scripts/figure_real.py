@@ -57,7 +57,9 @@ def oscd_city(model, root: Path, city: str):
         chunks={"x": 256, "y": 256},
     ).isel(time=0)
     ny, nx = ds.sizes["y"], ds.sizes["x"]
-    ds = ds.isel(y=slice((ny - SIDE) // 2, (ny + SIDE) // 2), x=slice((nx - SIDE) // 2, (nx + SIDE) // 2))
+    ds = ds.isel(
+        y=slice((ny - SIDE) // 2, (ny + SIDE) // 2), x=slice((nx - SIDE) // 2, (nx + SIDE) // 2)
+    )
     isa = ds.isa.segment(model=model).compute()
     dw = xr.open_dataarray(folder / "dynamicworld.tif", engine="rasterio").sel(band=1)
     dw = dw.sel(x=ds.x, y=ds.y, method="nearest", tolerance=1.0)
@@ -75,12 +77,19 @@ def main() -> None:
     model = xjointseg.load_model(args.model)
     rows = [("Havelland village, 16 Feb 2017 (L1C)", havelland(model))]
     for city in args.cities:
-        rows.append((f"OSCD {city}, date 2 (L1C), held out", oscd_city(model, args.data / "s2" / "oscd", city)))
+        rows.append(
+            (
+                f"OSCD {city}, date 2 (L1C), held out",
+                oscd_city(model, args.data / "s2" / "oscd", city),
+            )
+        )
     fig, ax = plt.subplots(len(rows), 3, figsize=(13, 4.4 * len(rows)), constrained_layout=True)
     for r, (title, (image, isa, ref, ref_title)) in enumerate(rows):
         ax[r, 0].imshow(image, interpolation="nearest")
         ax[r, 0].set_title(f"{title}: input, 10 m", fontsize=9)
-        ax[r, 1].imshow(np.ma.masked_equal(isa, 255), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest")
+        ax[r, 1].imshow(
+            np.ma.masked_equal(isa, 255), cmap="gray_r", vmin=0, vmax=1, interpolation="nearest"
+        )
         share = float((isa == 1).sum() / max((isa != 255).sum(), 1))
         ax[r, 1].set_title(f"ISA at 1 m ({args.model}): black, {share:.0%}", fontsize=9)
         ax[r, 2].imshow(ref, cmap="magma", interpolation="nearest")

@@ -24,7 +24,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/training_curves.png"))
     args = parser.parse_args()
     fig, ax = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    print("| run | step | macro-F1 (Dubai val) | ISA F1 | real AUC (OSCD val) | ISA share built / not |")
+    print(
+        "| run | step | macro-F1 (Dubai val) | ISA F1 | real AUC (OSCD val) | ISA share built / not |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for run in args.runs:
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -44,7 +46,9 @@ def main() -> None:
                 f"| {shares} |"
             )
     ax[0].set(xlabel="step", ylabel="macro-F1", title="simulated validation place (Dubai tile2)")
-    ax[1].set(xlabel="step", ylabel="ROC AUC", title="real validation cities vs Dynamic World built")
+    ax[1].set(
+        xlabel="step", ylabel="ROC AUC", title="real validation cities vs Dynamic World built"
+    )
     for a in ax:
         a.grid(alpha=0.3)
         a.legend(fontsize=8)

@@ -34,7 +34,9 @@ def best_evaluation(run: Path, warmup: int) -> dict:
 
 def main(root: str = "runs") -> None:
     root = Path(root)
-    print("| model | seed | step | ISA F1 | precision | recall | macro-F1 | real AUC | SR PSNR dB |")
+    print(
+        "| model | seed | step | ISA F1 | precision | recall | macro-F1 | real AUC | SR PSNR dB |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     summary = {}
     for arch in ("jointseg", "bilinear"):

@@ -195,7 +195,67 @@ def test_demo_refuses_to_delete_a_store_that_is_not_a_cube(tmp_path, toy):
     assert (tmp_path / "isa.zarr" / "precious.txt").exists()
 
 
+@pytest.mark.parametrize("name", ["summary.json", "isa_1m.tif", "isa_1m.png"])
+def test_demo_never_replaces_a_file_it_did_not_write(tmp_path, toy, name):
+    (tmp_path / name).write_text("the user's own")
+    rc, _, err = run(["demo", "--out", str(tmp_path), "--model", toy, "--quiet"])
+    assert_one_line_error(rc, err, name, "not written by xjointseg", "--out")
+    assert (tmp_path / name).read_text() == "the user's own"
+    assert not (tmp_path / "isa.zarr").exists()  # refused before any work
+
+
+def test_demo_out_that_is_a_file(tmp_path, toy):
+    (tmp_path / "out").write_text("x")
+    rc, _, err = run(["demo", "--out", str(tmp_path / "out"), "--model", toy, "--quiet"])
+    assert_one_line_error(rc, err, "is a file")
+
+
+def test_demo_outputs_are_marked_as_its_own(demo):
+    from xjointseg.export import is_own_cog
+
+    out, _ = demo
+    assert json.loads((out / "summary.json").read_text())["software"].startswith("xjointseg")
+    assert is_own_cog(out / "isa_1m.tif")
+
+
 # --- map ----------------------------------------------------------------------------------
+
+
+def test_map_keeps_the_source_items_end_to_end(mapped):
+    root, _, _ = mapped
+    item_id = json.loads(Path(ITEM).read_text())["id"]
+    cube = xjointseg.open_cube(root / "cube.zarr")
+    assert cube.attrs["source_items"] == [item_id]
+    record = json.loads((root / "cube.zarr" / "_xjointseg" / "periods" / "0000.json").read_text())
+    assert record["sources"] == [item_id] and record["model"] == "toy2"
+    assert cube.attrs["model"] == "toy2" and len(cube.attrs["model_sha256"]) == 64
+
+
+def test_map_never_replaces_a_cog_it_did_not_write(tmp_path, toy):
+    cogs = tmp_path / "cogs"
+    cogs.mkdir()
+    (cogs / "isa_2017.tif").write_text("the user's own")
+    argv = ["map", "--catalog", ITEM, "--bbox", *BBOX, "--periods", "2017", "--model", toy]
+    argv += ["--out", str(tmp_path / "c.zarr"), "--cog-dir", str(cogs), "--quiet", "--overwrite"]
+    rc, _, err = run(argv)
+    assert_one_line_error(rc, err, "isa_2017.tif", "not written by xjointseg")
+    assert (cogs / "isa_2017.tif").read_text() == "the user's own"
+    assert not (tmp_path / "c.zarr").exists()  # refused before any work
+
+
+@pytest.mark.parametrize("flag", ["--out", "--cog-dir"])
+def test_map_output_paths_that_are_files(tmp_path, toy, flag):
+    (tmp_path / "file").write_text("x")
+    argv = ["map", "--catalog", ITEM, "--bbox", *BBOX, "--periods", "2017", "--model", toy]
+    argv += ["--out", str(tmp_path / "c.zarr"), "--quiet", flag, str(tmp_path / "file")]
+    rc, _, err = run(argv)
+    assert_one_line_error(rc, err, "is a file")
+    assert (tmp_path / "file").read_text() == "x"
+
+
+def test_train_with_a_missing_data_folder(tmp_path):
+    rc, _, err = run(["train", "--data", "dubai=/no/such/folder", "--out", str(tmp_path)])
+    assert_one_line_error(rc, err, "/no/such/folder", "not a folder")
 
 
 def test_map_writes_a_cube_from_a_static_catalog(mapped, toy):
@@ -298,6 +358,8 @@ def test_map_on_a_dask_scheduler(tmp_path, toy):
         (["--model", "no-such-model"], "unknown model 'no-such-model'"),
         (["--periods", "2019"], "no Sentinel-2 item"),
         (["--geometry", "/no/such/regions.geojson"], "no such file"),
+        (["--crs", "bogus"], "not a CRS"),
+        (["--periods", "2017/2015"], "2017/2015"),
     ],
 )
 def test_map_bad_input(tmp_path, toy, extra, needle):

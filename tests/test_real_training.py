@@ -57,7 +57,9 @@ def tiny_item(folder, size=20, assets=("red", "green", "blue")):
     transform = from_origin(300000, 5800000, 10, 10)
     rng = np.random.default_rng(0)
     for key in assets:
-        write_tif(folder / f"{key}.tif", rng.integers(500, 3000, (size, size), np.uint16), transform)
+        write_tif(
+            folder / f"{key}.tif", rng.integers(500, 3000, (size, size), np.uint16), transform
+        )
     item = {"assets": {k: {"href": f"./{k}.tif"} for k in assets}}
     (folder / "item.json").write_text(json.dumps(item))
     built = np.full((size, size), 80, np.uint8)
@@ -90,7 +92,12 @@ def test_dynamic_world_on_another_grid_is_refused(tmp_path):
     with pytest.raises(TrainingDataError, match="another grid"):
         load_dynamic_world_scene(item, shifted)
     other_crs = tmp_path / "crs.tif"
-    write_tif(other_crs, np.zeros((2, 20, 20), np.uint8), from_origin(300000, 5800000, 10, 10), "EPSG:32632")
+    write_tif(
+        other_crs,
+        np.zeros((2, 20, 20), np.uint8),
+        from_origin(300000, 5800000, 10, 10),
+        "EPSG:32632",
+    )
     with pytest.raises(TrainingDataError, match="another grid"):
         load_dynamic_world_scene(item, other_crs)
 

@@ -40,6 +40,7 @@ from xjointseg.errors import (
     NoItemsError,
     ProjectionError,
     StagingStoreExistsError,
+    StorePathError,
     XJointSegError,
 )
 from xjointseg.sentinel2 import (
@@ -757,6 +758,42 @@ def test_stage_composites_to_zarr(catalog, composites, tmp_path):
         load_sentinel2(str(catalog), periods=2019, store=store)
     again = load_sentinel2(str(catalog), periods=2019, store=store, overwrite=True)
     assert again.sizes["time"] == 1
+
+
+def test_stage_overwrite_never_deletes_a_foreign_folder(catalog, tmp_path):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("precious")
+    with pytest.raises(StagingStoreExistsError, match="not written by load_sentinel2"):
+        load_sentinel2(str(catalog), periods=2019, store=folder, overwrite=True)
+    assert (folder / "notes.txt").read_text() == "precious"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(StorePathError, match="is a file"):
+        load_sentinel2(str(catalog), periods=2019, store=tmp_path / "file")
+
+
+def test_provenance_from_load_to_open_cube(catalog, tmp_path):
+    """load_sentinel2 -> segment -> to_zarr -> open_cube keeps items, periods and model."""
+    from xjointseg.cube import status
+    from xjointseg.testing import toy_model
+
+    ds = load_sentinel2(str(catalog), periods=[2019, 2023], chunks=16)
+    items = json.loads(ds.attrs["stac_items"])
+    isa = ds.isa.segment(model=toy_model(bands=("B04", "B03", "B02")))
+    assert json.loads(isa.attrs["source_items"]) == items
+    store = tmp_path / "cube.zarr"
+    isa.isa.to_zarr(store)
+    cube = xjointseg.open_cube(store)
+    assert cube.attrs["source_items"] == sorted({i for ids in items.values() for i in ids})
+    assert list(cube.period.values) == ["2019", "2023"]
+    assert cube.attrs["model"] == "toy2"
+    for k, label in enumerate(["2019", "2023"]):
+        record = json.loads((store / "_xjointseg" / "periods" / f"{k:04d}.json").read_text())
+        assert record["sources"] == items[label] and record["coords"]["period"] == label
+    # loading again (other chunks) is the same computation: a resume, no conflict
+    again = load_sentinel2(str(catalog), periods=[2019, 2023], chunks=32)
+    again.isa.segment(model=toy_model(bands=("B04", "B03", "B02"))).isa.to_zarr(store)
+    assert status(store).complete.all()
 
 
 # --- real items from ../shared/data ------------------------------------------------------------

@@ -26,18 +26,17 @@ import pandas as pd
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
-from .cube import NODATA, _check_isa
 from .errors import (
-    CubeInputError,
     FactorError,
     NotEnoughPeriodsError,
     OptionError,
+    ReferenceRasterError,
     RegionCRSError,
     RegionError,
     RegionOutsideError,
 )
+from .schema import NEVER, NODATA, isa_map_of, metres_per_unit, period_labels
 
-NEVER = 254  # first_period: valid in some period, ISA in none
 ANALYSIS_BLOCK = 2048  # largest block side when an analysis has to chunk the input itself
 
 #: Expansion classes of :func:`growth`: the first class whose threshold the annual growth rate
@@ -63,16 +62,7 @@ __all__ = [
 
 
 def _isa(cube: xr.DataArray | xr.Dataset) -> xr.DataArray:
-    if isinstance(cube, xr.Dataset):
-        if "isa" not in cube.data_vars:
-            raise CubeInputError(
-                "the Dataset has no 'isa' variable: pass the cube from xjointseg.open_cube()"
-            )
-        cube = cube["isa"]
-    cube = _check_isa(cube, "cube")
-    if cube.dtype != np.uint8:
-        raise CubeInputError(f"the cube must be the uint8 ISA mask (0, 1, 255), not {cube.dtype}")
-    return cube
+    return isa_map_of(cube, "cube")
 
 
 def _dask(cube: xr.DataArray) -> da.Array:
@@ -83,16 +73,11 @@ def _dask(cube: xr.DataArray) -> da.Array:
     return data.rechunk({0: -1})
 
 
-def _labels(cube: xr.DataArray) -> list:
-    values = cube[cube.dims[0]].values
-    if np.issubdtype(values.dtype, np.datetime64):
-        return [pd.Timestamp(v) for v in values]
-    return [v.item() if isinstance(v, np.generic) else v for v in values]
-
-
 def _pixel_km2(gbox: GeoBox) -> float:
+    """km² of one pixel: the resolution in CRS units times the units' length in metres."""
     res = gbox.resolution
-    return abs(res.x * res.y) / 1e6
+    unit = metres_per_unit(gbox.crs, "the cube")
+    return abs(res.x * res.y) * unit**2 / 1e6
 
 
 # --- regions ------------------------------------------------------------------------------
@@ -379,7 +364,7 @@ def area(
     km2 = _pixel_km2(cube.odc.geobox)
     nt = cube.shape[0]
     rows = []
-    for t, label in enumerate(_labels(cube)):
+    for t, label in enumerate(period_labels(cube)):
         for name, s in stats:
             isa, valid, pixels = s[1 + t], s[1 + nt + t], s[0]
             rows.append(
@@ -496,7 +481,7 @@ def growth(
         raise NotEnoughPeriodsError(
             f"growth needs at least two periods; the cube has {nt}: add periods with to_zarr"
         )
-    labels = _labels(cube)
+    labels = period_labels(cube)
     if years is None:
         yrs = _decimal_years(labels)
     elif isinstance(years, Mapping):
@@ -595,7 +580,7 @@ def first_period(
     out = data.map_blocks(
         _first_block, gaps, drop_axis=0, dtype=np.uint8, meta=np.empty((0, 0), np.uint8)
     )
-    labels = [str(v)[:10] if isinstance(v, pd.Timestamp) else str(v) for v in _labels(cube)]
+    labels = [str(v)[:10] if isinstance(v, pd.Timestamp) else str(v) for v in period_labels(cube)]
     ydim, xdim = cube.dims[1:]
     coords = {k: v for k, v in cube.coords.items() if cube.dims[0] not in v.dims}
     attrs = {
@@ -724,8 +709,8 @@ def read_worldcover(
 ) -> xr.DataArray:
     """ESA WorldCover built-up on another grid (e.g. a cube's 10 m fraction grid).
 
-    Reads only the window of the tile that covers ``like`` and reprojects it with odc-geo
-    (nearest neighbour: classes are not averaged).
+    Opens the tile with rioxarray, reads only the window that covers ``like`` and reprojects
+    it with odc-geo (nearest neighbour: classes are not averaged).
 
     Parameters
     ----------
@@ -755,36 +740,36 @@ def read_worldcover(
     >>> xjointseg.metrics.scores(frac >= 0.5, wc, ignore=255)  # doctest: +SKIP
     """
     import rasterio
+    import rioxarray
     from odc.geo.geobox import GeoBox as _GeoBox
     from odc.geo.xr import wrap_xr
-    from rasterio.windows import from_bounds
+    from rioxarray.exceptions import NoDataInBounds, OneDimensionalRaster
 
     gbox = like if isinstance(like, _GeoBox) else like.odc.geobox
-    with rasterio.open(path) as src:
-        bounds = gbox.extent.to_crs(src.crs.to_wkt()).boundingbox
-        pad = 2 * abs(src.res[0])
-        win = from_bounds(
-            bounds.left - pad,
-            bounds.bottom - pad,
-            bounds.right + pad,
-            bounds.top + pad,
-            transform=src.transform,
+    try:
+        # lazy: only the clipped window below is ever read
+        tile = rioxarray.open_rasterio(path).squeeze("band", drop=True)
+    except (rasterio.errors.RasterioIOError, OSError) as exc:
+        raise ReferenceRasterError(
+            f"cannot read {path} as a raster ({exc}): give the path of a WorldCover GeoTIFF "
+            "tile (ESA_WorldCover_10m_..._Map.tif)"
+        ) from None
+    crs = tile.rio.crs.to_wkt()
+    bounds = gbox.extent.to_crs(crs).boundingbox
+    pad = 2 * abs(tile.rio.resolution()[0])  # whole source pixels around the target's edge
+    try:
+        window = tile.rio.clip_box(
+            bounds.left - pad, bounds.bottom - pad, bounds.right + pad, bounds.top + pad
         )
-        win = win.round_offsets(op="floor").round_lengths(op="ceil")
-        full = rasterio.windows.Window(0, 0, src.width, src.height)
-        try:
-            win = win.intersection(full)
-        except rasterio.errors.WindowError:
-            win = None
-        if win is None or win.width < 1 or win.height < 1:
-            raise RegionOutsideError(
-                f"{path} does not cover the grid (lon/lat "
-                f"{[round(v, 4) for v in gbox.extent.to_crs('EPSG:4326').boundingbox]})"
-            )
-        values = src.read(1, window=win)
-        src_box = _GeoBox(values.shape, src.window_transform(win), src.crs.to_wkt())
-        nodata = 0 if src.nodata is None else int(src.nodata)
-    classes = wrap_xr(values, src_box, nodata=nodata)
+    except (NoDataInBounds, OneDimensionalRaster):
+        window = None
+    if window is None or 0 in window.shape:
+        raise RegionOutsideError(
+            f"{path} does not cover the grid (lon/lat "
+            f"{[round(v, 4) for v in gbox.extent.to_crs('EPSG:4326').boundingbox]})"
+        )
+    nodata = 0 if tile.rio.nodata is None else int(tile.rio.nodata)
+    classes = window.load().odc.assign_crs(crs)
     moved = classes.odc.reproject(gbox, resampling="nearest", dst_nodata=nodata).values
     out = np.where(moved == nodata, NODATA, (moved == builtup).astype(np.uint8))
     if (out == NODATA).all():

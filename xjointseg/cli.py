@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -51,9 +50,9 @@ def _train(args: argparse.Namespace) -> int:
         kind, _, path = spec.partition("=")
         loader = {"dubai": load_dubai, "massachusetts": load_massachusetts}.get(kind)
         if loader is None or not path:
-            raise XJointSegError(f"--data takes dubai=PATH or massachusetts=PATH, not {spec!r}")
-        if not Path(path).is_dir():
-            raise XJointSegError(f"--data {spec}: {path} is not a folder")
+            raise OptionError(f"--data takes dubai=PATH or massachusetts=PATH, not {spec!r}")
+        if not Path(path).expanduser().is_dir():
+            raise OptionError(f"--data {spec}: {path} is not a folder: give the dataset's folder")
         scenes += loader(path)
     # test places are never seen: neither in training nor in checkpoint selection
     scenes = [s for s in scenes if s.place not in DUBAI_SPLITS["test"]]
@@ -61,7 +60,7 @@ def _train(args: argparse.Namespace) -> int:
     real_train = real_val = None
     if args.oscd is not None:
         if not Path(args.oscd).is_dir():
-            raise XJointSegError(f"--oscd {args.oscd} is not a folder")
+            raise OptionError(f"--oscd {args.oscd} is not a folder: give the OSCD folder")
         real_train = load_oscd(args.oscd, OSCD_SPLITS["train"])
         real_val = load_oscd(args.oscd, OSCD_SPLITS["val"])
     cfg = TrainConfig(
@@ -223,26 +222,44 @@ def _connect(address: str):
         ) from None
 
 
-def _write(job, client, progress: bool) -> int:
-    """Compute the cube's delayed write; return the 1 m pixels written."""
-    if client is not None:  # progress is on the cluster's dashboard (its link is printed)
-        return int(client.compute(job).result())
-    if progress:
-        from dask.diagnostics import ProgressBar
+def _cog_name(label: str) -> str:
+    return f"isa_{label.replace('/', '_')}.tif"
 
-        with ProgressBar(out=sys.stderr):
-            return int(job.compute())
-    return int(job.compute())
+
+def _check_map_outputs(args: argparse.Namespace) -> None:
+    """Refuse unusable --out / --cog-dir paths and foreign COGs before any work is done."""
+    from .errors import OutputExistsError, StorePathError
+    from .export import check_writable_parent, is_own_cog
+    from .sentinel2 import parse_periods
+
+    if "://" not in args.out:
+        out = Path(args.out).expanduser().absolute()
+        if out.exists() and not out.is_dir():
+            raise StorePathError(f"--out {args.out} is a file: give a folder path for the cube")
+        check_writable_parent(out)
+    if args.cog_dir is None:
+        return
+    cog_dir = args.cog_dir.expanduser().absolute()
+    if cog_dir.exists() and not cog_dir.is_dir():
+        raise StorePathError(f"--cog-dir {args.cog_dir} is a file: give a folder")
+    check_writable_parent(cog_dir / "isa.tif")
+    names = [_cog_name(p.label) for p in parse_periods(list(args.periods))]
+    foreign = [n for n in names if (cog_dir / n).exists() and not is_own_cog(cog_dir / n)]
+    if foreign:
+        raise OutputExistsError(
+            f"--cog-dir {args.cog_dir} holds {', '.join(foreign)}, not written by xjointseg: "
+            "they are never replaced. Pick another --cog-dir, or move them away"
+        )
 
 
 def _map(args: argparse.Namespace) -> int:
-    from .cube import open_cube
-    from .errors import CubeMismatchError, PeriodConflictError
     from .models.model import load_model
+    from .pipeline import write_cube
     from .sentinel2 import load_sentinel2
 
     model = load_model(_model_source(args.model), device=args.device)
     bbox, geopolygon, regions = _area_of_interest(args)
+    _check_map_outputs(args)
     client = _connect(args.scheduler) if args.scheduler else None
     try:
         if client is not None:
@@ -269,15 +286,15 @@ def _map(args: argparse.Namespace) -> int:
             f"{gbox.shape[0]} x {gbox.shape[1]} px at 1 m in EPSG:{gbox.crs.epsg}, "
             f"model {model.name} (sha256 {model.sha256[:12]}) on {model.device}"
         )
-        try:
-            job = isa.isa.to_zarr(args.out, compute=False, overwrite=args.overwrite)
-        except (CubeMismatchError, PeriodConflictError) as exc:
-            # the library names its keyword; on the command line it is a flag
-            raise type(exc)(str(exc).replace("overwrite=True", "--overwrite")) from None
-        start = time.perf_counter()
-        pixels = _write(job, client, progress=not args.quiet)
-        seconds = time.perf_counter() - start
-        cube = open_cube(args.out)
+        run = write_cube(
+            isa,
+            args.out,
+            overwrite=args.overwrite,
+            flag="--overwrite",  # the library names its keyword; here it is a flag
+            client=client,
+            progress=not args.quiet,
+        )
+        cube, pixels, seconds = run.cube, run.pixels, run.seconds
         if pixels:
             rate = pixels / seconds if seconds > 0 else float("nan")
             print(
@@ -298,9 +315,12 @@ def _map(args: argparse.Namespace) -> int:
             print(grown[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
         if args.cog_dir is not None:
             for i, label in enumerate(labels):
-                name = f"isa_{label.replace('/', '_')}.tif"
+                # replaces only COGs xjointseg wrote (a re-run); to_cog refuses any other file
                 path = cube.isa.to_cog(
-                    args.cog_dir / name, period=i, overwrite=True, progress=not args.quiet
+                    args.cog_dir / _cog_name(label),
+                    period=i,
+                    overwrite=True,
+                    progress=not args.quiet,
                 )
                 print(f"COG        {path}")
     finally:

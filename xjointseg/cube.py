@@ -27,7 +27,7 @@ import os
 import posixpath
 import shutil
 import uuid
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,19 +37,31 @@ import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
-from odc.geo.geobox import GeoBox
 
 from . import __version__
 from .errors import (
+    CubeError,
     CubeInputError,
     CubeMismatchError,
-    FingerprintError,
     NotACubeError,
     OptionError,
     PeriodConflictError,
+    StorePathError,
+)
+from .progress import compute as compute_job
+from .schema import (
+    FINGERPRINT_COORD,
+    FLAG_MEANINGS,
+    FLAG_VALUES,
+    NODATA,
+    check_isa_map,
+    check_isa_values,
+    key_value,
+    period_digest,
+    period_key,
+    period_kind,
 )
 
-NODATA = 255
 PROBABILITY_SCALE = 0.004  # 250 steps over [0, 1]; 251..254 unused, 255 nodata
 BOOK = "_xjointseg"
 FORMAT = 1
@@ -57,7 +69,7 @@ DEFAULT_BLOCK = 4096  # 1 m pixels per block side when the input is not a dask a
 INNER_MAX = 2048  # largest inner chunk side inside a shard (4 MiB of uint8)
 INNER_MIN = 256  # below this, sharding costs more than it saves: one chunk per block
 
-__all__ = ["open_cube", "status", "to_zarr"]
+__all__ = ["WritePlan", "open_cube", "plan_write", "status", "to_zarr"]
 
 
 # --- storage ------------------------------------------------------------------------------
@@ -146,46 +158,10 @@ def _jsonable(value: Any) -> Any:
 # --- periods ------------------------------------------------------------------------------
 
 
-def _period_kind(values: np.ndarray) -> str:
-    if np.issubdtype(values.dtype, np.datetime64):
-        return "datetime"
-    if np.issubdtype(values.dtype, np.integer):
-        return "int"
-    if np.issubdtype(values.dtype, np.floating):
-        return "float"
-    return "str"
-
-
-def _period_key(value: Any, kind: str) -> str:
-    """A stable text key for a period coordinate value (what records and markers use)."""
-    if kind == "datetime":
-        return str(np.datetime64(value, "ns"))
-    if kind == "int":
-        return str(int(value))
-    if kind == "float":
-        return repr(float(value))
-    return str(value)
-
-
-# what a period coordinate holds for a period written without it (other coordinates only)
-_MISSING = {"datetime": "NaT", "int": "-1", "float": "nan", "str": ""}
-
-
-def _key_value(key: str | None, kind: str) -> Any:
-    key = _MISSING[kind] if key is None else key
-    if kind == "datetime":
-        return np.datetime64(key, "ns")
-    if kind == "int":
-        return int(key)
-    if kind == "float":
-        return float(key)
-    return key
-
-
 def _coord_values(records: list[dict], name: str, kind: str, pdim: str) -> np.ndarray:
     """The values of a coordinate along the period dimension, rebuilt from the records."""
     keys = [r["period"] if name == pdim else r.get("coords", {}).get(name) for r in records]
-    values = [_key_value(k, kind) for k in keys]
+    values = [key_value(k, kind) for k in keys]
     return np.array(values, dtype=object) if kind == "str" else np.array(values)
 
 
@@ -193,9 +169,9 @@ def _extra_coords(isa: xr.DataArray) -> dict[str, str]:
     """Other 1-D coordinates along the period dimension (labels, period ends...) and kinds."""
     pdim = isa.dims[0]
     return {
-        str(name): _period_kind(np.asarray(c.values))
+        str(name): period_kind(np.asarray(c.values))
         for name, c in isa.coords.items()
-        if name != pdim and c.dims == (pdim,)
+        if name not in (pdim, FINGERPRINT_COORD) and c.dims == (pdim,)
     }
 
 
@@ -211,51 +187,6 @@ def _period_encoding(kind: str) -> dict:
 
 
 # --- checks on the input ------------------------------------------------------------------
-
-
-def _check_isa(isa: Any, what: str = "isa") -> xr.DataArray:
-    if isinstance(isa, xr.Dataset):
-        raise CubeInputError(
-            f"{what} must be the DataArray that segment() returns, not a Dataset: "
-            "write ds.isa.segment(...).isa.to_zarr(store)"
-        )
-    if not isinstance(isa, xr.DataArray):
-        raise CubeInputError(f"{what} must be an xarray DataArray, not {type(isa).__name__}")
-    if isa.odc.crs is None:
-        raise CubeInputError(
-            f"{what} has no CRS: attach it with {what}.odc.assign_crs(...) (segment() sets it)"
-        )
-    if not isinstance(isa.odc.geobox, GeoBox):
-        raise CubeInputError(f"{what} is not on a regular, north-up grid")
-    if isa.ndim == 2:
-        raise CubeInputError(
-            f"{what} has no period dimension: a cube holds periods. Add one, e.g. "
-            f"{what}.expand_dims(time=[np.datetime64('2023-07-01')])"
-        )
-    ydim, xdim = isa.odc.spatial_dims
-    if isa.ndim != 3 or isa.dims[1:] != (ydim, xdim):
-        raise CubeInputError(
-            f"{what} must have dims (period, y, x) as segment() returns them; got {isa.dims}"
-        )
-    pdim = isa.dims[0]
-    if pdim not in isa.coords:
-        raise CubeInputError(f"the period dimension {pdim!r} needs coordinate labels")
-    if isa.indexes[pdim].has_duplicates:
-        raise CubeInputError(f"the period labels along {pdim!r} repeat: each must be unique")
-    return isa
-
-
-def _check_mask(isa: xr.DataArray) -> None:
-    if isa.dtype != np.uint8:
-        hint = (
-            " For probabilities, pass the mask as isa and the float map as probability=."
-            if isa.dtype.kind == "f"
-            else ""
-        )
-        raise CubeInputError(
-            f"isa must be the uint8 mask (0, 1, 255 nodata) that segment() returns, not "
-            f"{isa.dtype}.{hint}"
-        )
 
 
 def _as_dask(arr: xr.DataArray) -> da.Array:
@@ -290,86 +221,30 @@ def _inner(block: int, wanted: int | None) -> int:
 # --- fingerprints -------------------------------------------------------------------------
 
 
-def _graph_digests(arr: da.Array, roots: Sequence[Sequence[Hashable]]) -> list[str]:
-    """A content hash of the sub-graph behind each group of output keys.
-
-    Task keys are replaced by the hashes of what they compute (a Merkle hash), so the digest
-    of one period does not change when other periods, or their data, are added to the same
-    computation: re-running a notebook with one more year resumes the years already written.
-    """
-    import dask._task_spec as ts
-    from dask.base import tokenize
-
-    graph = ts.convert_legacy_graph(dict(arr.__dask_graph__()))
-    memo: dict[Hashable, str] = {}
-
-    def digest(key: Hashable) -> str:
-        stack = [key]
-        while stack:  # iterative post-order: graphs can be deep (many layers)
-            k = stack[-1]
-            if k in memo:
-                stack.pop()
-                continue
-            node = graph.get(k)
-            if node is None:
-                memo[k] = tokenize(k)
-                stack.pop()
-                continue
-            deps = [node.target] if isinstance(node, ts.Alias) else list(node.dependencies)
-            todo = [d for d in deps if d not in memo]
-            if todo:
-                stack.extend(todo)
-                continue
-            if isinstance(node, ts.Alias):
-                memo[k] = memo[node.target]
-            elif isinstance(node, ts.Task):
-                memo[k] = tokenize(node.substitute({d: ("xjs", memo[d]) for d in deps}))
-            elif isinstance(node, ts.DataNode):
-                memo[k] = tokenize(node.value)
-            else:
-                memo[k] = tokenize(node)
-            stack.pop()
-        return memo[key]
-
-    try:
-        with dask.config.set({"tokenize.ensure-deterministic": True}):
-            return [tokenize([digest(k) for k in keys]) for keys in roots]
-    except Exception as err:  # tokenize raises RuntimeError or TypeError when it cannot
-        raise FingerprintError(
-            "cannot fingerprint the computation deterministically "
-            f"({type(err).__name__}: {err}); pass fingerprint='...' naming the inputs and "
-            "settings (the same string on every run of the same computation)"
-        ) from err
-
-
-def _period_keys(data: da.Array, j: int) -> list[tuple]:
-    return [
-        (data.name, j, iy, ix)
-        for iy in range(len(data.chunks[1]))
-        for ix in range(len(data.chunks[2]))
-    ]
+def _period_identity(arr: xr.DataArray, j: int) -> str:
+    """What defines period ``j`` of a map, whatever its chunking: the ``isa_fingerprint``
+    that segment() records (input identity, model, tile, halo), else the data's digest."""
+    coord = arr.coords.get(FINGERPRINT_COORD)
+    if coord is not None and coord.dims == arr.dims[:1]:  # one per period, as segment() sets
+        return "segment:" + str(coord.values[j])
+    return period_digest(arr.data, j)
 
 
 def _fingerprints(
-    arrays: Sequence[tuple[str, da.Array]], keys: Sequence[str], meta: dict, user: str | None
+    arrays: Sequence[tuple[str, xr.DataArray]], keys: Sequence[str], meta: dict, user: str | None
 ) -> list[str]:
     common = {
         "grid": meta["grid"],
         "model_sha256": meta["model_sha256"],
         "variables": [name for name, _ in arrays],
     }
-    if user is None:
-        per_var = [
-            _graph_digests(data, [_period_keys(data, j) for j in range(len(keys))])
-            for _, data in arrays
-        ]
     out = []
     for j, key in enumerate(keys):
         parts = {**common, "period": key}
         if user is not None:
             parts["user"] = str(user)
         else:
-            parts["graph"] = [d[j] for d in per_var]
+            parts["computation"] = [_period_identity(arr, j) for _, arr in arrays]
         out.append(hashlib.sha256(_dumps(parts)).hexdigest())
     return out
 
@@ -409,7 +284,10 @@ def _describe_grid(g: dict) -> str:
 
 def _block_layout(data: da.Array, inner: int | Sequence[int] | None) -> tuple[list, list]:
     block = [data.chunks[1][0], data.chunks[2][0]]
-    wanted = [None, None] if inner is None else [int(v) for v in np.broadcast_to(inner, 2)]
+    wanted = [None, None] if inner is None else list(np.broadcast_to(inner, 2))
+    if not all(w is None or isinstance(w, int | np.integer) for w in wanted):
+        raise OptionError(f"inner_chunks must be an int or (int, int), not {inner!r}")
+    wanted = [None if w is None else int(w) for w in wanted]
     return [int(b) for b in block], [_inner(b, w) for b, w in zip(block, wanted, strict=True)]
 
 
@@ -476,11 +354,12 @@ def _template(
     attrs = {
         k: _jsonable(v)
         for k, v in isa.attrs.items()
-        if k not in ("_FillValue", "grid_mapping", "coordinates")
+        # source items live in the root attrs and the period records (appends update them)
+        if k not in ("_FillValue", "grid_mapping", "coordinates", "source_items", "stac_items")
     }
     attrs.update(nodata=NODATA, grid_mapping="spatial_ref")
-    attrs.setdefault("flag_values", [0, 1])
-    attrs.setdefault("flag_meanings", "not_impervious impervious")
+    attrs.setdefault("flag_values", list(FLAG_VALUES))
+    attrs.setdefault("flag_meanings", FLAG_MEANINGS)
     sharded = list(inner) != list(block)
     from zarr.codecs import BloscCodec
 
@@ -609,13 +488,18 @@ def _write_block(
     y0, x0 = iy * block[0], ix * block[1]
     expect = (1, min(block[0], shape[0] - y0), min(block[1], shape[1] - x0))
     # one dask block = one Zarr shard/chunk: no two tasks ever write the same object
-    assert isa_block.shape == expect, (isa_block.shape, expect)
+    for values in (isa_block, prob_block):
+        if values is not None and values.shape != expect:
+            raise CubeError(
+                f"block ({iy}, {ix}) of period {index} has shape {values.shape}, the store's "
+                f"layout needs {expect}: a block would span two shards"
+            )
+    check_isa_values(isa_block)  # lazy maps: their values are first seen here
     region = (slice(index, index + 1), slice(y0, y0 + expect[1]), slice(x0, x0 + expect[2]))
     for var, values in (("isa", isa_block), ("probability", prob_block)):
         if values is None:
             continue
         if var == "probability":
-            assert values.shape == expect
             values = _probability_to_uint8(values)
         _sweep_partials(target, var, index, iy, ix)
         target.open_array(var)[region] = np.asarray(values, dtype=np.uint8)
@@ -662,14 +546,15 @@ def to_zarr(
         (``value * 0.004``, 255 nodata) and read back as float with NaN.
     overwrite : bool
         Replace what conflicts instead of refusing: periods written by a different
-        computation are rewritten; a store for another grid, variables or model is deleted
-        and created anew. Default False: such a write raises.
+        computation are rewritten; an xjointseg cube for another grid, variables or model is
+        deleted and created anew. Default False: such a write raises. Anything at ``store``
+        that is not an xjointseg cube is never deleted, whatever ``overwrite`` says.
     sources : sequence of str, or mapping period -> sequence of str, optional
         Source item ids recorded with each period (and in the ``source_items`` attribute).
         Default: ``isa.attrs["source_items"]`` if present.
     fingerprint : str, optional
-        A name for the computation of every period, used instead of the content hash of the
-        dask graph (for inputs that Dask cannot tokenize deterministically).
+        A name for the computation of every period, used instead of what identifies it by
+        default (see Notes): for lazy maps not made by :func:`~xjointseg.segment`.
     part : (k, n), optional
         Write only every n-th block, starting at block k (blocks counted over periods, rows,
         columns): n jobs running the same call with k = 0..n-1 share the work.
@@ -677,7 +562,7 @@ def to_zarr(
         Side of the inner Zarr chunks of each shard (a divisor of the block side). Default:
         the block itself up to 2048 px, else the largest divisor <= 2048.
     progress : bool
-        Show a progress bar (dask's ``ProgressBar``; local schedulers only).
+        Show a progress bar on stderr (dask's ``ProgressBar``; local schedulers only).
     compute : bool
         False: create or check the store now, return a ``dask.delayed`` object that writes
         the missing blocks when computed (e.g. together with other work).
@@ -691,13 +576,17 @@ def to_zarr(
 
     Notes
     -----
-    Each period has a fingerprint in the store: a content hash of the dask graph that
-    computes it (task keys replaced by the hashes of what they compute, so other periods do
-    not enter it), the grid and the model's sha256. Completed blocks are recorded by one small
-    marker object each, written after the block's data, so concurrent writers never update a
-    shared object. Several jobs may write the same cube with ``part=``; on object stores,
-    create it first (one call with ``compute=False``) and start the jobs after. Adding
-    periods is not meant to run concurrently with other writers.
+    Each period has a fingerprint in the store, made of what defines its computation, never
+    of the chunking: the map's ``isa_fingerprint`` coordinate that segment() records (the
+    source items and loading settings, or the bytes of in-memory input, or dask's token of
+    other lazy input; the model's sha256, tile, halo), else the map's bytes when in memory,
+    else dask's token of the period's slice; plus the grid and the model's sha256. The same
+    map rechunked is the same period. Values are checked as each block is written: only 0, 1
+    and 255 are stored (:func:`xjointseg.schema.check_isa_values`). Completed blocks are
+    recorded by one small marker object each, written after the block's data, so concurrent
+    writers never update a shared object. Several jobs may write the same cube with
+    ``part=``; on object stores, create it first (one call with ``compute=False``) and start
+    the jobs after. Adding periods is not meant to run concurrently with other writers.
 
     Raises
     ------
@@ -706,10 +595,12 @@ def to_zarr(
         match it.
     CubeMismatchError
         The store exists for another grid, variables or model, or is not an xjointseg cube.
+    StorePathError
+        ``store`` is a file, lies under one, or its folder cannot be written.
     PeriodConflictError
         A period in the store was written by a different computation.
     FingerprintError
-        The dask graph cannot be hashed deterministically (pass ``fingerprint=``).
+        A lazy map cannot be tokenized deterministically (pass ``fingerprint=``).
 
     Examples
     --------
@@ -725,97 +616,197 @@ def to_zarr(
     >>> bool((cube == isa).all())  # writing again resumes: nothing left to do
     True
     """
-    isa = _check_isa(isa)
-    _check_mask(isa)
+    plan = plan_write(
+        isa,
+        store,
+        probability=probability,
+        overwrite=overwrite,
+        sources=sources,
+        fingerprint=fingerprint,
+        part=part,
+        inner_chunks=inner_chunks,
+        storage_options=storage_options,
+    )
+    job = _write_job(plan, *_prepare_store(plan))
+    if not compute:
+        return job
+    compute_job(job, progress=progress)
+    return open_cube(plan.target.url, storage_options=plan.target.storage_options)
+
+
+@dataclass(frozen=True)
+class WritePlan:
+    """What :func:`to_zarr` will write, checked before the store is touched.
+
+    Made by :func:`plan_write`; executing it creates or checks the store, claims the
+    periods and writes the missing blocks.
+    """
+
+    isa: xr.DataArray  # the checked map, periods first
+    arrays: tuple[tuple[str, da.Array], ...]  # ("isa", ...) and maybe ("probability", ...)
+    keys: tuple[str, ...]  # one text key per period
+    fingerprints: tuple[str, ...]  # what defines each period's computation
+    info: tuple[dict, ...]  # per period: source items, other coordinates
+    meta: Mapping[str, Any]  # format, dim, period kind, grid, variables, model, coords
+    target: _Target
+    overwrite: bool = False
+    part: tuple[int, int] | None = None
+    inner_chunks: int | tuple[int, int] | None = None
+
+
+def plan_write(
+    isa: xr.DataArray,
+    store: str | os.PathLike,
+    *,
+    probability: xr.DataArray | None = None,
+    overwrite: bool = False,
+    sources: Mapping[Any, Sequence[str]] | Sequence[str] | None = None,
+    fingerprint: str | None = None,
+    part: tuple[int, int] | None = None,
+    inner_chunks: int | tuple[int, int] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> WritePlan:
+    """Check everything :func:`to_zarr` is given and return the plan of the write.
+
+    Writes nothing and computes nothing; raises what :func:`to_zarr` raises
+    for bad input.
+    """
+    isa = check_isa_map(isa)
     pdim = isa.dims[0]
-    kind = _period_kind(isa[pdim].values)
-    keys = [_period_key(v, kind) for v in isa[pdim].values]
-    arrays = [("isa", _as_dask(isa))]
+    kind = period_kind(isa[pdim].values)
+    keys = [period_key(v, kind) for v in isa[pdim].values]
+    maps = [("isa", isa)]
     if probability is not None:
-        prob = _check_isa(probability, "probability")
-        if prob.dtype.kind != "f":
-            raise CubeInputError(
-                f"probability must be float in [0, 1] (segment(output='probability')), "
-                f"not {prob.dtype}"
-            )
-        if (
-            prob.dims != isa.dims
-            or prob.shape != isa.shape
-            or not _same_grid(_grid_meta(prob), _grid_meta(isa))
-        ):
-            raise CubeInputError("probability must have the same dims, periods and grid as isa")
-        if [_period_key(v, kind) for v in prob[pdim].values] != keys:
-            raise CubeInputError("probability must have the same period labels as isa")
-        arrays.append(("probability", _as_dask(prob)))
+        maps.append(("probability", _check_probability(probability, isa, keys, kind)))
     if part is not None:
         k, n = part
         if not (isinstance(n, int) and isinstance(k, int) and n >= 1 and 0 <= k < n):
             raise OptionError(f"part must be (k, n) with 0 <= k < n, got {part!r}")
-
     meta = {
         "format": FORMAT,
         "dim": str(pdim),
         "period_kind": kind,
         "grid": _grid_meta(isa),
-        "variables": [name for name, _ in arrays],
+        "variables": [name for name, _ in maps],
         "model": isa.attrs.get("model"),
         "model_sha256": isa.attrs.get("model_sha256"),
         "coords": _extra_coords(isa),
     }
-    fps = _fingerprints(arrays, keys, meta, fingerprint)
     info = [
         {
             "sources": src,
             "coords": {
-                name: _period_key(isa[name].values[j], ck) for name, ck in meta["coords"].items()
+                name: period_key(isa[name].values[j], ck) for name, ck in meta["coords"].items()
             },
         }
         for j, src in enumerate(_sources(sources, isa, keys, kind))
     ]
-
-    # the block layout: the store's if it exists, else from the input's dask chunks
     target = _Target.make(store, storage_options)
+    _check_store_path(target)
+    return WritePlan(
+        isa=isa,
+        arrays=tuple((name, _as_dask(m)) for name, m in maps),
+        keys=tuple(keys),
+        fingerprints=tuple(_fingerprints(maps, keys, meta, fingerprint)),
+        info=tuple(info),
+        meta=meta,
+        target=target,
+        overwrite=bool(overwrite),
+        part=part,
+        inner_chunks=inner_chunks,
+    )
+
+
+def _check_probability(probability, isa: xr.DataArray, keys: list[str], kind: str):
+    prob = check_isa_map(probability, "probability", dtype=False)
+    if prob.dtype.kind != "f":
+        raise CubeInputError(
+            f"probability must be float in [0, 1] (segment(output='probability')), not {prob.dtype}"
+        )
+    if (
+        prob.dims != isa.dims
+        or prob.shape != isa.shape
+        or not _same_grid(_grid_meta(prob), _grid_meta(isa))
+    ):
+        raise CubeInputError("probability must have the same dims, periods and grid as isa")
+    if [period_key(v, kind) for v in prob[prob.dims[0]].values] != keys:
+        raise CubeInputError("probability must have the same period labels as isa")
+    return prob
+
+
+def _prepare_store(plan: WritePlan) -> tuple[dict, list[int]]:
+    """Create the store (or check the one there), claim the periods: (meta, store indices).
+
+    The block layout is the store's if it exists, else the input's dask chunks.
+    """
+    target, meta = plan.target, dict(plan.meta)
     fs, root = target.fs()
     existing = _book(fs, root)
     if existing is not None and not _compatible(existing, meta):
-        if not overwrite:
+        if not plan.overwrite:
             raise CubeMismatchError(_mismatch_message(existing, meta, target.url))
-        fs.rm(root, recursive=True)
+        fs.rm(root, recursive=True)  # a cube of ours (its bookkeeping says so)
         existing = None
     if existing is None:
-        if fs.exists(f"{root}/zarr.json") or (fs.exists(root) and fs.ls(root)):
-            if not (overwrite or _is_partial_template(target)):
-                raise CubeMismatchError(
-                    f"{target.url} exists and is not an xjointseg cube: pick another path, or "
-                    "pass overwrite=True to replace it"
-                )
-            fs.rm(root, recursive=True)
-        data = arrays[0][1]
+        _clear_for_template(target, plan.overwrite)
+        data = plan.arrays[0][1]
         if not (_regular(data.chunks[1]) and _regular(data.chunks[2])):
             # a Zarr chunk grid is regular: make the dask blocks so (each still one shard)
             data = data.rechunk({1: data.chunks[1][0], 2: data.chunks[2][0]})
-        block, inner = _block_layout(data, inner_chunks)
+        block, inner = _block_layout(data, plan.inner_chunks)
         meta.update(block=block, inner=inner)
-        records = [_record(keys[j], fps[j], meta, info[j]) for j in range(len(keys))]
-        ds, encoding = _template(isa, len(arrays) > 1, block, inner, records, meta)
+        records = [
+            _record(key, fp, meta, info)
+            for key, fp, info in zip(plan.keys, plan.fingerprints, plan.info, strict=True)
+        ]
+        ds, encoding = _template(plan.isa, len(plan.arrays) > 1, block, inner, records, meta)
         if not _create(target, ds, encoding, meta, records):
             existing = _book(fs, root)  # a concurrent writer created it first: check theirs
             if not _compatible(existing, meta):
                 raise CubeMismatchError(_mismatch_message(existing, meta, target.url))
     if existing is not None:
         meta |= {k: existing[k] for k in ("block", "inner", "coords")}
-    block = tuple(meta["block"])
-    indices = _claim_periods(target, meta, keys, fps, info, overwrite)
-    # each dask block becomes exactly one shard of the store's layout
-    arrays = [(name, data.rechunk((1, block[0], block[1]))) for name, data in arrays]
-    _assert_layout(target, arrays, block)
+    indices = _claim_periods(
+        target, meta, list(plan.keys), list(plan.fingerprints), list(plan.info), plan.overwrite
+    )
+    return meta, indices
 
+
+def _clear_for_template(target: _Target, overwrite: bool) -> None:
+    """Make room for a new template: refuse anything there but an xjointseg cube."""
+    fs, root = target.fs()
+    if not (fs.exists(f"{root}/zarr.json") or (fs.exists(root) and fs.ls(root))):
+        return
+    if not _is_ours(target):
+        # never delete what xjointseg did not make, overwrite=True or not
+        raise CubeMismatchError(
+            f"{target.url} exists and is not an xjointseg cube: xjointseg does not "
+            "delete what it did not create. Pick another path, or remove it yourself"
+        )
+    if not (overwrite or _is_partial_template(target)):
+        raise CubeMismatchError(
+            f"{target.url} holds an incomplete xjointseg cube: pass overwrite=True to "
+            "replace it, or pick another path"
+        )
+    fs.rm(root, recursive=True)
+
+
+def _write_job(plan: WritePlan, meta: dict, indices: list[int]):
+    """One delayed task per missing block (one shard each), summed: the 1 m pixels written."""
+    target = plan.target
+    fs, root = target.fs()
+    block = tuple(meta["block"])
+    # each dask block becomes exactly one shard of the store's layout
+    arrays = [(name, data.rechunk((1, block[0], block[1]))) for name, data in plan.arrays]
+    _check_layout(target, arrays, block)
     shape = tuple(meta["grid"]["shape"])
     delayed_blocks = [data.to_delayed(optimize_graph=True) for _, data in arrays]
     tasks = []
     nby, nbx = delayed_blocks[0].shape[1:]
+    part = plan.part
     for j, index in enumerate(indices):
-        done = _done_blocks(fs, root, index, fps[j])
+        fp = plan.fingerprints[j]
+        done = _done_blocks(fs, root, index, fp)
         for iy in range(nby):
             for ix in range(nbx):
                 if part is not None and ((j * nby + iy) * nbx + ix) % part[1] != part[0]:
@@ -833,21 +824,11 @@ def to_zarr(
                         ix=ix,
                         block=block,
                         shape=shape,
-                        fingerprint=fps[j],
+                        fingerprint=fp,
                         dask_key_name=f"xjointseg-write-{index}-{iy}-{ix}-{uuid.uuid4().hex}",
                     )
                 )
-    job = dask.delayed(sum, pure=False)(tasks)
-    if not compute:
-        return job
-    if progress:
-        from dask.diagnostics import ProgressBar
-
-        with ProgressBar():
-            job.compute()
-    else:
-        job.compute()
-    return open_cube(target.url, storage_options=target.storage_options)
+    return dask.delayed(sum, pure=False)(tasks)
 
 
 def _sources(sources, isa: xr.DataArray, keys: list[str], kind: str) -> list[list[str]]:
@@ -874,7 +855,7 @@ def _sources(sources, isa: xr.DataArray, keys: list[str], kind: str) -> list[lis
 
 def _safe_key(value: Any, kind: str) -> str | None:
     try:
-        return _period_key(value, kind)
+        return period_key(value, kind)
     except (TypeError, ValueError):
         return None
 
@@ -925,6 +906,29 @@ def _mismatch_message(existing: dict, meta: dict, url: str) -> str:
         f"the cube at {url} cannot take this map: {'; '.join(what) or 'another format'}. "
         "Write to a new store, or pass overwrite=True to delete it and start again."
     )
+
+
+def _is_ours(target: _Target) -> bool:
+    """A store whose root says it is an xjointseg cube (the only kind overwrite may delete)."""
+    fs, root = target.fs()
+    meta = _read_json(fs, f"{root}/zarr.json")
+    attrs = (meta or {}).get("attributes", {})
+    return attrs.get("xjointseg_cube_format") == FORMAT
+
+
+def _check_store_path(target: _Target) -> None:
+    """A local store must be a folder (or not exist yet) whose parent can be written."""
+    if not target.local:
+        return
+    _, root = target.fs()
+    path = Path(root)
+    if path.exists() and not path.is_dir():
+        raise StorePathError(f"{path} is a file, not a Zarr store: pick a folder path")
+    parent = next((p for p in (path, *path.parents) if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise StorePathError(f"{path}: {parent} is a file, so no store can be made under it")
+    if not os.access(parent, os.W_OK):
+        raise StorePathError(f"cannot write {path}: {parent} is read-only. Pick another path")
 
 
 def _is_partial_template(target: _Target) -> bool:
@@ -981,8 +985,8 @@ def _claim_periods(
     if new:
         kind = meta["period_kind"]
         if kind != "str":
-            last = max((_key_value(k, kind) for k in stored), default=None)
-            early = [keys[j] for j in new if last is not None and _key_value(keys[j], kind) <= last]
+            last = max((key_value(k, kind) for k in stored), default=None)
+            early = [keys[j] for j in new if last is not None and key_value(keys[j], kind) <= last]
             if early:
                 raise CubeMismatchError(
                     f"periods can only be added after the last one in the cube ({stored[-1]}); "
@@ -1024,14 +1028,21 @@ def _sync_periods(target: _Target, meta: dict, records: list[dict]) -> None:
     group.attrs.update({"source_items": _root_attrs(meta, records)["source_items"]})
 
 
-def _assert_layout(target: _Target, arrays: list, block: tuple[int, int]) -> None:
+def _check_layout(target: _Target, arrays: list, block: tuple[int, int]) -> None:
+    """Each dask block must be exactly one shard (or chunk) of the store: refuse otherwise."""
     for name, data in arrays:
         z = target.open_array(name, mode="r")
-        unit = z.shards or z.chunks
-        assert tuple(unit[1:]) == tuple(block), (name, unit, block)
-        for axis in (1, 2):
-            chunks = data.chunks[axis]
-            assert all(c == block[axis - 1] for c in chunks[:-1]) and chunks[-1] <= block[axis - 1]
+        unit = tuple((z.shards or z.chunks)[1:])
+        fits = all(
+            all(c == block[axis - 1] for c in data.chunks[axis][:-1])
+            and data.chunks[axis][-1] <= block[axis - 1]
+            for axis in (1, 2)
+        )
+        if unit != tuple(block) or not fits:
+            raise CubeMismatchError(
+                f"{name} in {target.url} is stored in {unit} px shards, but the blocks to "
+                f"write are {block}: write to a new store"
+            )
 
 
 def open_cube(
@@ -1077,7 +1088,7 @@ def open_cube(
     """
     target = _Target.make(store, storage_options)
     fs, root = target.fs()
-    meta = _book(fs, root)
+    meta = _book(fs, root) if not fs.isfile(root) else None
     if meta is None:
         raise NotACubeError(
             f"no xjointseg cube at {target.url}"

@@ -14,22 +14,25 @@ Running again into the same folder is safe: the cube resumes (blocks already wri
 kept, so an interrupted run finishes where it stopped and a complete one computes nothing),
 and the COG, figures and summary are rewritten. If the cube there was made by another model
 or settings, it is replaced; a folder named ``isa.zarr`` that is not an xjointseg cube is
-never deleted (the demo stops with an error instead).
+never deleted, nor is a summary, COG or figure of those names that xjointseg did not write
+(the demo stops with an error instead, before any work).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .cube import NODATA, open_cube
-from .errors import CubeMismatchError, NotACubeError, PeriodConflictError
+from . import __version__
+from .errors import (
+    OutputExistsError,
+    StorePathError,
+)
+from .schema import NODATA
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -68,12 +71,54 @@ class DemoResult:
         }
 
 
-def _is_cube(store: Path) -> bool:
+SOFTWARE = f"xjointseg {__version__}"  # marks the figures and summary the demo writes
+FIGURES = ("input_rgb.png", "isa_1m.png", "isa_fraction_10m.png")
+
+
+def _own_png(path: Path) -> bool:
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        open_cube(store)
-    except NotACubeError:
+        with Image.open(path) as img:
+            return str(img.info.get("Software", "")).startswith("xjointseg")
+    except (OSError, UnidentifiedImageError):
         return False
-    return True
+
+
+def _own_summary(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(data, dict):
+        return False
+    # summaries from before the "software" key carry these
+    return str(data.get("software", "")).startswith("xjointseg") or {
+        "cube",
+        "cog",
+        "figures",
+        "model_sha256",
+        "summary",
+    } <= set(data)
+
+
+def _check_out(out: Path) -> None:
+    """Refuse before any work when --out holds files the demo would replace but did not write."""
+    from .export import check_writable_parent, is_own_cog
+
+    if out.exists() and not out.is_dir():
+        raise StorePathError(f"{out} is a file: --out must be a folder (it is created)")
+    check_writable_parent(out / "summary.json")
+    owners = {"summary.json": _own_summary, "isa_1m.tif": is_own_cog}
+    owners |= {name: _own_png for name in FIGURES}
+    foreign = [
+        name for name, own in owners.items() if (out / name).exists() and not own(out / name)
+    ]
+    if foreign:
+        raise OutputExistsError(
+            f"{out} holds {', '.join(foreign)}, not written by xjointseg: the demo never "
+            "replaces files it did not create. Pick another --out, or move them away"
+        )
 
 
 def _rgb(ds) -> np.ndarray:
@@ -108,21 +153,21 @@ def _figures(ds, cube, frac, out: Path, model_name: str) -> dict[str, Path]:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    from .plots import _extent, plot_map
+    from .plots import extent, plot_map
 
     paths = {}
-    extent = _extent(cube)
+    scene_extent = extent(cube)
 
     fig = Figure(figsize=(6.5, 6), layout="constrained")
     ax = fig.add_subplot()
-    ax.imshow(_rgb(ds), extent=extent, interpolation="nearest")
+    ax.imshow(_rgb(ds), extent=scene_extent, interpolation="nearest")
     ax.set_title(f"Sentinel-2 input, 10 m, true colour\n{SCENE.split(',')[1].strip()}")
     ax.set_xlabel("x (m, EPSG:32633)")
     ax.set_ylabel("y (m)")
     ax.text(0.01, 0.01, ATTRIBUTION, transform=ax.transAxes, fontsize=7, color="w")
     _plain(ax)
     paths["input_rgb"] = out / "input_rgb.png"
-    fig.savefig(paths["input_rgb"], dpi=110)
+    fig.savefig(paths["input_rgb"], dpi=110, metadata={"Software": SOFTWARE})
 
     # the 1 m map: the whole scene (display pixels) and one window at full resolution
     fig = Figure(figsize=(13, 6), layout="constrained")
@@ -133,7 +178,7 @@ def _figures(ds, cube, frac, out: Path, model_name: str) -> dict[str, Path]:
     iy, ix = _zoom_window(frac.values[0], cells)
     y0, x0 = iy * 10, ix * 10
     window = cube.isel(time=0, y=slice(y0, y0 + ZOOM_M), x=slice(x0, x0 + ZOOM_M))
-    win_extent = _extent(window)
+    win_extent = extent(window)
     colours = ListedColormap(["#ebebeb", "#c81e2d", "#9a9a9a"])
     codes = window.values
     shown = np.where(codes == NODATA, 2, codes)
@@ -153,13 +198,13 @@ def _figures(ds, cube, frac, out: Path, model_name: str) -> dict[str, Path]:
     )
     _plain(left, right)
     paths["isa_1m"] = out / "isa_1m.png"
-    fig.savefig(paths["isa_1m"], dpi=110)
+    fig.savefig(paths["isa_1m"], dpi=110, metadata={"Software": SOFTWARE})
 
     fig = Figure(figsize=(7, 6), layout="constrained")
     ax = fig.add_subplot()
     im = ax.imshow(
         np.ma.masked_invalid(frac.values[0]),
-        extent=_extent(frac),
+        extent=extent(frac),
         cmap="magma_r",
         vmin=0,
         vmax=1,
@@ -171,7 +216,7 @@ def _figures(ds, cube, frac, out: Path, model_name: str) -> dict[str, Path]:
     ax.set_ylabel("y (m)")
     _plain(ax)
     paths["isa_fraction_10m"] = out / "isa_fraction_10m.png"
-    fig.savefig(paths["isa_fraction_10m"], dpi=110)
+    fig.savefig(paths["isa_fraction_10m"], dpi=110, metadata={"Software": SOFTWARE})
     return paths
 
 
@@ -190,6 +235,8 @@ def run_demo(
     out : str or path
         Folder for the outputs (created). Re-running into it resumes the cube and rewrites
         the COG, figures and summary; a cube made by another model or settings is replaced.
+        Files of those names that xjointseg did not write are never replaced (an error
+        says so before any work).
     model : str
         A registered model name (``"jointseg"``, ``"bilinear"``) or a weights file path.
     device : str
@@ -210,6 +257,10 @@ def run_demo(
         The model or device cannot be used.
     CubeMismatchError
         ``out/isa.zarr`` exists and is not an xjointseg cube.
+    OutputExistsError
+        ``out`` holds a summary, COG or figure that xjointseg did not write.
+    StorePathError
+        ``out`` is a file, or cannot be written.
 
     Examples
     --------
@@ -220,14 +271,15 @@ def run_demo(
     >>> res.cog.name, sorted(res.figures), res.grid["shape"]
     ('isa_1m.tif', ['input_rgb', 'isa_1m', 'isa_fraction_10m'], [3840, 3840])
     """
-    from dask.diagnostics import ProgressBar
 
     from .data import demo_item_path, load_demo_scene
     from .models.model import load_model
+    from .pipeline import write_cube
     from .segment import segment
 
     say = log or (lambda _: None)
     out = Path(out).expanduser().absolute()
+    _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     store, cog = out / "isa.zarr", out / "isa_1m.tif"
 
@@ -241,24 +293,15 @@ def run_demo(
     )
     if m.device.type == "cpu" and m.halo > 10:  # a real network, not a toy
         say("    (on a CPU this takes minutes; on a GPU, --device cuda, seconds)")
-    existed, replaced = _is_cube(store), False
-    try:
-        job = isa.isa.to_zarr(store, compute=False)
-    except (CubeMismatchError, PeriodConflictError):
-        if not _is_cube(store):
-            raise  # not ours: never delete it
-        say(f"    {store} was made by another model or settings: replacing it")
-        job = isa.isa.to_zarr(store, compute=False, overwrite=True)
-        replaced = True
-    start = time.perf_counter()
-    if progress:
-        with ProgressBar(out=sys.stderr):
-            pixels = int(job.compute())
-    else:
-        pixels = int(job.compute())
-    seconds = time.perf_counter() - start
-    resumed = existed and not replaced  # the same computation was there: its blocks kept
-    cube = open_cube(store)
+    # the demo's own folder: a cube of another model there is replaced, nothing else is
+    run = write_cube(
+        isa,
+        store,
+        replace_own=True,
+        progress=progress,
+        on_replace=lambda: say(f"    {store} was made by another model or settings: replacing it"),
+    )
+    cube, pixels, seconds = run.cube, run.pixels, run.seconds
     rate = pixels / seconds if pixels and seconds > 0 else None
     say(
         f"3/5 cube   {store} ("
@@ -292,8 +335,8 @@ def run_demo(
         pixels=pixels,
         seconds=round(seconds, 3),
         pixels_per_second=rate,
-        resumed=resumed,
-        replaced=replaced,
+        resumed=run.resumed,
+        replaced=run.replaced,
         grid={
             "shape": list(gbox.shape),
             "crs": f"EPSG:{gbox.crs.epsg}" if gbox.crs.epsg else gbox.crs.to_wkt(),
@@ -301,5 +344,6 @@ def run_demo(
             "bounds": list(gbox.extent.boundingbox),
         },
     )
-    result.summary.write_text(json.dumps(result.to_json(), indent=1) + "\n")
+    summary = result.to_json() | {"software": SOFTWARE}
+    result.summary.write_text(json.dumps(summary, indent=1) + "\n")
     return result

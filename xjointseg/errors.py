@@ -47,6 +47,10 @@ class EmptyInputError(InputError):
     """The input has no pixels."""
 
 
+class ValueRangeError(InputError):
+    """The values are not Sentinel-2 DN (reflectance x 10000): reflectance 0..1, 8-bit RGB."""
+
+
 # --- models and weights -----------------------------------------------------------------
 
 
@@ -86,6 +90,7 @@ __all__ = [
     "DTypeError",
     "ChunkError",
     "EmptyInputError",
+    "ValueRangeError",
     "ModelError",
     "UnknownModelError",
     "WeightsError",
@@ -184,6 +189,10 @@ class RegionOutsideError(RegionError):
     """No region (or no part of a reference raster) overlaps the cube."""
 
 
+class ReferenceRasterError(XJointSegError, OSError):
+    """A reference raster (e.g. a WorldCover tile) cannot be read."""
+
+
 class FactorError(OptionError):
     """A coarsening factor that does not divide the grid (or is not a positive integer)."""
 
@@ -199,5 +208,20 @@ __all__ += [
     "RegionError",
     "RegionCRSError",
     "RegionOutsideError",
+    "ReferenceRasterError",
     "FactorError",
 ]
+
+
+# --- files --------------------------------------------------------------------------------
+
+
+class OutputExistsError(XJointSegError, FileExistsError):
+    """A file or folder that xjointseg did not create is where it would write."""
+
+
+class StorePathError(XJointSegError, OSError):
+    """A store or output path cannot be used: it is a file, or cannot be written."""
+
+
+__all__ += ["OutputExistsError", "StorePathError"]

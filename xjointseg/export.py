@@ -23,8 +23,8 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from . import __version__
-from .cube import NODATA
-from .errors import OptionError, XJointSegError
+from .errors import OptionError, StorePathError, XJointSegError
+from .schema import NODATA, check_isa_values
 
 __all__ = ["ExportError", "ExportExistsError", "to_cog"]
 
@@ -40,7 +40,30 @@ class ExportError(XJointSegError, ValueError):
 
 
 class ExportExistsError(XJointSegError, FileExistsError):
-    """The COG's path is taken and ``overwrite`` is False."""
+    """The COG's path is taken and ``overwrite`` is False, or by a file xjointseg did not write."""
+
+
+SOFTWARE_TAG = "software"  # GeoTIFF tag whose value starts with "xjointseg" in our COGs
+
+
+def is_own_cog(path: str | os.PathLike) -> bool:
+    """True for a GeoTIFF that :func:`to_cog` wrote (its tags say so)."""
+    import rasterio
+
+    try:
+        with rasterio.open(path) as src:
+            return str(src.tags().get(SOFTWARE_TAG, "")).startswith("xjointseg")
+    except rasterio.errors.RasterioError:
+        return False
+
+
+def check_writable_parent(path: Path) -> None:
+    """Refuse a path under a file or a read-only folder before any work is done."""
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is None or not parent.is_dir():
+        raise StorePathError(f"cannot write {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise StorePathError(f"cannot write {path}: {parent} is read-only. Pick another path")
 
 
 def _one_map(isa: Any, period: Any) -> tuple[xr.DataArray, Any]:
@@ -162,6 +185,8 @@ def _write_scratch(
             part = blocks[start : start + batch]
             values = dask.compute(*(data.blocks[iy, ix] for iy, ix in part))
             for (iy, ix), block in zip(part, values, strict=True):
+                # the scratch file is dropped on error: the target is never half written
+                check_isa_values(block, "the map")
                 window = Window(
                     int(offsets[1][ix]), int(offsets[0][iy]), block.shape[1], block.shape[0]
                 )
@@ -260,9 +285,15 @@ def to_cog(
     target = Path(path).expanduser().absolute()
     if target.is_dir():
         raise ExportExistsError(f"{target} is a folder: give a file name, e.g. {target}/isa.tif")
+    check_writable_parent(target)
     if target.exists() and not overwrite:
         raise ExportExistsError(
             f"{target} exists: pass overwrite=True to replace it, or pick another path"
+        )
+    if target.exists() and not is_own_cog(target):
+        raise ExportExistsError(
+            f"{target} exists and was not written by xjointseg: it is never replaced, "
+            "overwrite=True or not. Pick another path, or remove it yourself"
         )
 
     import rasterio
@@ -281,7 +312,7 @@ def to_cog(
         "model": str(one.attrs.get("model", "")),
         "model_sha256": str(one.attrs.get("model_sha256", "")),
         "period": text or "",
-        "software": f"xjointseg {__version__}",
+        SOFTWARE_TAG: f"xjointseg {__version__}",
     }
     target.parent.mkdir(parents=True, exist_ok=True)
     stem = f".{target.name}.{uuid.uuid4().hex[:12]}"

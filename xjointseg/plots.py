@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .change import NEVER, _isa, _labels, first_period
-from .cube import NODATA
+from .change import first_period
 from .errors import OptionError
+from .schema import NEVER, NODATA, isa_map_of, period_labels
 
 __all__ = ["plot_first_period", "plot_growth", "plot_growth_classes", "plot_map"]
 
@@ -40,7 +40,8 @@ def _axes(ax):
     return ax.figure, ax
 
 
-def _extent(da: xr.DataArray) -> list[float]:
+def extent(da: xr.DataArray) -> list[float]:
+    """``[left, right, bottom, top]`` of a georeferenced array, for ``imshow(extent=...)``."""
     box = da.odc.geobox.extent.boundingbox
     return [box.left, box.right, box.bottom, box.top]
 
@@ -92,8 +93,13 @@ def plot_map(
     >>> cube = xr_zeros(grid, "uint8", time=["2017-01-01"])
     >>> fig = plot_map(cube)
     """
-    cube = _isa(cube)
+    cube = isa_map_of(cube)
     pdim = cube.dims[0]
+    n = cube.sizes[pdim]
+    if isinstance(period, int) and not -n <= period < n:
+        raise OptionError(f"period={period} is out of range: the cube has {n} period(s)")
+    if not isinstance(period, int) and period not in cube.indexes[pdim]:
+        raise OptionError(f"no period {period!r} along {pdim!r}: it has {period_labels(cube)}")
     one = cube.isel({pdim: period}) if isinstance(period, int) else cube.sel({pdim: period})
     step = _step(one.shape, max_pixels)
     # whole display pixels only: the last (step - 1) rows/columns at most are not drawn
@@ -110,14 +116,14 @@ def plot_map(
     colours = mpl.colormaps[cmap].with_extremes(bad="#cccccc")
     im = ax.imshow(
         np.ma.masked_invalid(share),
-        extent=_extent(one),
+        extent=extent(one),
         cmap=colours,
         vmin=0,
         vmax=1,
         interpolation="nearest",
     )
     fig.colorbar(im, ax=ax, label="ISA share" if step > 1 else "ISA", shrink=0.8)
-    label = _fmt(_labels(cube)[period] if isinstance(period, int) else period)
+    label = _fmt(period_labels(cube)[period] if isinstance(period, int) else period)
     ax.set_title(f"Impervious surface {label}" + (f" ({step} m display pixels)" * (step > 1)))
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")
@@ -176,7 +182,7 @@ def plot_first_period(
     fig, ax = _axes(ax)
     ax.imshow(
         shown,
-        extent=_extent(fp),
+        extent=extent(fp),
         cmap=ListedColormap(colours),
         norm=BoundaryNorm(np.arange(n + 3) - 0.5, n + 2),
         interpolation="nearest",

@@ -6,7 +6,9 @@ Everything that can be wrong with the input is checked here, before any pixel is
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import math
 from collections.abc import Hashable, Sequence
 from typing import Literal
@@ -29,28 +31,24 @@ from .errors import (
     EmptyInputError,
     GridError,
     OptionError,
+    ValueRangeError,
 )
 from .models.model import OUTPUT_KINDS, PRECISIONS, Model, load_model
-
-# Sentinel-2 band names and the names archives also use for them (odc-stac / Earth Search
-# common names and asset keys).
-BAND_ALIASES: dict[str, tuple[str, ...]] = {
-    "B01": ("coastal",),
-    "B02": ("blue",),
-    "B03": ("green",),
-    "B04": ("red",),
-    "B05": ("rededge1", "rededge"),
-    "B06": ("rededge2",),
-    "B07": ("rededge3",),
-    "B08": ("nir", "nir08"),
-    "B8A": ("nir08", "rededge4", "narrow_nir"),
-    "B09": ("nir09", "watervapor"),
-    "B11": ("swir16",),
-    "B12": ("swir22",),
-}
+from .schema import (
+    BAND_ALIASES,  # noqa: F401  (re-exported: the band table lives in schema)
+    FINGERPRINT_COORD,
+    FLAG_MEANINGS,
+    FLAG_VALUES,
+    INPUT_RESOLUTION,
+    NODATA,
+    band_names,
+    find_band,
+    in_memory,
+    metres_per_unit,
+    period_digest,
+)
 
 DEFAULT_BLOCK = 1024  # input pixels per block side for numpy-backed input
-INPUT_RESOLUTION = 10.0  # metres: what the networks were built for
 
 # The default tile (input pixels per side of the global tile grid) is the largest multiple
 # of TILE_STEP up to MAX_TILE whose activations fit the memory budget of one tile:
@@ -62,18 +60,10 @@ MEMORY_SHARE = 4  # one tile's activations take at most a quarter of the memory 
 CPU_TILE_BYTES = 1 << 30  # and at most 1 GiB on a CPU, where a bigger tile saves little
 # work (see MAX_TILE) but its activations grow with its area
 BLOCKS_PER_SLOT = 4  # chunks="auto" splits blocks until each parallel slot has this many
-
-
-def _names_for(band: str) -> tuple[str, ...]:
-    return (band, *BAND_ALIASES.get(band.upper(), ()))
-
-
-def _find(band: str, available: Sequence[Hashable]) -> Hashable | None:
-    lookup = {str(a).lower(): a for a in available}
-    for name in _names_for(band):
-        if name.lower() in lookup:
-            return lookup[name.lower()]
-    return None
+# Sentinel-2 DN (reflectance x 10000) of a block of real land or water are far above this;
+# reflectance in 0..1 (a scaled load) never is. Judged only on enough valid pixels.
+DN_FLOOR = 1.5
+DN_MIN_PIXELS = 64
 
 
 def _nodata_of(var: xr.DataArray) -> float | None:
@@ -92,10 +82,10 @@ def _stack_bands(obj: xr.Dataset | xr.DataArray, bands: Sequence[str]):
     if isinstance(obj, xr.Dataset):
         names = []
         for band in bands:
-            found = _find(band, list(obj.data_vars))
+            found = find_band(band, list(obj.data_vars))
             if found is None:
                 raise BandError(
-                    f"band {band} (or {'/'.join(_names_for(band)[1:]) or 'an alias'}) is missing: "
+                    f"band {band} (or {'/'.join(band_names(band)[1:]) or 'an alias'}) is missing: "
                     f"the Dataset has {sorted(map(str, obj.data_vars))}. Load it too, e.g. "
                     f"odc.stac.load(..., bands=[...])."
                 )
@@ -131,7 +121,7 @@ def _stack_bands(obj: xr.Dataset | xr.DataArray, bands: Sequence[str]):
     labels = [str(b) for b in obj["band"].values]
     picks = []
     for band in bands:
-        found = _find(band, labels)
+        found = find_band(band, labels)
         if found is None:
             raise BandError(f"band {band} is missing: the DataArray has bands {labels}")
         picks.append(labels.index(found))
@@ -152,6 +142,16 @@ def _check_grid(arr: xr.DataArray) -> tuple[GeoBox, tuple[Hashable, ...]]:
             f"the input CRS {crs} is in degrees; the model needs metres: reproject to a "
             "projected CRS such as the local UTM zone (odc.stac.load(..., crs='utm') or "
             "ds.odc.reproject(...))"
+        )
+    try:
+        unit = metres_per_unit(crs)
+    except CRSError:
+        unit = None
+    if unit is None or not np.isclose(unit, 1.0):
+        raise CRSError(
+            f"the input CRS {crs} is not in metres ({crs.units[0]}); the model needs a 10 m "
+            "grid in metres: reproject, e.g. ds.odc.reproject('utm', resolution=10) or "
+            "odc.stac.load(..., crs='utm', resolution=10)"
         )
     ydim, xdim = arr.odc.spatial_dims
     others = tuple(d for d in arr.dims if d not in (ydim, xdim, "band"))
@@ -191,6 +191,98 @@ def _check_dtype(arr: xr.DataArray) -> None:
             f"input dtype {arr.dtype} cannot hold reflectance: use integer DN (e.g. uint16) "
             "or floating point values"
         )
+    if arr.dtype.itemsize == 1:
+        raise ValueRangeError(
+            f"the input is {arr.dtype}: 8-bit values are a display product (e.g. the TCI "
+            "true-colour image), not Sentinel-2 DN (reflectance x 10000, uint16 or float). "
+            "Load the L2A bands B02, B03, B04 (e.g. odc.stac.load(..., bands=['blue', "
+            "'green', 'red']))"
+        )
+
+
+def _scale_message(top: float) -> str:
+    return (
+        f"the input's largest valid value is {top:g}: that is reflectance in 0..1 (a scaled "
+        "load: stackstac rescale, a Planetary Computer or GEE export), not Sentinel-2 DN "
+        "(reflectance x 10000) as the model needs. Multiply by 10000 (ds * 10000), or load "
+        "without rescaling"
+    )
+
+
+def _valid_max(block: np.ndarray, nodata: Sequence[float | None]) -> tuple[float, int]:
+    """The largest valid value of a (..., band, y, x) block and how many values are valid."""
+    top, count = -np.inf, 0
+    for b, nd in enumerate(nodata):
+        v = np.asarray(block[..., b, :, :], dtype="float64")
+        ok = np.isfinite(v) if nd is None else np.isfinite(v) & (v != nd)
+        n = int(ok.sum())
+        if n:
+            top, count = max(top, float(v[ok].max())), count + n
+    return top, count
+
+
+def _check_scale(data: np.ndarray, nodata: Sequence[float | None]) -> None:
+    top, count = _valid_max(data, nodata)
+    if count >= DN_MIN_PIXELS and top <= DN_FLOOR:
+        raise ValueRangeError(_scale_message(top))
+
+
+def _checked_block(block: np.ndarray, nodata: tuple) -> np.ndarray:
+    """The block itself, after checking it holds DN (lazy input is checked block by block)."""
+    _check_scale(block, nodata)
+    return block
+
+
+def _declared_scale(obj: xr.Dataset | xr.DataArray) -> None:
+    """Refuse values an archive declares as scaled to reflectance (CF or STAC metadata)."""
+    variables = obj.data_vars.values() if isinstance(obj, xr.Dataset) else [obj]
+    for var in variables:
+        for where in (var.encoding, var.attrs):
+            scale = where.get("scale_factor", where.get("scale"))
+            if where is var.encoding and scale is not None and 0 < float(scale) < 0.01:
+                # xarray decoded DN * scale_factor: the values are reflectance now
+                raise ValueRangeError(
+                    f"{var.name} was decoded with scale_factor={float(scale):g}, so it holds "
+                    "reflectance, not DN: open it with mask_and_scale=False (or multiply by "
+                    f"{1 / float(scale):g})"
+                )
+
+
+def _north_up(arr: xr.DataArray) -> tuple[xr.DataArray, dict]:
+    """The input flipped to north-up (y descending, x ascending), and the flips done.
+
+    The network must see the scene as it is, not mirrored; the result is flipped back.
+    """
+    ydim, xdim = arr.odc.spatial_dims
+    flips = {}
+    for dim, descending in ((ydim, True), (xdim, False)):
+        c = arr[dim].values
+        if c.size > 1 and bool(c[1] < c[0]) != descending:
+            flips[dim] = slice(None, None, -1)
+    return (arr.isel(flips) if flips else arr), flips
+
+
+def _as_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise OptionError(f"{name} must be an int, not {value!r}")
+    return int(value)
+
+
+def _check_device(device) -> None:
+    """Refuse a device string torch cannot parse now, not later inside a dask task.
+
+    Only the syntax: "cuda" may be meant for workers that have a GPU the client lacks.
+    """
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise OptionError(
+            f"device {device!r} is not a torch device: use 'auto', 'cpu', 'cuda' or 'cuda:1'"
+        ) from None
 
 
 def default_tile(
@@ -249,12 +341,12 @@ def _model_block_params(
 ):
     if tile is None:
         tile, _ = default_tile(model, batch_size=batch_size, scene=scene)
-    tile = int(tile)
+    tile = _as_int(tile, "tile")
     if tile < 1 or tile % model.align:
         raise OptionError(
             f"tile={tile} must be a positive multiple of the model's align ({model.align})"
         )
-    halo = model.halo if halo is None else int(halo)
+    halo = model.halo if halo is None else _as_int(halo, "halo")
     if halo < 0:
         raise OptionError(f"halo must be >= 0, got {halo}")
     return tile, halo
@@ -334,16 +426,24 @@ def segment(
     """
     if output not in OUTPUT_KINDS:
         raise OptionError(f"output must be one of {OUTPUT_KINDS}, not {output!r}")
-    if batch_size is not None and int(batch_size) < 1:
+    if batch_size is not None and _as_int(batch_size, "batch_size") < 1:
         raise OptionError(f"batch_size must be >= 1, got {batch_size}")
     if precision not in PRECISIONS:
         raise OptionError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if isinstance(obj, xr.Dataset | xr.DataArray) and 0 in obj.sizes.values():
         raise EmptyInputError(f"the input has no pixels (sizes {dict(obj.sizes)})")
+    if isinstance(chunks, bool) or not (
+        chunks in ("auto", "keep") or (isinstance(chunks, int | np.integer) and chunks >= 1)
+    ):
+        raise OptionError(f"chunks must be 'auto', 'keep' or an int >= 1, not {chunks!r}")
+    _check_device(device)
     m = load_model(model, device=device)
     arr, nodata = _stack_bands(obj, m.bands)
     _check_dtype(arr)
-    gbox, others = _check_grid(arr)
+    _declared_scale(obj)
+    _, others = _check_grid(arr)
+    arr, flips = _north_up(arr)
+    gbox = arr.odc.geobox
     if precision != "auto" and "precision" not in inspect.signature(m.predict).parameters:
         raise OptionError(
             f"precision={precision!r} needs a model whose predict() takes precision=; "
@@ -359,11 +459,16 @@ def segment(
     data = arr.data
     if not others:
         data = data[None]
+    identity = _input_identity(obj, arr, data, others)
     if not isinstance(data, da.Array):
+        _check_scale(np.asarray(data), nodata)
         size = DEFAULT_BLOCK if chunks in ("auto", "keep") else int(chunks)
         data = da.from_array(data, chunks=(1, -1, size, size))
-    elif isinstance(chunks, int):
-        data = data.rechunk((1, -1, chunks, chunks))
+        checked = True
+    else:
+        checked = False
+        if isinstance(chunks, int):
+            data = data.rechunk((1, -1, chunks, chunks))
     keep = chunks == "keep"
     plan = [
         plan_chunks(n, c, tile=tile, halo=halo, keep=keep)
@@ -377,6 +482,8 @@ def segment(
             min_blocks=-(-BLOCKS_PER_SLOT * parallel_slots() // data.shape[0]),
         )
     data = data.rechunk((1, -1, *plan))
+    if not checked:  # lazy input: each block checks its own values when it is computed
+        data = data.map_blocks(_checked_block, nodata=tuple(nodata), dtype=data.dtype)
     result = segment_array(
         data,
         model=m,
@@ -396,7 +503,9 @@ def segment(
     coords = dict(xr_coords(hr, crs_coord_name="spatial_ref"))
     dims: tuple[Hashable, ...] = (*others, *hr.dimensions)
     for name, coord in arr.coords.items():  # time and its companions (e.g. period labels)
-        if name != "band" and coord.dims and set(coord.dims) <= set(others):
+        if name in ("band", "spatial_ref") or name in coords:
+            continue
+        if set(coord.dims) <= set(others):  # scalar ones too: isel(time=0) keeps its date
             coords[name] = coord
     attrs = {
         "long_name": "impervious surface" if output == "mask" else "impervious surface probability",
@@ -410,6 +519,74 @@ def segment(
         "xjointseg_version": __version__,
     }
     if output == "mask":
-        attrs.update(nodata=255, flag_values=[0, 1], flag_meanings="not_impervious impervious")
+        attrs.update(nodata=NODATA, flag_values=list(FLAG_VALUES), flag_meanings=FLAG_MEANINGS)
+    sources = _source_items(obj)
+    if sources is not None:
+        attrs["source_items"] = sources
+    setting = {
+        "model_sha256": attrs["model_sha256"],
+        "model": attrs["model"],
+        "bands": list(m.bands),
+        "nodata": nodata,
+        "output": output,
+        "tile": tile,
+        "halo": halo,
+        "scale": s,
+    }
+    fps = [_digest({"input": i, **setting}) for i in identity]
+    coords[FINGERPRINT_COORD] = (others, np.array(fps if others else fps[0], dtype=object))
     out = xr.DataArray(result, dims=dims, coords=coords, attrs=attrs, name="isa")
-    return out.odc.assign_crs(gbox.crs)
+    out = out.odc.assign_crs(gbox.crs)
+    if flips:  # back to the input's orientation
+        out = out.isel({dims[-2 if d == ydim else -1]: f for d, f in flips.items()})
+    return out
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _source_items(obj: xr.Dataset | xr.DataArray) -> str | None:
+    """Item ids per period label, as JSON, from load_sentinel2's (or a cube's) attrs."""
+    value = obj.attrs.get("source_items", obj.attrs.get("stac_items"))
+    if value is None:
+        return None
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _input_identity(obj, arr: xr.DataArray, data, others) -> list:
+    """What identifies each period's input, independent of chunking and of other periods.
+
+    Source items and loading settings when the input says where it came from
+    (load_sentinel2), the bytes when the values are in memory, else dask's deterministic
+    token of the period's slice (the same for the same lazy computation).
+    """
+    n = data.shape[0] if others else 1
+    labels = (
+        [str(v) for v in np.atleast_1d(arr["period"].values)] if "period" in arr.coords else None
+    )
+    sources = _source_items(obj)
+    # trust the items only while the bands are load_sentinel2's own: arithmetic on a band
+    # (ds["B04"] * 2) drops its attrs, and then the data identify the period instead
+    as_loaded = isinstance(obj, xr.Dataset) and all(
+        str(v.attrs.get("long_name", "")).startswith("Sentinel-2")
+        for name, v in obj.data_vars.items()
+        if name != "obs_count"
+    )
+    if as_loaded and sources is not None and labels is not None and len(labels) == n:
+        try:
+            by_label = json.loads(sources)
+        except ValueError:
+            by_label = None
+        if isinstance(by_label, dict) and all(lb in by_label for lb in labels):
+            settings = {k: str(v) for k, v in obj.attrs.items() if k not in ("stac_items",)}
+            grid = [str(arr.odc.geobox.crs), list(arr.odc.geobox.affine)[:6], arr.shape[-2:]]
+            times = [str(t) for t in np.atleast_1d(arr[others[0]].values)] if others else [""]
+            return [  # the time too: composite=None gives several observations per period
+                {"items": by_label[lb], "period": lb, "time": t, "settings": settings, "grid": grid}
+                for lb, t in zip(labels, times, strict=True)
+            ]
+    # data is (period, band, y, x) here, also for a single period
+    variables = obj.data_vars.values() if isinstance(obj, xr.Dataset) else [obj]
+    loaded = all(in_memory(v.data) for v in variables)
+    return [period_digest(data, t, loaded) for t in range(n)]

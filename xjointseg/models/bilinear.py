@@ -83,7 +83,15 @@ CONFIGS: dict[str, dict[str, Any]] = {
 _DOWN2 = (4, 2, 1)  # kernel, stride, padding of the 1 m -> 2 m convolution
 _DOWN5 = (7, 5, 1)  # and of the 2 m -> 10 m one
 
-_GRID = {"xn": 1, "feat10/seg": 1, "feat10/up": 1, "feat10/head": 1, "e2": 5, "m2": 5, "feat2/seg": 5}
+_GRID = {
+    "xn": 1,
+    "feat10/seg": 1,
+    "feat10/up": 1,
+    "feat10/head": 1,
+    "e2": 5,
+    "m2": 5,
+    "feat2/seg": 5,
+}
 _GRID.update({"feat2/up": 5, "e1": 10, "m1": 10, "feat1/seg": 10})
 
 

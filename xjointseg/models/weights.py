@@ -112,9 +112,24 @@ def read_weights(path: str | Path, expected_sha256: str | None = None) -> Weight
             f"{path} is not an xjointseg weights file (safetensors with xjointseg metadata): "
             f"{exc}. Save weights with xjointseg.save_model()."
         ) from exc
+    if not isinstance(meta, dict):
+        raise WeightsError(
+            f"{path}: the xjointseg metadata is a {type(meta).__name__}, not a JSON object; "
+            "save weights with xjointseg.save_model()"
+        )
     for key in ("arch", "config", "name", "bands"):
         if key not in meta:
             raise WeightsError(f"{path}: metadata lacks '{key}'; the file is incomplete")
+    # the types later steps rely on: a wrong one is a broken file, not a Python error
+    kinds = {"arch": str, "config": dict, "name": str, "bands": list, "format": int}
+    for key, kind in kinds.items():
+        if key in meta and not isinstance(meta[key], kind):
+            raise WeightsError(
+                f"{path}: metadata '{key}' is {meta[key]!r}, not a {kind.__name__}; the file "
+                "is damaged or was not written by xjointseg.save_model()"
+            )
+    if not all(isinstance(b, str) for b in meta["bands"]):
+        raise WeightsError(f"{path}: metadata 'bands' must be band names, not {meta['bands']!r}")
     if meta.get("format", 0) > FORMAT_VERSION:
         raise WeightsError(
             f"{path} uses weights format {meta['format']}, newer than this xjointseg "

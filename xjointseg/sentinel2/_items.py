@@ -13,7 +13,7 @@ from typing import Any, Literal
 import pystac
 
 from ..errors import BandError, MissingBandError, OptionError
-from ..segment import BAND_ALIASES
+from ..schema import BAND_ALIASES
 
 SCL = "SCL"
 BOA_OFFSET = 1000  # DN added from processing baseline 04.00 on (BOA_ADD_OFFSET = -1000)

@@ -11,6 +11,7 @@ import json
 import os
 import warnings
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,10 +28,12 @@ from ..errors import (
     BandError,
     BBoxError,
     CatalogError,
+    CRSError,
     MixedCRSError,
     OptionError,
     ProjectionError,
     StagingStoreExistsError,
+    StorePathError,
 )
 from ._catalog import Signer, find_period_items, open_source
 from ._items import (
@@ -43,7 +46,7 @@ from ._items import (
     find_asset,
     suspicious_offset_flags,
 )
-from ._periods import parse_periods
+from ._periods import Period, parse_periods
 
 DEFAULT_BANDS = ("B02", "B03", "B04", "B08")
 # SCL classes that are not a clear view of the ground: 0 no data, 1 saturated/defective,
@@ -246,6 +249,21 @@ def _check_items(
                 )
 
 
+def _check_crs(crs: Any) -> None:
+    """Refuse an output CRS that odc-geo cannot read, before any catalog is searched."""
+    if crs is None or (isinstance(crs, str) and crs.lower() == "utm"):
+        return
+    from odc.geo.crs import CRS
+
+    try:
+        CRS(crs)
+    except Exception as exc:  # pyproj raises its own CRSError, odc-geo ValueError
+        raise CRSError(
+            f"crs={crs!r} is not a CRS ({exc}): pass e.g. 'EPSG:32633', or 'utm' for the "
+            "UTM zone of the area's centre"
+        ) from None
+
+
 def _target_crs(parsed: Sequence[Any], crs: Any) -> Any:
     if crs is not None:
         return crs
@@ -407,21 +425,61 @@ def _composite(stack: xr.Dataset, bands: Sequence[str], how: str) -> xr.Dataset:
     return xr.Dataset(out)
 
 
-def _stage(ds: xr.Dataset, store: Any, overwrite: bool) -> xr.Dataset:
-    """Write composites to a Zarr v3 store (one Zarr chunk per dask chunk) and reopen lazily."""
-    if isinstance(store, str | os.PathLike) and Path(store).exists() and not overwrite:
+STAGED_MARK = "xjointseg_composites"  # root attribute of the stores _stage writes
+
+
+def _staged_by_us(store: Any) -> bool:
+    """The store's root says load_sentinel2 wrote it (the only kind overwrite may replace)."""
+    if isinstance(store, str | os.PathLike) and "://" not in os.fspath(store):
+        try:
+            meta = json.loads((Path(store) / "zarr.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(meta.get("attributes", {}).get(STAGED_MARK))
+    try:
+        import zarr
+
+        return bool(zarr.open_group(store, mode="r").attrs.get(STAGED_MARK))
+    except Exception:  # nothing there, or not Zarr: not ours either way
+        return False
+
+
+def _check_stage_target(store: Any, overwrite: bool) -> None:
+    """Refuse a store that exists, unless overwrite and load_sentinel2 made it."""
+    if isinstance(store, str | os.PathLike) and "://" not in os.fspath(store):
+        path = Path(store)
+        if path.exists() and not path.is_dir():
+            raise StorePathError(f"{path} is a file, not a Zarr store: pick a folder path")
+        if not path.exists() or not any(path.iterdir()):
+            return
+    elif not overwrite:
+        return  # zarr's mode "w-" refuses an existing store below
+    if not overwrite:
         raise StagingStoreExistsError(
             f"{store} exists: pass overwrite=True to replace it, or another path"
         )
+    if not _staged_by_us(store):
+        raise StagingStoreExistsError(
+            f"{store} exists and was not written by load_sentinel2: xjointseg does not delete "
+            "what it did not create. Pick another path, or remove it yourself"
+        )
+
+
+def _stage(ds: xr.Dataset, store: Any, overwrite: bool) -> xr.Dataset:
+    """Write composites to a Zarr v3 store (one Zarr chunk per dask chunk) and reopen lazily."""
+    _check_stage_target(store, overwrite)
     out = ds.copy()
     out = out.assign_coords(period=out["period"].astype(object))  # variable-length strings
-    encoding: dict[str, dict[str, Any]] = {}
+    out.attrs[STAGED_MARK] = 1
+    # Zarr chunks are regular (the last may be smaller): make every variable's chunking so
     for name, var in out.data_vars.items():
-        chunks = var.chunks
-        assert chunks is not None
-        for dim_chunks in chunks:  # xarray/zarr need regular chunks (last may be smaller)
-            assert len(set(dim_chunks[:-1])) <= 1 and dim_chunks[-1] <= dim_chunks[0]
-        encoding[name] = {"chunks": tuple(c[0] for c in chunks)}
+        if var.chunks is not None:
+            out[name] = var.chunk({d: c[0] for d, c in zip(var.dims, var.chunks, strict=True)})
+    encoding: dict[str, dict[str, Any]] = {
+        name: {"chunks": tuple(c[0] for c in var.chunks)}
+        for name, var in out.data_vars.items()
+        if var.chunks is not None
+    }
     for name in ("time", "period_start", "period_end"):
         if name in out.coords:
             encoding[name] = dict(_TIME_ENCODING)
@@ -439,11 +497,12 @@ def _stage(ds: xr.Dataset, store: Any, overwrite: bool) -> xr.Dataset:
                 f"{store} already holds data: pass overwrite=True or another store"
             ) from None
         raise
+    except PermissionError as exc:
+        raise StorePathError(f"cannot write {store}: {exc.strerror}. Pick another path") from None
     staged = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks={})
     if "spatial_ref" in staged.data_vars:  # the CRS travels as a scalar variable
         staged = staged.set_coords("spatial_ref")
-    for name, var in staged.data_vars.items():
-        assert var.encoding["chunks"] == tuple(c[0] for c in var.chunks), name
+    staged.attrs.pop(STAGED_MARK, None)
     return staged.odc.assign_crs(ds.odc.crs)
 
 
@@ -583,7 +642,8 @@ def load_sentinel2(
         Stage the composites to this 10 m Zarr v3 store (computing them now) and return the
         Dataset read back from it, so inference can run as a separate stage.
     overwrite : bool
-        Replace an existing ``store``.
+        Replace an existing ``store`` that load_sentinel2 staged; any other store or folder
+        is never deleted (:class:`StagingStoreExistsError`).
 
     Returns
     -------
@@ -597,7 +657,7 @@ def load_sentinel2(
     Raises
     ------
     CatalogError, NoItemsError, BBoxError, InvalidPeriodError, MissingBandError,
-    ProjectionError, MixedCRSError, StagingStoreExistsError
+    ProjectionError, MixedCRSError, StagingStoreExistsError, StorePathError, CRSError
         What was wrong and what to do, all subclasses of :class:`XJointSegError`.
 
     Examples
@@ -608,16 +668,186 @@ def load_sentinel2(
     ...     periods=[2017, 2019, 2021, 2023], max_cloud_cover=60)
     >>> isa = ds.isa.segment(model="jointseg")  # doctest: +SKIP
     """
+    plan = plan_load(
+        catalog_or_items,
+        bbox=bbox,
+        geopolygon=geopolygon,
+        crs=crs,
+        periods=periods,
+        bands=bands,
+        cloud_mask=cloud_mask,
+        cloud_dilation=cloud_dilation,
+        l1c_mask=l1c_mask,
+        harmonize=harmonize,
+        composite=composite,
+        max_cloud_cover=max_cloud_cover,
+        chunks=chunks,
+        resolution=resolution,
+        resampling=resampling,
+        collection=collection,
+        sign=sign,
+        patch_url=patch_url,
+        store=store,
+        overwrite=overwrite,
+    )
+    return plan.load()
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What :func:`load_sentinel2` loads: options checked, items found, grid fixed.
+
+    Made by :func:`plan_load` (which searches the catalog but reads no pixel);
+    :meth:`load` builds the lazy composites (and stages them when a store was given).
+    """
+
+    source_name: str
+    collection: str
+    periods: tuple[Period, ...]
+    items: Mapping[str, tuple[pystac.Item, ...]]  # by period label
+    bands: tuple[str, ...]  # output bands (Bxx names)
+    need: tuple[str, ...]  # bands to read (the brightness test may need B02 too)
+    assets: Mapping[str, tuple[tuple[str, ...], str | None, float]]  # item: keys, SCL, offset
+    gbox: GeoBox
+    chunks: tuple[int, int]
+    resampling: str
+    mask_classes: frozenset[int]
+    cloud_dilation: int
+    l1c_mask: str
+    harmonize: Any
+    composite: str | None
+    resolution: float
+    patch_url: Callable[[str], str] | None = None
+    store: Any = None
+    overwrite: bool = False
+
+    def load(self) -> xr.Dataset:
+        """The composites (or observations), lazily; staged to ``store`` if one was given."""
+        load_kw = dict(
+            gbox=self.gbox,
+            chunks=self.chunks,
+            resampling=self.resampling,
+            mask_classes=self.mask_classes,
+            dilation=self.cloud_dilation,
+            brightness=self.l1c_mask == "brightness",
+            patch_url=self.patch_url,
+        )
+        plan = dict(self.assets)
+        results = [
+            self._one_period(
+                period,
+                _period_stack(
+                    list(self.items[period.label]), self.need, self.bands, plan, **load_kw
+                ),
+            )
+            for period in self.periods
+        ]
+        ds = (
+            xr.concat(results, "time", join="exact", coords="different", compat="equals")
+            if len(results) > 1
+            else results[0]
+        )
+        ds = ds.assign_coords(time=ds["time"].values.astype("datetime64[ns]"))
+        ds = self._describe(ds).odc.assign_crs(self.gbox.crs)
+        if self.store is not None:
+            return _stage(ds, self.store, self.overwrite)
+        return ds
+
+    def _one_period(self, period: Period, stack: xr.Dataset) -> xr.Dataset:
+        meta = {
+            "period": period.label,
+            "period_start": period.start,
+            "period_end": period.last_day.astype("datetime64[ns]"),
+            "n_items": len(self.items[period.label]),
+            "n_observations": stack.sizes["time"],
+        }
+        if self.composite is None:
+            obs = stack[list(self.bands)]
+            n = obs.sizes["time"]
+            return obs.assign_coords(
+                {k: ("time", np.repeat(np.array([v]), n)) for k, v in meta.items()}
+            )
+        comp = _composite(stack, self.bands, self.composite).expand_dims(time=[period.start])
+        return comp.assign_coords({k: ("time", np.array([v])) for k, v in meta.items()})
+
+    def _describe(self, ds: xr.Dataset) -> xr.Dataset:
+        composite = self.composite
+        what = f"{composite} of valid observations" if composite else "valid observation"
+        for band in self.bands:
+            ds[band].attrs = {
+                "long_name": f"Sentinel-2 {band}, {what}",
+                "units": "DN (surface reflectance x 10000)",
+            }
+        if "obs_count" in ds:
+            ds["obs_count"].attrs = {
+                "long_name": "number of valid (clear) observations",
+                "units": "1",
+            }
+        harmonize = self.harmonize
+        ds.attrs = {
+            "title": "Sentinel-2 composites" if composite else "Sentinel-2 observations",
+            "source": self.source_name,
+            "collection": self.collection,
+            "composite": composite or "none",
+            "cloud_mask": (
+                f"SCL classes {sorted(self.mask_classes)}" if self.mask_classes else "none"
+            ),
+            "cloud_dilation": self.cloud_dilation,
+            "l1c_mask": self.l1c_mask,
+            "harmonize": harmonize if isinstance(harmonize, bool | str) else "callable",
+            "resolution": self.resolution,
+            # provenance: segment() and to_zarr() carry it into the cube
+            "stac_items": json.dumps(
+                {label: [i.id for i in items] for label, items in self.items.items()}
+            ),
+            "xjointseg_version": __version__,
+        }
+        return ds
+
+
+def plan_load(
+    catalog_or_items: Any,
+    *,
+    bbox: Sequence[float] | None = None,
+    geopolygon: Any = None,
+    crs: Any = None,
+    periods: Any,
+    bands: Sequence[str] | None = None,
+    cloud_mask: bool | Sequence[int] = True,
+    cloud_dilation: int = 0,
+    l1c_mask: Literal["none", "brightness"] = "none",
+    harmonize: HarmonizeOption = True,
+    composite: Literal["median", "mean"] | None = "median",
+    max_cloud_cover: float | None = None,
+    chunks: int | Mapping[str, int] | None = None,
+    resolution: float = 10.0,
+    resampling: str = "nearest",
+    collection: str | None = None,
+    sign: Signer | None = None,
+    patch_url: Callable[[str], str] | None = None,
+    store: str | os.PathLike | MutableMapping | None = None,
+    overwrite: bool = False,
+) -> LoadPlan:
+    """Check the options of :func:`load_sentinel2`, find the items, fix the output grid.
+
+    Parameters are those of :func:`load_sentinel2`; so are the errors. Searches the catalog
+    but reads no pixel: ``plan_load(...).load()`` is ``load_sentinel2(...)``.
+    """
     if composite not in ("median", "mean", None):
         raise OptionError(f"composite must be 'median', 'mean' or None, not {composite!r}")
     if l1c_mask not in ("none", "brightness"):
         raise OptionError(f"l1c_mask must be 'none' or 'brightness', not {l1c_mask!r}")
     if not (isinstance(cloud_dilation, int | np.integer) and cloud_dilation >= 0):
         raise OptionError(f"cloud_dilation must be an int >= 0, not {cloud_dilation!r}")
-    if max_cloud_cover is not None and not 0 <= float(max_cloud_cover) <= 100:
+    if max_cloud_cover is not None and not (
+        isinstance(max_cloud_cover, int | float) and 0 <= max_cloud_cover <= 100
+    ):
         raise OptionError(f"max_cloud_cover is a percentage (0-100), not {max_cloud_cover!r}")
-    if not float(resolution) > 0:
+    if not (isinstance(resolution, int | float) and resolution > 0):
         raise OptionError(f"resolution must be > 0, not {resolution!r}")
+    _check_crs(crs)
+    if store is not None:  # before any search: a store that cannot be written fails now
+        _check_stage_target(store, overwrite)
     out_bands = _bands(bands)
     mask_classes = _mask_classes(cloud_mask)
     cy_cx = _chunks(chunks)
@@ -630,21 +860,21 @@ def load_sentinel2(
     all_items = list({i.id: i for items in by_period.values() for i in items}.values())
 
     need = out_bands if l1c_mask != "brightness" or "B02" in out_bands else (*out_bands, "B02")
-    plan: dict[str, tuple[tuple[str, ...], str | None, float]] = {}
+    assets: dict[str, tuple[tuple[str, ...], str | None, float]] = {}
     no_scl = []
     for item in all_items:
         keys = band_assets(item, need, source.assets)
         scl_key = find_asset(item, SCL, source.assets) if mask_classes else None
         if mask_classes and scl_key is None and l1c_mask == "none":
             no_scl.append(item.id)
-        plan[item.id] = (keys, scl_key, dn_offset(item, harmonize))
-    _check_items(all_items, {i: k + ((s,) if s else ()) for i, (k, s, _) in plan.items()}, crs)
+        assets[item.id] = (keys, scl_key, dn_offset(item, harmonize))
+    _check_items(all_items, {i: k + ((s,) if s else ()) for i, (k, s, _) in assets.items()}, crs)
     if no_scl:
         warnings.warn(
             f"{len(no_scl)} item(s) have no SCL asset (L1C?), e.g. {no_scl[0]}: loaded without "
             "cloud mask. Pass l1c_mask='brightness' for a simple thick-cloud test.",
             Sentinel2Warning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of load_sentinel2
         )
     if harmonize is True and (suspect := suspicious_offset_flags(all_items)):
         warnings.warn(
@@ -653,72 +883,28 @@ def load_sentinel2(
             "(Element84/earth-search#66): 1000 was subtracted as the flag says. Check dark "
             "pixels, or use catalog 'earth-search-c1' (Collection 1) for consistent years.",
             Sentinel2Warning,
-            stacklevel=2,
+            stacklevel=3,  # the caller of load_sentinel2
         )
     gbox = _geobox(all_items, crs, float(resolution), aoi)
 
-    load_kw = dict(
+    return LoadPlan(
+        source_name=source.name,
+        collection=source.collection or "",
+        periods=tuple(period_list),
+        items={label: tuple(items) for label, items in by_period.items()},
+        bands=tuple(out_bands),
+        need=tuple(need),
+        assets=assets,
         gbox=gbox,
         chunks=cy_cx,
         resampling=resampling,
         mask_classes=mask_classes,
-        dilation=int(cloud_dilation),
-        brightness=l1c_mask == "brightness",
+        cloud_dilation=int(cloud_dilation),
+        l1c_mask=l1c_mask,
+        harmonize=harmonize,
+        composite=composite,
+        resolution=float(resolution),
         patch_url=patch_url,
+        store=store,
+        overwrite=bool(overwrite),
     )
-    results = []
-    for period in period_list:
-        items = by_period[period.label]
-        stack = _period_stack(items, need, out_bands, plan, **load_kw)
-        meta = {
-            "period": period.label,
-            "period_start": period.start,
-            "period_end": period.last_day.astype("datetime64[ns]"),
-            "n_items": len(items),
-            "n_observations": stack.sizes["time"],
-        }
-        if composite is None:
-            obs = stack[list(out_bands)]
-            n = obs.sizes["time"]
-            obs = obs.assign_coords(
-                {k: ("time", np.repeat(np.array([v]), n)) for k, v in meta.items()}
-            )
-            results.append(obs)
-        else:
-            comp = _composite(stack, out_bands, composite).expand_dims(time=[period.start])
-            comp = comp.assign_coords({k: ("time", np.array([v])) for k, v in meta.items()})
-            results.append(comp)
-    ds = (
-        xr.concat(results, "time", join="exact", coords="different", compat="equals")
-        if len(results) > 1
-        else results[0]
-    )
-    ds = ds.assign_coords(time=ds["time"].values.astype("datetime64[ns]"))
-
-    what = f"{composite} of valid observations" if composite else "valid observation"
-    for band in out_bands:
-        ds[band].attrs = {
-            "long_name": f"Sentinel-2 {band}, {what}",
-            "units": "DN (surface reflectance x 10000)",
-        }
-    if "obs_count" in ds:
-        ds["obs_count"].attrs = {"long_name": "number of valid (clear) observations", "units": "1"}
-    ds.attrs = {
-        "title": "Sentinel-2 composites" if composite else "Sentinel-2 observations",
-        "source": source.name,
-        "collection": source.collection or "",
-        "composite": composite or "none",
-        "cloud_mask": f"SCL classes {sorted(mask_classes)}" if mask_classes else "none",
-        "cloud_dilation": int(cloud_dilation),
-        "l1c_mask": l1c_mask,
-        "harmonize": harmonize if isinstance(harmonize, bool | str) else "callable",
-        "resolution": float(resolution),
-        "stac_items": json.dumps(
-            {label: [i.id for i in items] for label, items in by_period.items()}
-        ),
-        "xjointseg_version": __version__,
-    }
-    ds = ds.odc.assign_crs(gbox.crs)
-    if store is not None:
-        return _stage(ds, store, overwrite)
-    return ds

@@ -215,7 +215,9 @@ class WeakScene:
 
     def __post_init__(self) -> None:
         if self.lr.ndim != 3 or self.lr.shape[0] != 3:
-            raise TrainingDataError(f"{self.name}: 10 m input must be (3, h, w), got {self.lr.shape}")
+            raise TrainingDataError(
+                f"{self.name}: 10 m input must be (3, h, w), got {self.lr.shape}"
+            )
         if self.weak.shape != self.lr.shape[1:]:
             raise TrainingDataError(
                 f"{self.name}: weak labels {self.weak.shape} and image {self.lr.shape[1:]} "
@@ -223,7 +225,9 @@ class WeakScene:
             )
         codes = set(np.unique(self.weak).tolist()) - {WEAK_NOT_BUILT, WEAK_BUILT, IGNORE}
         if codes:
-            raise TrainingDataError(f"{self.name}: weak label codes {sorted(codes)} are not 0/1/255")
+            raise TrainingDataError(
+                f"{self.name}: weak label codes {sorted(codes)} are not 0/1/255"
+            )
         if not np.any(self.weak != IGNORE):
             raise TrainingDataError(
                 f"{self.name}: no pixel has a usable weak label (all uncertain or missing)"
@@ -273,7 +277,11 @@ def read_sentinel2_rgb(item_path: str | Path) -> tuple[np.ndarray, dict]:
 
 
 def load_dynamic_world_scene(
-    item: str | Path, dynamic_world: str | Path, *, name: str | None = None, place: str | None = None
+    item: str | Path,
+    dynamic_world: str | Path,
+    *,
+    name: str | None = None,
+    place: str | None = None,
 ) -> WeakScene:
     """A real Sentinel-2 scene (a local STAC item) with Dynamic World labels on its grid.
 

@@ -1,0 +1,271 @@
+"""Stage contracts: inputs that used to give silently wrong results, files that must never be
+deleted, fingerprints that follow the computation (not the chunking), scalar periods."""
+
+from __future__ import annotations
+
+import json
+
+import dask
+import numpy as np
+import pytest
+import xarray as xr
+from odc.geo.geobox import GeoBox
+from odc.geo.xr import xr_zeros
+
+import xjointseg  # noqa: F401  (registers .isa)
+from xjointseg import errors, segment
+from xjointseg.change import area, fraction
+from xjointseg.cube import open_cube, status, to_zarr
+from xjointseg.schema import NODATA, check_isa_map, find_band
+from xjointseg.testing import synthetic_scene, toy_model
+
+MODEL = toy_model(depth=2)
+
+
+def square_cube(crs: str, res: float, n: int = 20) -> xr.DataArray:
+    grid = GeoBox.from_bbox((0, 0, n * res, n * res), crs, resolution=res)
+    cube = xr_zeros(grid, "uint8", time=["2019-07-01"])
+    cube[:, : n // 4, :] = 1  # a quarter ISA
+    return cube
+
+
+# --- silent wrong results -----------------------------------------------------------------
+
+
+def test_area_of_a_cube_in_feet_is_in_square_kilometres():
+    # 20 x 20 pixels of 3 US survey feet: 60 ft = 18.288 m a side
+    cube = square_cube("EPSG:2263", 3.0)
+    row = area(cube).iloc[0]
+    side_m = 60 * 0.3048006096012192
+    assert row.valid_km2 == pytest.approx(side_m**2 / 1e6, rel=1e-9)
+    assert row.isa_km2 == pytest.approx(side_m**2 / 4 / 1e6, rel=1e-9)
+
+
+def test_area_of_a_cube_in_degrees_is_refused():
+    cube = square_cube("EPSG:4326", 0.0001)
+    with pytest.raises(errors.CubeInputError, match="degrees"):
+        area(cube)
+
+
+def test_segment_refuses_a_grid_in_feet():
+    ds = synthetic_scene(16, 16, crs="EPSG:2263", origin=(980000.0, 200000.0))
+    with pytest.raises(errors.CRSError, match="not in metres.*reproject"):
+        segment(ds, MODEL)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_reflectance_in_0_1_is_refused(lazy):
+    ds = synthetic_scene(32, 32, dtype="float32") / 10000.0
+    if lazy:
+        ds = ds.chunk(x=16, y=16)
+        isa = segment(ds, MODEL)  # lazy: nothing is read yet
+        with pytest.raises(errors.ValueRangeError, match="10000"):
+            isa.compute()
+    else:
+        with pytest.raises(errors.ValueRangeError, match="reflectance in 0..1"):
+            segment(ds, MODEL)
+
+
+def test_dark_dn_is_not_taken_for_reflectance():
+    ds = synthetic_scene(32, 32).clip(max=40)  # a dark scene, but DN: far above 1
+    assert segment(ds, MODEL).shape == (320, 320)
+
+
+def test_uint8_rgb_is_refused():
+    ds = synthetic_scene(16, 16).astype("uint8")
+    with pytest.raises(errors.ValueRangeError, match="TCI"):
+        segment(ds, MODEL)
+
+
+def test_values_decoded_with_a_scale_factor_are_refused():
+    ds = synthetic_scene(16, 16, dtype="float32")
+    ds["B04"].encoding["scale_factor"] = 0.0001
+    with pytest.raises(errors.ValueRangeError, match="mask_and_scale=False"):
+        segment(ds, MODEL)
+
+
+def test_map_with_other_values_is_refused_by_to_zarr(tmp_path):
+    isa = segment(synthetic_scene(16, 16, times=1), MODEL).compute()
+    sevens = xr.full_like(isa, 7)
+    with pytest.raises(errors.CubeInputError, match=r"\[7\]"):
+        to_zarr(sevens, tmp_path / "a.zarr")
+    assert not (tmp_path / "a.zarr").exists()
+    # lazily held: the block is refused when its values are first seen, nothing written
+    with pytest.raises(errors.CubeInputError, match=r"\[7\]"):
+        to_zarr(sevens.chunk(x=80, y=80), tmp_path / "b.zarr")
+    assert status(tmp_path / "b.zarr").blocks_done.sum() == 0
+    with pytest.raises(errors.CubeInputError, match="never has"):
+        check_isa_map(xr.full_like(isa, 2).isel(time=0))
+
+
+@pytest.mark.parametrize("flip", ["y", "x", "both"])
+def test_south_up_or_x_descending_input_is_not_mirrored(flip):
+    ds = synthetic_scene(24, 32)
+    dims = ["y", "x"] if flip == "both" else [flip]
+    flipped = ds.isel({d: slice(None, None, -1) for d in dims})
+    expected = segment(ds, MODEL).isel({d: slice(None, None, -1) for d in dims})
+    got = segment(flipped, MODEL)
+    xr.testing.assert_identical(got.compute(), expected.compute())
+
+
+def test_band_given_twice_is_refused():
+    ds = synthetic_scene(16, 16)
+    ds["red"] = ds["B04"] + 100
+    with pytest.raises(errors.BandError, match="more than once.*drop_vars"):
+        segment(ds, MODEL)
+    assert find_band("B04", ["B02", "red"]) == "red"
+
+
+# --- user files are never deleted ---------------------------------------------------------
+
+
+def test_to_zarr_overwrite_never_deletes_a_foreign_folder(tmp_path):
+    isa = segment(synthetic_scene(16, 16, times=1), MODEL)
+    folder = tmp_path / "thesis"
+    folder.mkdir()
+    (folder / "chapter1.tex").write_text("precious")
+    with pytest.raises(errors.CubeMismatchError, match="does not delete"):
+        to_zarr(isa, folder, overwrite=True)
+    assert (folder / "chapter1.tex").read_text() == "precious"
+    foreign = tmp_path / "foreign.zarr"
+    xr.Dataset({"v": ("x", np.arange(3))}).to_zarr(foreign, zarr_format=3, consolidated=False)
+    with pytest.raises(errors.CubeMismatchError, match="not an xjointseg cube"):
+        to_zarr(isa, foreign, overwrite=True)
+    assert xr.open_zarr(foreign, consolidated=False).v.size == 3
+
+
+def test_to_zarr_overwrite_replaces_its_own_cube(tmp_path):
+    store = tmp_path / "cube.zarr"
+    to_zarr(segment(synthetic_scene(16, 16, times=1), MODEL), store)
+    other = segment(synthetic_scene(16, 24, times=1), MODEL)
+    cube = to_zarr(other, store, overwrite=True)
+    assert cube.shape == other.shape
+
+
+@pytest.mark.parametrize("kind", ["file", "read-only"])
+def test_store_that_cannot_be_a_store(tmp_path, kind):
+    isa = segment(synthetic_scene(16, 16, times=1), MODEL)
+    if kind == "file":
+        path = tmp_path / "cube.zarr"
+        path.write_text("not a folder")
+        with pytest.raises(errors.StorePathError, match="is a file"):
+            to_zarr(isa, path)
+        with pytest.raises(errors.StorePathError, match="is a file"):
+            to_zarr(isa, path / "inner.zarr")
+    else:
+        parent = tmp_path / "locked"
+        parent.mkdir()
+        parent.chmod(0o500)
+        try:
+            import os
+
+            if os.access(parent, os.W_OK):  # root ignores permissions
+                pytest.skip("running as a user who can write anywhere")
+            with pytest.raises(errors.StorePathError, match="read-only"):
+                to_zarr(isa, parent / "cube.zarr")
+        finally:
+            parent.chmod(0o700)
+
+
+# --- fingerprints follow the computation --------------------------------------------------
+
+
+def test_rechunking_the_same_map_is_the_same_period(tmp_path):
+    isa = segment(synthetic_scene(32, 32, times=2), MODEL)
+    store = tmp_path / "cube.zarr"
+    to_zarr(isa, store)
+    cube = to_zarr(isa.chunk(time=1, y=64, x=96), store)  # no PeriodConflictError
+    xr.testing.assert_equal(cube.load(), isa.compute().drop_vars("isa_fingerprint"))
+
+
+def test_appending_a_period_of_chunked_in_memory_input(tmp_path):
+    ds = synthetic_scene(32, 32, times=3)
+    store = tmp_path / "cube.zarr"
+    to_zarr(segment(ds.isel(time=slice(0, 2)).chunk(x=16, y=16), MODEL), store)
+    before = status(store).fingerprint.tolist()
+    # the same notebook one period later: the other periods are the same computation
+    cube = to_zarr(segment(ds.chunk(x=16, y=16), MODEL), store)
+    assert cube.sizes["time"] == 3
+    assert status(store).fingerprint.tolist()[:2] == before
+
+
+def test_a_map_built_from_one_segmented_period_is_fingerprinted_by_its_data(tmp_path):
+    one = segment(synthetic_scene(16, 16, times=1), MODEL).compute().isel(time=0)
+    assert one["isa_fingerprint"].ndim == 0  # left behind as a scalar by isel
+    maps = xr.concat([one, one], "time").assign_coords(
+        time=np.array(["2017-01-01", "2019-01-01"], "datetime64[ns]")
+    )
+    maps = maps.assign_coords(isa_fingerprint=one["isa_fingerprint"])  # scalar, not per period
+    cube = to_zarr(maps, tmp_path / "cube.zarr")
+    assert cube.sizes["time"] == 2
+
+
+def test_another_model_or_input_is_another_period(tmp_path):
+    ds = synthetic_scene(32, 32, times=1)
+    store = tmp_path / "cube.zarr"
+    to_zarr(segment(ds, MODEL), store)
+    with pytest.raises(errors.PeriodConflictError):
+        to_zarr(segment(ds + 1, MODEL, tile=16), store)
+
+
+def test_fingerprint_needs_no_private_dask_module():
+    import inspect
+
+    import xjointseg.cube
+
+    assert "_task_spec" not in inspect.getsource(xjointseg.cube)
+
+
+# --- periods ------------------------------------------------------------------------------
+
+
+def test_scalar_time_is_kept_and_makes_a_one_period_cube(tmp_path):
+    ds = synthetic_scene(16, 16, times=2)
+    one = segment(ds.isel(time=1), MODEL)
+    assert one.ndim == 2 and one.time.values == ds.time.values[1]
+    cube = to_zarr(one, tmp_path / "cube.zarr")
+    assert cube.dims == ("time", "y", "x")
+    assert list(cube.time.values) == [ds.time.values[1]]
+    np.testing.assert_array_equal(cube.values[0], one.values)
+
+
+def test_fraction_and_area_accept_a_scalar_period_map():
+    one = segment(synthetic_scene(16, 16, times=1), MODEL).isel(time=0)
+    assert area(one).shape[0] == 1
+    assert fraction(one, 10).sizes["time"] == 1
+
+
+# --- provenance ---------------------------------------------------------------------------
+
+
+def test_segment_carries_source_items_to_the_cube(tmp_path):
+    ds = synthetic_scene(16, 16, times=2)
+    labels = ["2017", "2019"]
+    ds = ds.assign_coords(period=("time", labels))
+    ds.attrs["stac_items"] = json.dumps({"2017": ["S2A_a", "S2B_b"], "2019": ["S2A_c"]})
+    for name in ds.data_vars:  # as load_sentinel2 describes its bands
+        ds[name].attrs["long_name"] = f"Sentinel-2 {name}, median of valid observations"
+    isa = segment(ds, MODEL)
+    assert json.loads(isa.attrs["source_items"]) == {"2017": ["S2A_a", "S2B_b"], "2019": ["S2A_c"]}
+    to_zarr(isa, tmp_path / "cube.zarr")
+    cube = open_cube(tmp_path / "cube.zarr")
+    assert cube.attrs["source_items"] == ["S2A_a", "S2A_c", "S2B_b"]
+    fp = status(tmp_path / "cube.zarr").fingerprint.tolist()
+    # another item in 2019 is another computation of 2019 only
+    ds.attrs["stac_items"] = json.dumps({"2017": ["S2A_a", "S2B_b"], "2019": ["S2A_d"]})
+    with pytest.raises(errors.PeriodConflictError, match="1971"):  # the second period
+        to_zarr(segment(ds, MODEL), tmp_path / "cube.zarr")
+    assert status(tmp_path / "cube.zarr").fingerprint.tolist() == fp
+    # a band changed after loading: the items no longer say what the data are
+    changed = ds.assign(B04=ds.B04 + 500)
+    changed.attrs["stac_items"] = json.dumps({"2017": ["S2A_a", "S2B_b"], "2019": ["S2A_c"]})
+    with pytest.raises(errors.PeriodConflictError):
+        to_zarr(segment(changed, MODEL), tmp_path / "cube.zarr")
+
+
+def test_nodata_constant_is_the_one_segment_writes():
+    isa = segment(synthetic_scene(16, 16, nodata=0).where(lambda d: d.x > d.x[3], 0), MODEL)
+    assert isa.attrs["nodata"] == NODATA
+    assert (isa.values[:, :30] == NODATA).all()
+    with dask.config.set(scheduler="sync"):
+        assert int(isa.max()) == NODATA

@@ -1,0 +1,426 @@
+"""One table of user mistakes across every entry point: each raises its specific
+XJointSegError subclass, before anything is written, with a message that says what to do.
+
+(More per-stage cases live in test_input_errors.py, test_cube.py, test_change.py,
+test_sentinel2.py and test_cli.py; this table is the cross-stage census.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import xjointseg
+from xjointseg import errors, load_model, segment
+from xjointseg.change import area, first_period, fraction, growth, read_worldcover
+from xjointseg.cli import main
+from xjointseg.cube import open_cube, status, to_zarr
+from xjointseg.data import demo_item_path
+from xjointseg.export import ExportError, ExportExistsError, to_cog
+from xjointseg.plots import plot_map
+from xjointseg.testing import synthetic_scene, toy_model
+
+MODEL = toy_model()
+DS = synthetic_scene(32, 32, times=1)
+ISA = segment(DS, MODEL).compute()
+ITEM = str(demo_item_path())
+BBOX = (12.545, 52.470, 12.550, 52.474)
+pytestmark = pytest.mark.filterwarnings("ignore::xjointseg.sentinel2.Sentinel2Warning")
+
+
+def _feet():
+    return synthetic_scene(16, 16, crs="EPSG:2263", origin=(980000.0, 200000.0))
+
+
+def _twice():
+    ds = DS.copy()
+    ds["red"] = ds["B04"]
+    return ds
+
+
+def _isa_in(crs):
+    return ISA.drop_vars("spatial_ref").odc.assign_crs(crs)
+
+
+# (id, call(tmp_path), exception class, words the message must hold: the fix it suggests)
+MISTAKES = [
+    # --- segment ---
+    (
+        "segment: band missing",
+        lambda t: segment(DS.drop_vars("B02"), MODEL),
+        errors.BandError,
+        "odc.stac.load",
+    ),
+    (
+        "segment: band twice (B04 and red)",
+        lambda t: segment(_twice(), MODEL),
+        errors.BandError,
+        "drop_vars",
+    ),
+    ("segment: grid in feet", lambda t: segment(_feet(), MODEL), errors.CRSError, "reproject"),
+    (
+        "segment: CRS in degrees",
+        lambda t: segment(DS.odc.assign_crs("EPSG:4326"), MODEL),
+        errors.CRSError,
+        "reproject",
+    ),
+    (
+        "segment: reflectance 0..1",
+        lambda t: segment(DS.astype("float32") / 1e4, MODEL),
+        errors.ValueRangeError,
+        "ds * 10000",
+    ),
+    (
+        "segment: 8-bit RGB",
+        lambda t: segment(DS.astype("uint8"), MODEL),
+        errors.ValueRangeError,
+        "B02, B03, B04",
+    ),
+    (
+        "segment: boolean input",
+        lambda t: segment(DS.astype(bool), MODEL),
+        errors.DTypeError,
+        "uint16",
+    ),
+    (
+        "segment: 20 m pixels",
+        lambda t: segment(DS.coarsen(x=2, y=2).mean(), MODEL),
+        errors.GridError,
+        "resolution=10",
+    ),
+    ("segment: chunks=0", lambda t: segment(DS, MODEL, chunks=0), errors.OptionError, "int >= 1"),
+    ("segment: tile='a'", lambda t: segment(DS, MODEL, tile="a"), errors.OptionError, "int"),
+    ("segment: halo=-1", lambda t: segment(DS, MODEL, halo=-1), errors.OptionError, ">= 0"),
+    (
+        "segment: batch_size=0",
+        lambda t: segment(DS, MODEL, batch_size=0),
+        errors.OptionError,
+        ">= 1",
+    ),
+    (
+        "segment: output='logits'",
+        lambda t: segment(DS, MODEL, output="logits"),
+        errors.OptionError,
+        "mask",
+    ),
+    (
+        "segment: a numpy array",
+        lambda t: segment(np.zeros((3, 8, 8)), MODEL),
+        errors.DimensionError,
+        "Dataset",
+    ),
+    (
+        "segment: 4 dims",
+        lambda t: segment(xr.concat([DS, DS], "run"), MODEL),
+        errors.DimensionError,
+        "select or stack",
+    ),
+    (
+        "segment: empty",
+        lambda t: segment(DS.isel(x=slice(0, 0)), MODEL),
+        errors.EmptyInputError,
+        "no pixels",
+    ),
+    (
+        "segment: device='gpu0'",
+        lambda t: segment(DS, MODEL, device="gpu0"),
+        errors.OptionError,
+        "'cuda:1'",
+    ),
+    # --- load_model ---
+    (
+        "load_model: unknown name",
+        lambda t: load_model("no-such-model"),
+        errors.UnknownModelError,
+        "registered",
+    ),
+    (
+        "load_model: not a weights file",
+        lambda t: load_model(str(_file(t))),
+        errors.WeightsError,
+        "safetensors",
+    ),
+    (
+        "load_model: metadata is a list",
+        lambda t: load_model(_odd_weights(t, [1, 2])),
+        errors.WeightsError,
+        "save_model",
+    ),
+    (
+        "load_model: bands is a number",
+        lambda t: load_model(_odd_weights(t, GOOD_META | {"bands": 3})),
+        errors.WeightsError,
+        "save_model",
+    ),
+    (
+        "load_model: arch is a list",
+        lambda t: load_model(_odd_weights(t, GOOD_META | {"arch": ["toy"]})),
+        errors.WeightsError,
+        "save_model",
+    ),
+    (
+        "load_model: format is text",
+        lambda t: load_model(_odd_weights(t, GOOD_META | {"format": "2"})),
+        errors.WeightsError,
+        "save_model",
+    ),
+    # --- to_zarr / open_cube ---
+    (
+        "to_zarr: a Dataset",
+        lambda t: to_zarr(ISA.to_dataset(), t / "c.zarr"),
+        errors.CubeInputError,
+        "isa.to_zarr",
+    ),
+    (
+        "to_zarr: probabilities as isa",
+        lambda t: to_zarr(ISA.astype("float32"), t / "c.zarr"),
+        errors.CubeInputError,
+        "probability=",
+    ),
+    (
+        "to_zarr: values other than 0/1/255",
+        lambda t: to_zarr(ISA * 7, t / "c.zarr"),
+        errors.CubeInputError,
+        "recode",
+    ),
+    (
+        "to_zarr: no period",
+        lambda t: to_zarr(ISA.isel(time=0).drop_vars("time"), t / "c.zarr"),
+        errors.CubeInputError,
+        "expand_dims",
+    ),
+    (
+        "to_zarr: south-up map",
+        lambda t: to_zarr(ISA.isel(y=slice(None, None, -1)), t / "c.zarr"),
+        errors.CubeInputError,
+        "isel(y=",
+    ),
+    (
+        "to_zarr: map in degrees",
+        lambda t: to_zarr(_isa_in("EPSG:4326"), t / "c.zarr"),
+        errors.CubeInputError,
+        "reproject",
+    ),
+    ("to_zarr: store is a file", lambda t: to_zarr(ISA, _file(t)), errors.StorePathError, "folder"),
+    (
+        "to_zarr: overwrite a foreign folder",
+        lambda t: to_zarr(ISA, _folder(t), overwrite=True),
+        errors.CubeMismatchError,
+        "remove it yourself",
+    ),
+    (
+        "to_zarr: part=(3, 2)",
+        lambda t: to_zarr(ISA, t / "c.zarr", part=(3, 2)),
+        errors.OptionError,
+        "0 <= k < n",
+    ),
+    (
+        "to_zarr: inner_chunks='a'",
+        lambda t: to_zarr(ISA, t / "c.zarr", inner_chunks="a"),
+        errors.OptionError,
+        "int",
+    ),
+    ("to_zarr: store=5", lambda t: to_zarr(ISA, 5), errors.OptionError, "path"),
+    (
+        "open_cube: nothing there",
+        lambda t: open_cube(t / "none.zarr"),
+        errors.NotACubeError,
+        "to_zarr",
+    ),
+    ("open_cube: a file", lambda t: open_cube(_file(t)), errors.NotACubeError, "to_zarr"),
+    (
+        "status: not a cube",
+        lambda t: status(t / "none.zarr"),
+        errors.NotACubeError,
+        "no xjointseg cube",
+    ),
+    # --- analyses ---
+    (
+        "area: cube in degrees",
+        lambda t: area(_isa_in("EPSG:4326")),
+        errors.CubeInputError,
+        "reproject",
+    ),
+    ("area: regions as text", lambda t: area(ISA, "Berlin"), errors.RegionError, "GeoDataFrame"),
+    ("growth: one period", lambda t: growth(ISA), errors.NotEnoughPeriodsError, "to_zarr"),
+    ("fraction: factor 7", lambda t: fraction(ISA, 7), errors.FactorError, "divide"),
+    ("first_period: gaps=3", lambda t: first_period(ISA, gaps=3), errors.OptionError, "ignore"),
+    (
+        "read_worldcover: not a raster",
+        lambda t: read_worldcover(_file(t), fraction(ISA, 10)),
+        errors.ReferenceRasterError,
+        "GeoTIFF",
+    ),
+    ("plot_map: period 9 of 1", lambda t: plot_map(ISA, 9), errors.OptionError, "out of range"),
+    # --- to_cog ---
+    (
+        "to_cog: probabilities",
+        lambda t: to_cog(ISA.astype("float32"), t / "a.tif"),
+        ExportError,
+        "rio.to_raster",
+    ),
+    (
+        "to_cog: a foreign file with overwrite",
+        lambda t: to_cog(ISA, _file(t), overwrite=True),
+        ExportExistsError,
+        "remove it yourself",
+    ),
+    (
+        "to_cog: under a file",
+        lambda t: to_cog(ISA, _file(t) / "a.tif"),
+        errors.StorePathError,
+        "not a folder",
+    ),
+    (
+        "to_cog: values other than 0/1/255",
+        lambda t: to_cog(ISA * 3, t / "a.tif"),
+        errors.CubeInputError,
+        "recode",
+    ),
+    # --- load_sentinel2 ---
+    (
+        "load_sentinel2: crs='bogus'",
+        lambda t: xjointseg.load_sentinel2(ITEM, periods=2017, crs="bogus"),
+        errors.CRSError,
+        "utm",
+    ),
+    (
+        "load_sentinel2: resolution='x'",
+        lambda t: xjointseg.load_sentinel2(ITEM, periods=2017, resolution="x"),
+        errors.OptionError,
+        "> 0",
+    ),
+    (
+        "load_sentinel2: cloud cover 'x'",
+        lambda t: xjointseg.load_sentinel2(ITEM, periods=2017, max_cloud_cover="x"),
+        errors.OptionError,
+        "0-100",
+    ),
+    (
+        "load_sentinel2: swapped bbox",
+        lambda t: xjointseg.load_sentinel2(ITEM, periods=2017, bbox=(12.55, 52.47, 12.54, 52.48)),
+        errors.BBoxError,
+        "min_lon",
+    ),
+    (
+        "load_sentinel2: period 2017/2015",
+        lambda t: xjointseg.load_sentinel2(ITEM, periods="2017/2015"),
+        errors.InvalidPeriodError,
+        "2017/2015",
+    ),
+    (
+        "load_sentinel2: no items in 2019",
+        lambda t: xjointseg.load_sentinel2(ITEM, periods=2019, bbox=BBOX),
+        errors.NoItemsError,
+        "2019",
+    ),
+    (
+        "load_sentinel2: store is a file",
+        lambda t: xjointseg.load_sentinel2(ITEM, periods=2017, bbox=BBOX, store=_file(t)),
+        errors.StorePathError,
+        "folder",
+    ),
+    (
+        "load_sentinel2: overwrite a foreign folder",
+        lambda t: xjointseg.load_sentinel2(
+            ITEM, periods=2017, bbox=BBOX, store=_folder(t), overwrite=True
+        ),
+        errors.StagingStoreExistsError,
+        "remove it yourself",
+    ),
+]
+
+
+def _odd_weights(tmp_path, meta) -> str:
+    """A safetensors file whose xjointseg metadata is malformed JSON of the right syntax."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    path = tmp_path / "odd.safetensors"
+    save_file({"w": np.zeros(2, np.float32)}, path, metadata={"xjointseg": json.dumps(meta)})
+    return str(path)
+
+
+GOOD_META = {"arch": "toy", "config": {}, "name": "x", "bands": ["B04", "B03", "B02"]}
+
+
+def _file(tmp_path):
+    path = tmp_path / "a-file"
+    path.write_text("the user's own")
+    return path
+
+
+def _folder(tmp_path):
+    path = tmp_path / "own-folder"
+    path.mkdir(exist_ok=True)
+    (path / "notes.txt").write_text("the user's own")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "fix"), [m[1:] for m in MISTAKES], ids=[m[0] for m in MISTAKES]
+)
+def test_mistake(tmp_path, call, exc, fix):
+    with pytest.raises(exc) as info:
+        call(tmp_path)
+    assert isinstance(info.value, errors.XJointSegError)
+    assert fix in str(info.value), str(info.value)
+    # nothing of the user's was touched, and no store was started
+    for name in ("a-file",):
+        if (tmp_path / name).exists():
+            assert (tmp_path / name).read_text() == "the user's own"
+    if (tmp_path / "own-folder").exists():
+        assert [p.name for p in (tmp_path / "own-folder").iterdir()] == ["notes.txt"]
+    assert not (tmp_path / "c.zarr").exists() and not (tmp_path / "a.tif").exists()
+
+
+CLI_MISTAKES = [
+    ("demo --out FILE", lambda t, w: ["demo", "--out", str(_file(t)), "--model", w], "is a file"),
+    ("map --crs bogus", lambda t, w: [*_map(t, w), "--crs", "bogus"], "not a CRS"),
+    ("map --out FILE", lambda t, w: _map(t, w, out=_file(t)), "is a file"),
+    ("map --cog-dir FILE", lambda t, w: [*_map(t, w), "--cog-dir", str(_file(t))], "is a file"),
+    (
+        "train --data dubai=/missing",
+        lambda t, w: ["train", "--data", "dubai=/missing", "--out", str(t)],
+        "not a folder",
+    ),
+    (
+        "train --data paris=PATH",
+        lambda t, w: ["train", "--data", "paris=/x", "--out", str(t)],
+        "dubai=PATH",
+    ),
+]
+
+
+def _map(tmp_path, weights, out=None):
+    out = out or tmp_path / "c.zarr"
+    bbox = [str(v) for v in BBOX]
+    argv = ["map", "--catalog", ITEM, "--bbox", *bbox, "--periods", "2017", "--out", str(out)]
+    return [*argv, "--model", weights, "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    from xjointseg.testing import toy_weights
+
+    return str(toy_weights(tmp_path_factory.mktemp("w") / "toy.safetensors"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"), [m[1:] for m in CLI_MISTAKES], ids=[m[0] for m in CLI_MISTAKES]
+)
+def test_cli_mistake(tmp_path, capsys, weights, argv, needle):
+    rc = main(argv(tmp_path, weights))  # builds any file the mistake needs first
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = [line for line in err.splitlines() if line.startswith("xjointseg: error: ")]
+    assert len(lines) == 1 and needle in lines[0], err
+    assert "Traceback" not in err
+    if (tmp_path / "a-file").exists():
+        assert (tmp_path / "a-file").read_text() == "the user's own"
+
+
+def test_the_census_covers_forty_distinct_mistakes():
+    assert len({m[0] for m in MISTAKES} | {m[0] for m in CLI_MISTAKES}) >= 40

@@ -1,0 +1,332 @@
+"""What flows between the stages, defined once: the ISA map's codes, the Sentinel-2 band
+table, period keys, and the checks every stage applies at its boundary.
+
+An ISA map (what ``segment`` returns, what ``to_zarr`` stores, what the analyses read):
+
+* ``uint8``, values ``0`` not ISA, ``1`` ISA, ``255`` nodata (nothing else);
+* dims ``(y, x)`` or ``(period, y, x)`` on a regular, axis-aligned grid whose CRS is
+  projected (the analyses turn pixels into km² from the grid's linear unit);
+* attrs naming the model (``model``, ``model_sha256``) and, where known, the Sentinel-2
+  items it was made from (``source_items``: a JSON mapping of period label to item ids);
+* coordinate ``isa_fingerprint`` along the period dimension (or scalar): what defines each
+  period's computation (input identity, model, tile, halo), so that writing the same map
+  again, with any chunking, is recognised as the same period.
+
+This module imports no torch and no other xjointseg module except :mod:`errors`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from .errors import BandError, CRSError, CubeInputError, FingerprintError
+
+NOT_ISA = 0
+ISA = 1
+NEVER = 254  # first_period: valid in some period, ISA in none
+NODATA = 255
+FLAG_VALUES = (NOT_ISA, ISA)
+FLAG_MEANINGS = "not_impervious impervious"
+MAP_VALUES = (NOT_ISA, ISA, NODATA)
+
+INPUT_RESOLUTION = 10.0  # metres: what the networks were built for
+FINGERPRINT_COORD = "isa_fingerprint"
+
+# Sentinel-2 band names and the names archives also use for them (odc-stac / Earth Search
+# common names and asset keys).
+BAND_ALIASES: dict[str, tuple[str, ...]] = {
+    "B01": ("coastal",),
+    "B02": ("blue",),
+    "B03": ("green",),
+    "B04": ("red",),
+    "B05": ("rededge1", "rededge"),
+    "B06": ("rededge2",),
+    "B07": ("rededge3",),
+    "B08": ("nir", "nir08"),
+    "B8A": ("nir08", "rededge4", "narrow_nir"),
+    "B09": ("nir09", "watervapor"),
+    "B11": ("swir16",),
+    "B12": ("swir22",),
+}
+
+
+def band_names(band: str) -> tuple[str, ...]:
+    """``band`` and every alias archives use for it (``B04`` -> ``B04, red``)."""
+    return (band, *BAND_ALIASES.get(band.upper(), ()))
+
+
+def find_band(band: str, available: Sequence[Hashable]) -> Hashable | None:
+    """The one name in ``available`` that holds ``band``; None if none does.
+
+    Raises :class:`BandError` when several do (``B04`` and ``red``): picking one silently
+    could feed the network a band the user did not mean.
+    """
+    lookup: dict[str, list[Hashable]] = {}
+    for a in available:
+        lookup.setdefault(str(a).lower(), []).append(a)
+    found = [a for name in band_names(band) for a in lookup.get(name.lower(), [])]
+    found = list(dict.fromkeys(found))
+    if len(found) > 1:
+        names = ", ".join(repr(str(f)) for f in found)
+        raise BandError(
+            f"band {band} is there more than once ({names}): keep one, e.g. "
+            f"ds.drop_vars({str(found[1])!r}) or ds.drop_vars({str(found[0])!r})"
+        )
+    return found[0] if found else None
+
+
+# --- units --------------------------------------------------------------------------------
+
+
+def metres_per_unit(crs: Any, what: str = "the input") -> float:
+    """Metres in one unit of a projected CRS's axes; :class:`CRSError` for degrees or none.
+
+    Examples
+    --------
+    >>> metres_per_unit("EPSG:32633"), round(metres_per_unit("EPSG:2263"), 6)
+    (1.0, 0.304801)
+    """
+    from odc.geo.crs import CRS
+
+    if crs is None:
+        raise CRSError(f"{what} has no CRS: attach it, e.g. obj.odc.assign_crs('EPSG:32633')")
+    crs = CRS(crs) if not isinstance(crs, CRS) else crs
+    if crs.geographic:
+        raise CRSError(
+            f"{what} is in {crs} (degrees): pixel sizes and areas need a projected CRS in "
+            "metres. Reproject first, e.g. obj.odc.reproject('utm') (odc-geo)"
+        )
+    factors = {a.unit_conversion_factor for a in crs.proj.axis_info[:2]}
+    if len(factors) != 1:
+        raise CRSError(f"{what} is in {crs}, whose two axes have different units: reproject it")
+    return float(factors.pop())
+
+
+# --- periods ------------------------------------------------------------------------------
+
+_MISSING = {"datetime": "NaT", "int": "-1", "float": "nan", "str": ""}
+
+
+def period_kind(values: np.ndarray) -> str:
+    """How period labels are keyed: ``datetime``, ``int``, ``float`` or ``str``."""
+    values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.datetime64):
+        return "datetime"
+    if np.issubdtype(values.dtype, np.integer):
+        return "int"
+    if np.issubdtype(values.dtype, np.floating):
+        return "float"
+    return "str"
+
+
+def period_key(value: Any, kind: str) -> str:
+    """A stable text key for a period coordinate value (what cube records use)."""
+    if kind == "datetime":
+        return str(np.datetime64(value, "ns"))
+    if kind == "int":
+        return str(int(value))
+    if kind == "float":
+        return repr(float(value))
+    return str(value)
+
+
+def key_value(key: str | None, kind: str) -> Any:
+    """The coordinate value of a period key (inverse of :func:`period_key`)."""
+    key = _MISSING[kind] if key is None else key
+    if kind == "datetime":
+        return np.datetime64(key, "ns")
+    if kind == "int":
+        return int(key)
+    if kind == "float":
+        return float(key)
+    return key
+
+
+# --- identity of a period's data ---------------------------------------------------------
+
+
+def in_memory(data: Any) -> bool:
+    """True for numpy data, and for dask arrays that only cut in-memory arrays into chunks
+    (``.chunk()`` of loaded data): reading them runs no task of anyone's."""
+    import dask.array as da
+
+    if not isinstance(data, da.Array):
+        return True
+    graph = data.__dask_graph__()
+    return all(isinstance(getattr(v, "value", v), np.ndarray) for v in graph.values())
+
+
+def period_digest(data: Any, t: int, values_in_memory: bool | None = None) -> str:
+    """What identifies ``data[t]``, whatever the chunking and the other periods.
+
+    In-memory values: their sha256. Other lazy data: dask's deterministic token of the
+    slice (the same for the same lazy computation; it changes with the input's chunking).
+    ``values_in_memory`` tells when ``data`` was stacked from in-memory sources.
+    """
+    import dask
+    from dask.base import tokenize
+
+    if in_memory(data) if values_in_memory is None else values_in_memory:
+        values = np.ascontiguousarray(np.asarray(data[t]))
+        return "sha256:" + hashlib.sha256(values.tobytes()).hexdigest()
+    try:
+        with dask.config.set({"tokenize.ensure-deterministic": True}):
+            return "dask:" + tokenize(data[t])
+    except (RuntimeError, TypeError) as err:  # what tokenize raises when it cannot
+        raise FingerprintError(
+            "cannot fingerprint the computation deterministically "
+            f"({type(err).__name__}: {err}); pass fingerprint='...' to to_zarr, naming the "
+            "inputs and settings (the same string on every run of the same computation)"
+        ) from err
+
+
+# --- the ISA map --------------------------------------------------------------------------
+
+
+def check_isa_map(
+    isa: Any, what: str = "isa", *, periods: bool = True, dtype: bool = True
+) -> xr.DataArray:
+    """Check that ``isa`` is an ISA map (see the module docstring); return it.
+
+    A 2-D map with a scalar period coordinate (``time`` after ``isel(time=0)``) becomes a
+    one-period map when ``periods`` is required. Values are checked where they are cheap to
+    see (in memory); lazily held values are checked block by block as they are written
+    (:func:`check_isa_values`).
+
+    Raises
+    ------
+    CubeInputError
+        Not a DataArray, no CRS, a CRS not in metres, not a regular north-up grid, wrong
+        dims, period labels missing or repeated, a dtype other than uint8, values other than
+        0, 1 and 255.
+    """
+    from odc.geo.geobox import GeoBox
+
+    if isinstance(isa, xr.Dataset):
+        raise CubeInputError(
+            f"{what} must be the DataArray that segment() returns, not a Dataset: "
+            "write ds.isa.segment(...).isa.to_zarr(store), or pass ds['isa']"
+        )
+    if not isinstance(isa, xr.DataArray):
+        raise CubeInputError(f"{what} must be an xarray DataArray, not {type(isa).__name__}")
+    if isa.odc.crs is None:
+        raise CubeInputError(
+            f"{what} has no CRS: attach it with {what}.odc.assign_crs(...) (segment() sets it)"
+        )
+    try:
+        metres_per_unit(isa.odc.crs, what)
+    except CRSError as err:
+        raise CubeInputError(str(err)) from None
+    gbox = isa.odc.geobox
+    if not isinstance(gbox, GeoBox) or gbox.affine.b or gbox.affine.d:
+        raise CubeInputError(f"{what} is not on a regular, axis-aligned grid")
+    if gbox.affine.e > 0 or gbox.affine.a < 0:
+        raise CubeInputError(
+            f"{what} is not north-up (y must decrease, x increase): flip it, e.g. "
+            f"{what}.isel(y=slice(None, None, -1))"
+        )
+    if isa.ndim == 2 and periods:
+        dims = [n for n in ("time", "period", "year") if n in isa.coords and isa[n].ndim == 0]
+        if not dims:
+            raise CubeInputError(
+                f"{what} has no period dimension: a cube holds periods. Add one, e.g. "
+                f"{what}.expand_dims(time=[np.datetime64('2023-07-01')])"
+            )
+        isa = _expand_scalar_period(isa, dims[0])
+    ydim, xdim = isa.odc.spatial_dims
+    if periods and (isa.ndim != 3 or isa.dims[1:] != (ydim, xdim)):
+        raise CubeInputError(
+            f"{what} must have dims (period, y, x) as segment() returns them; got {isa.dims}"
+        )
+    if periods:
+        pdim = isa.dims[0]
+        if pdim not in isa.coords:
+            raise CubeInputError(f"the period dimension {pdim!r} needs coordinate labels")
+        if isa.indexes[pdim].has_duplicates:
+            raise CubeInputError(f"the period labels along {pdim!r} repeat: each must be unique")
+    if dtype:
+        if isa.dtype != np.uint8:
+            hint = (
+                " For probabilities, pass the mask as isa and the float map as probability=."
+                if isa.dtype.kind == "f"
+                else ""
+            )
+            raise CubeInputError(
+                f"{what} must be the uint8 mask (0 not ISA, 1 ISA, 255 nodata) that segment() "
+                f"returns, not {isa.dtype}.{hint}"
+            )
+        if isa.chunks is None:  # not lazy: the values are read anyway, check them now
+            check_isa_values(isa.values, what)
+    return isa
+
+
+def isa_map_of(obj: Any, what: str = "cube") -> xr.DataArray:
+    """The checked ISA map of a cube: the DataArray itself, or a Dataset's ``isa`` variable."""
+    if isinstance(obj, xr.Dataset):
+        if "isa" not in obj.data_vars:
+            raise CubeInputError(
+                "the Dataset has no 'isa' variable: pass the cube from xjointseg.open_cube()"
+            )
+        obj = obj["isa"]
+    return check_isa_map(obj, what)
+
+
+def period_labels(isa: xr.DataArray) -> list:
+    """The period labels of a (period, y, x) map as Python values (Timestamps for dates)."""
+    import pandas as pd
+
+    values = isa[isa.dims[0]].values
+    if np.issubdtype(values.dtype, np.datetime64):
+        return [pd.Timestamp(v) for v in values]
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+def _expand_scalar_period(isa: xr.DataArray, name: Hashable) -> xr.DataArray:
+    """A 2-D map with a scalar period coordinate as a one-period 3-D map."""
+    along = [n for n, c in isa.coords.items() if c.ndim == 0 and n not in (name, "spatial_ref")]
+    out = isa.expand_dims(name)
+    # other scalar period coordinates (period label, start, end, fingerprint) follow it
+    return out.assign_coords({n: (name, [out[n].values.item()]) for n in along if n in out.coords})
+
+
+def check_isa_values(values: np.ndarray, what: str = "isa") -> None:
+    """Raise :class:`CubeInputError` if ``values`` hold anything but 0, 1 and 255."""
+    values = np.asarray(values)
+    bad = ~((values == NOT_ISA) | (values == ISA) | (values == NODATA))
+    if bad.any():
+        odd = np.unique(values[bad])[:5].tolist()
+        raise CubeInputError(
+            f"{what} holds values {odd}, which an ISA map never has (0 not ISA, 1 ISA, "
+            "255 nodata): write the mask that segment() returns, or recode it, e.g. "
+            "xr.where(m > 0, 1, 0).astype('uint8')"
+        )
+
+
+__all__ = [
+    "BAND_ALIASES",
+    "FLAG_MEANINGS",
+    "FLAG_VALUES",
+    "INPUT_RESOLUTION",
+    "ISA",
+    "MAP_VALUES",
+    "NEVER",
+    "NODATA",
+    "NOT_ISA",
+    "band_names",
+    "check_isa_map",
+    "check_isa_values",
+    "find_band",
+    "in_memory",
+    "period_digest",
+    "isa_map_of",
+    "period_labels",
+    "key_value",
+    "metres_per_unit",
+    "period_key",
+    "period_kind",
+]
