@@ -25,7 +25,8 @@ def main() -> None:
     args = parser.parse_args()
     fig, ax = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
     print(
-        "| run | step | macro-F1 (Dubai val) | ISA F1 | real AUC (OSCD val) | ISA share built / not |"
+        "| run | step | macro-F1 (Dubai val) | ISA F1 | real AUC (OSCD val) "
+        "| ISA share built / not |"
     )
     print("|---|---:|---:|---:|---:|---:|")
     for run in args.runs:
