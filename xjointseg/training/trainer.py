@@ -330,15 +330,17 @@ def _psnr(a: np.ndarray, b: np.ndarray, peak: float = 10000.0) -> float:
     return 10 * math.log10(peak**2 / mse) if mse > 0 else float("inf")
 
 
-def validation_inputs(scenes: list[Scene], seed: int = 1234) -> list[tuple]:
-    """Simulate each held-out scene once, with a fixed seed: (10 m input, 1 m target, label)."""
+def validation_inputs(scenes: list[Scene], seed: int = 1234, **radiometry) -> list[tuple]:
+    """Simulate each held-out scene once, with a fixed seed: (10 m input, 1 m target, label).
+
+    ``radiometry``: ``gain`` / ``offset`` of the simulation, if not the defaults."""
     rng = np.random.default_rng(seed)
     out = []
     for scene in scenes:
         if scene.lr is not None:
             out.append((scene.lr, None, scene.label))
         else:
-            lr, hr = simulate_sentinel2(scene.hr, rng=rng, return_hr=True)
+            lr, hr = simulate_sentinel2(scene.hr, rng=rng, return_hr=True, **radiometry)
             out.append((lr, hr, scene.label))
     return out
 
