@@ -247,7 +247,8 @@ def check_isa_map(
         pdim = isa.dims[0]
         if pdim not in isa.coords:
             raise CubeInputError(f"the period dimension {pdim!r} needs coordinate labels")
-        if isa.indexes[pdim].has_duplicates:
+        labels = np.asarray(isa[pdim].values)
+        if len(set(labels.tolist())) != labels.size:  # the coordinate may carry no index
             raise CubeInputError(f"the period labels along {pdim!r} repeat: each must be unique")
     if dtype:
         if isa.dtype != np.uint8:
