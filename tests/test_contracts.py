@@ -189,17 +189,6 @@ def test_appending_a_period_of_chunked_in_memory_input(tmp_path):
     assert status(store).fingerprint.tolist()[:2] == before
 
 
-def test_a_map_built_from_one_segmented_period_is_fingerprinted_by_its_data(tmp_path):
-    one = segment(synthetic_scene(16, 16, times=1), MODEL).compute().isel(time=0)
-    assert one["isa_fingerprint"].ndim == 0  # left behind as a scalar by isel
-    maps = xr.concat([one, one], "time").assign_coords(
-        time=np.array(["2017-01-01", "2019-01-01"], "datetime64[ns]")
-    )
-    maps = maps.assign_coords(isa_fingerprint=one["isa_fingerprint"])  # scalar, not per period
-    cube = to_zarr(maps, tmp_path / "cube.zarr")
-    assert cube.sizes["time"] == 2
-
-
 def test_another_model_or_input_is_another_period(tmp_path):
     ds = synthetic_scene(32, 32, times=1)
     store = tmp_path / "cube.zarr"
