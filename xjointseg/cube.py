@@ -578,8 +578,8 @@ def to_zarr(
     -----
     Each period has a fingerprint in the store, made of what defines its computation, never
     of the chunking: the map's ``isa_fingerprint`` coordinate that segment() records (the
-    source items and loading settings, or the bytes of in-memory input, or dask's token of
-    other lazy input; the model's sha256, tile, halo), else the map's bytes when in memory,
+    bytes of in-memory input, or dask's token of lazy input; the model's sha256, tile,
+    halo), else the map's bytes when in memory,
     else dask's token of the period's slice; plus the grid and the model's sha256. The same
     map rechunked is the same period. Values are checked as each block is written: only 0, 1
     and 255 are stored (:func:`xjointseg.schema.check_isa_values`). Completed blocks are

@@ -247,7 +247,13 @@ def check_isa_map(
         pdim = isa.dims[0]
         if pdim not in isa.coords:
             raise CubeInputError(f"the period dimension {pdim!r} needs coordinate labels")
-        if isa.indexes[pdim].has_duplicates:
+        labels = np.atleast_1d(np.asarray(isa[pdim].values))
+        if isa[pdim].dims != (pdim,) or labels.size != isa.sizes[pdim]:
+            raise CubeInputError(
+                f"the period coordinate {pdim!r} must hold one label per period, e.g. "
+                f"{what}.assign_coords({pdim}=[...])"
+            )
+        if len(set(labels.tolist())) != labels.size:  # the coordinate may carry no index
             raise CubeInputError(f"the period labels along {pdim!r} repeat: each must be unique")
     if dtype:
         if isa.dtype != np.uint8:

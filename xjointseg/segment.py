@@ -555,37 +555,13 @@ def _source_items(obj: xr.Dataset | xr.DataArray) -> str | None:
 
 
 def _input_identity(obj, arr: xr.DataArray, data, others) -> list:
-    """What identifies each period's input, independent of chunking and of other periods.
+    """What identifies each period's input: the bytes when the values are in memory (so
+    neither chunking nor other periods enter it), else dask's deterministic token of the
+    period's slice (the same for the same lazy computation, e.g. the same load again).
 
-    Source items and loading settings when the input says where it came from
-    (load_sentinel2), the bytes when the values are in memory, else dask's deterministic
-    token of the period's slice (the same for the same lazy computation).
+    Source items alone would not do: a band changed after loading keeps its attrs.
     """
     n = data.shape[0] if others else 1
-    labels = (
-        [str(v) for v in np.atleast_1d(arr["period"].values)] if "period" in arr.coords else None
-    )
-    sources = _source_items(obj)
-    # trust the items only while the bands are load_sentinel2's own: arithmetic on a band
-    # (ds["B04"] * 2) drops its attrs, and then the data identify the period instead
-    as_loaded = isinstance(obj, xr.Dataset) and all(
-        str(v.attrs.get("long_name", "")).startswith("Sentinel-2")
-        for name, v in obj.data_vars.items()
-        if name != "obs_count"
-    )
-    if as_loaded and sources is not None and labels is not None and len(labels) == n:
-        try:
-            by_label = json.loads(sources)
-        except ValueError:
-            by_label = None
-        if isinstance(by_label, dict) and all(lb in by_label for lb in labels):
-            settings = {k: str(v) for k, v in obj.attrs.items() if k not in ("stac_items",)}
-            grid = [str(arr.odc.geobox.crs), list(arr.odc.geobox.affine)[:6], arr.shape[-2:]]
-            times = [str(t) for t in np.atleast_1d(arr[others[0]].values)] if others else [""]
-            return [  # the time too: composite=None gives several observations per period
-                {"items": by_label[lb], "period": lb, "time": t, "settings": settings, "grid": grid}
-                for lb, t in zip(labels, times, strict=True)
-            ]
     # data is (period, band, y, x) here, also for a single period
     variables = obj.data_vars.values() if isinstance(obj, xr.Dataset) else [obj]
     loaded = all(in_memory(v.data) for v in variables)
