@@ -10,12 +10,13 @@ import rasterio
 import torch
 from conftest import shared_path
 from rasterio.transform import from_origin
+from test_training import small_cfg
+from test_training import stripes as aerial_stripes
 
 from xjointseg.metrics import roc_auc
 from xjointseg.models.jointseg import JointSegNet
 from xjointseg.training.datasets import (
     IGNORE,
-    Scene,
     TrainingDataError,
     WeakScene,
     dynamic_world_weak_labels,
@@ -26,7 +27,6 @@ from xjointseg.training.losses import fraction_loss, weak_loss
 from xjointseg.training.trainer import (
     CheckpointError,
     SimulationCache,
-    TrainConfig,
     train,
 )
 
@@ -204,13 +204,7 @@ def test_weights_without_a_prior_still_load():
 
 
 def stripes(name, seed):
-    rng = np.random.default_rng(seed)
-    label = np.zeros((200, 200), np.uint8)
-    for _ in range(4):
-        c = int(rng.integers(20, 180))
-        label[:, c - 8 : c + 8] = 1
-    hr = np.where(label[..., None] == 1, 200, 60).astype(np.uint8).repeat(3, -1)
-    return Scene(name, name, label, hr=hr)
+    return aerial_stripes(name, name, seed)
 
 
 def bright_is_built(name, seed, size=40):
@@ -227,20 +221,7 @@ def bright_is_built(name, seed, size=40):
 
 
 def real_cfg(**kw):
-    base = dict(
-        arch="toy",
-        steps=30,
-        batch_size=2,
-        real_batch_size=4,
-        crop=8,
-        context=2,
-        eval_every=10,
-        sr_warmup=0,
-        lr=1e-2,
-        patience=10,
-        device="cpu",
-    )
-    return TrainConfig(**{**base, **kw})
+    return small_cfg(**{"batch_size": 2, "real_batch_size": 4, **kw})
 
 
 def test_training_with_real_scenes_learns_to_rank_built_land(tmp_path):
