@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -228,10 +229,15 @@ class WeakScene:
             raise TrainingDataError(
                 f"{self.name}: weak label codes {sorted(codes)} are not 0/1/255"
             )
-        if not np.any(self.weak != IGNORE):
+        if not self.labelled:
             raise TrainingDataError(
                 f"{self.name}: no pixel has a usable weak label (all uncertain or missing)"
             )
+
+    @cached_property
+    def labelled(self) -> int:
+        """Pixels with a weak label (what a scene is sampled in proportion to)."""
+        return int(np.count_nonzero(self.weak != IGNORE))
 
 
 def dynamic_world_weak_labels(built: np.ndarray, label: np.ndarray) -> np.ndarray:

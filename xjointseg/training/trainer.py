@@ -239,7 +239,7 @@ def sample_real_batch(
     stand in for atmospherically corrected ones.
     """
     p = crop or cfg.crop
-    counts = np.array([np.count_nonzero(s.weak != IGNORE) for s in scenes], np.float64)
+    counts = np.array([s.labelled for s in scenes], np.float64)
     xs, labels = [], []
     for _ in range(batch_size or cfg.real_batch_size):
         scene = scenes[int(rng.choice(len(scenes), p=counts / counts.sum()))]
@@ -273,7 +273,7 @@ def real_validation_windows(
 
 
 @torch.inference_mode()
-def evaluate_real(net: ISANetwork, windows: list[tuple], context: int, size: int = 32) -> dict:
+def evaluate_real(net: ISANetwork, windows: list[tuple], context: int) -> dict:
     """On real scenes: ROC AUC of each 10 m pixel's share of 1 m ISA (the mask) against the
     built class, pooled over windows; and the mean ISA share in confidently built-up and in
     confidently not built-up 10 m pixels."""
@@ -282,7 +282,7 @@ def evaluate_real(net: ISANetwork, windows: list[tuple], context: int, size: int
     device = next(net.parameters()).device
     fracs, refs, weaks = [], [], []
     for scene, (y0, x0), built, weak in windows:
-        x = _window(scene.lr, y0, x0, size, context, fill)
+        x = _window(scene.lr, y0, x0, built.shape[0], context, fill)
         logits = net.segment_logits(torch.from_numpy(x)[None].to(device), context)
         mask = (logits[0, 0] >= 0).float()[None, None]
         fracs.append(F.avg_pool2d(mask, SCALE)[0, 0].cpu().numpy().ravel())
