@@ -143,6 +143,20 @@ def test_channels_last_and_bf16(nets, name):
     assert low.shape == ref.shape and torch.isfinite(low).all()
 
 
+def test_10m_prior_stays_fp32_under_bf16_autocast(nets):
+    """The 10 m layers decide most of the mask; bf16 autocast leaves them in fp32."""
+    torch.manual_seed(5)
+    net, x = JointSegNet(**SMALL_JOINTSEG, coarse_channels=4).eval(), dn(1, 3, 40, 40, seed=4)
+    margin = net.prior_halo
+    with torch.no_grad():
+        ref = net.prior_logits(x, margin)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = net.prior_logits(x, margin)
+            full = net(x, margin, sr=False)
+    assert low.dtype == torch.float32 and torch.equal(low, ref)
+    assert full["logits10"].dtype == torch.float32
+
+
 # --- exact x10 geometry -----------------------------------------------------------------
 
 

@@ -38,6 +38,7 @@ from .layers import (
     check_margin,
     conv3,
     fit,
+    in_fp32,
     init_rrdb,
     lrelu,
     match,
@@ -252,7 +253,7 @@ class BilinearSegNet(ISANetwork):
         e1 = lrelu(self.enc1(up_bilinear(xn, 10)))
         e2 = lrelu(self.enc2(lrelu(self.down2(e1))))
         d10 = lrelu(self.down10(e2))
-        feat10, c10 = self.trunk(self.first(d10), c, need["feat10"])
+        feat10, c10 = in_fp32(self._trunk10, d10, c, need["feat10"])
 
         v, cv = fit(feat10, c10, need["feat10/up"])
         v = up_nearest(lrelu(self.up2(v)), 5)
@@ -274,8 +275,12 @@ class BilinearSegNet(ISANetwork):
         out: dict[str, torch.Tensor | None] = {"sr": None}
         if self.head10 is not None:
             h10, ch10 = fit(feat10, c10, need["feat10/head"])
-            logits10 = (self.head10(h10), ch10)
+            logits10 = (in_fp32(self.head10, h10), ch10)
             logits, cl = add_coarse_prior((logits, cl), logits10)
             out["logits10"] = crop(*logits10)
         out["logits"] = crop(logits, cl)
         return out
+
+    def _trunk10(self, d10: torch.Tensor, ctx: int, need: int) -> tuple[torch.Tensor, int]:
+        # in fp32 under autocast, as JointSeg's 10 m layers (see layers.in_fp32)
+        return self.trunk(self.first(d10), ctx, need)

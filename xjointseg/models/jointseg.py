@@ -45,6 +45,7 @@ from .layers import (
     check_margin,
     conv3,
     fit,
+    in_fp32,
     init_rrdb,
     lrelu,
     match,
@@ -256,7 +257,7 @@ class JointSegNet(ISANetwork):
 
         # stage 1 at 10 m
         t, c = fit(xn, margin, need["xn/trunk"])
-        feat10, c10 = self.s1_trunk(self.s1_first(t), c, need["feat10"])
+        feat10, c10 = in_fp32(self._trunk10, t, c, need["feat10"])  # see layers.in_fp32
         u, cu = fit(feat10, c10, need["feat10/up"])
         u = lrelu(self.s1_up1(up_nearest(u, 2)))
         u, cu = fit(u, 2 * cu, need["u5"])
@@ -294,7 +295,7 @@ class JointSegNet(ISANetwork):
         logits10 = None
         if self.head10 is not None:
             h10, ch10 = fit(feat10, c10, need["feat10/head"])
-            logits10 = (self.head10(h10), ch10)
+            logits10 = (in_fp32(self.head10, h10), ch10)
             logits, cl = add_coarse_prior((logits, cl), logits10)
         out: dict[str, Any] = {"logits": crop(logits, cl), "sr": None}
         if logits10 is not None:
@@ -345,8 +346,11 @@ class JointSegNet(ISANetwork):
         check_margin(x, margin)
         if margin < self.prior_halo:
             raise ValueError(f"margin {margin} is below the prior's halo {self.prior_halo}")
-        feat10, c = self.s1_trunk(self.s1_first(self.normalize(x)), margin, 2)
-        return crop(self.head10(feat10), c)
+        feat10, c = in_fp32(self._trunk10, self.normalize(x), margin, 2)
+        return crop(in_fp32(self.head10, feat10), c)
+
+    def _trunk10(self, xn: torch.Tensor, ctx: int, need: int) -> tuple[torch.Tensor, int]:
+        return self.s1_trunk(self.s1_first(xn), ctx, need)
 
 
 __all__ = ["CONFIGS", "JointSegNet"]
