@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xjointseg.metrics import confusion, scores_from_counts
 from xjointseg.training import load_dubai, simulate_sentinel2, split_by_place
-from xjointseg.training.trainer import confusion, scores_from_confusion
+from xjointseg.training.datasets import IGNORE, WEAK_NEGATIVE
 
 VAL_PLACES = ["dubai/tile1", "dubai/tile3"]
 CROP = 24  # 10 m pixels per training crop
@@ -37,8 +38,8 @@ def isa_fraction_10m(label: np.ndarray) -> np.ndarray:
 
 
 def score(pairs) -> str:
-    conf = sum(confusion(pred, label) for pred, label in pairs)
-    s = scores_from_confusion(conf)
+    counts = [confusion(pred, label, ignore=(WEAK_NEGATIVE, IGNORE)) for pred, label in pairs]
+    s = scores_from_counts({k: sum(c[k] for c in counts) for k in counts[0]})
     return f"ISA F1 {s['f1']:.3f}, precision {s['precision']:.3f}, recall {s['recall']:.3f}"
 
 

@@ -1,10 +1,11 @@
 """Every third-party module the library imports is a declared dependency, and stages keep
-to their own layer (loading data imports no segmentation code)."""
+to their own layer (loading data imports no segmentation code, nor torch)."""
 
 from __future__ import annotations
 
 import ast
 import re
+import subprocess
 import sys
 import tomllib
 from importlib.metadata import packages_distributions
@@ -66,9 +67,18 @@ def test_no_module_imports_another_modules_private_names():
                 # a package may import its own private submodules (xjointseg.sentinel2._load)
                 if private and not (node.module or "").startswith("_") and node.module:
                     offenders.append((str(path.relative_to(ROOT)), node.module, private))
-    # the model cache is owned by models/model.py (issue of its own): the one known exception
-    offenders = [o for o in offenders if o[1] != "models.model"]
     assert not offenders, offenders
+
+
+def test_import_and_data_loading_do_not_import_torch():
+    """torch (seconds to import, GBs with CUDA) loads with the first model, not before."""
+    code = (
+        "import sys, xjointseg, xjointseg.sentinel2, xjointseg.cube, xjointseg.change\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "xjointseg.load_model\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
 def test_readme_layout_names_every_module():

@@ -5,14 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from xjointseg.training.datasets import Scene, TrainingDataError
-from xjointseg.training.trainer import (
-    CheckpointError,
-    TrainConfig,
-    confusion,
-    scores_from_confusion,
-    train,
-)
+from xjointseg.metrics import confusion, scores_from_counts
+from xjointseg.training.datasets import IGNORE, WEAK_NEGATIVE, Scene, TrainingDataError
+from xjointseg.training.trainer import CheckpointError, TrainConfig, train
 
 
 def stripes(name, place, seed):
@@ -126,9 +121,9 @@ def test_empty_sets_are_refused(tmp_path):
 def test_scores_match_hand_counts():
     pred = np.array([1, 1, 0, 0, 1, 0], np.uint8)
     label = np.array([1, 0, 1, 0, 255, 2], np.uint8)
-    c = confusion(pred, label)
-    assert c.tolist() == [1, 1, 1, 1]  # ignore (255) and weak (2) pixels are not scored
-    s = scores_from_confusion(c)
+    c = confusion(pred, label, ignore=(WEAK_NEGATIVE, IGNORE))  # as the trainer scores
+    assert c == {"tp": 1, "fp": 1, "fn": 1, "tn": 1}  # weak (2) and ignored (255): not scored
+    s = scores_from_counts(c)
     assert s["precision"] == 0.5 and s["recall"] == 0.5 and s["f1"] == 0.5
     assert s["macro_f1"] == 0.5 and s["iou"] == pytest.approx(1 / 3)
 

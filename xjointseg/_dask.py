@@ -19,7 +19,6 @@ import numpy as np
 
 from ._blocks import Window, segment_window
 from .errors import ChunkError
-from .models.model import model_ref
 
 
 def plan_chunks(
@@ -155,6 +154,8 @@ def segment_array(
                 )
     else:
         arr_o = arr
+    from .models.model import model_ref  # torch: imported when a graph is built, not before
+
     dtype = np.uint8 if output == "mask" else np.float32
     return da.map_blocks(
         _segment_task,

@@ -19,7 +19,7 @@ import os
 
 from distributed import Client, WorkerPlugin
 
-from .models.model import Model, load_model
+from .models.model import Model, cached_models, load_model
 
 
 class ModelPlugin(WorkerPlugin):
@@ -74,6 +74,4 @@ def register_model(client: Client, model: str | os.PathLike | Model, device: str
 
 def loaded_models() -> list[tuple[str, str]]:
     """(sha256, device) of the models in this process's cache — e.g. via ``client.run``."""
-    from .models.model import _CACHE
-
-    return sorted(_CACHE)
+    return cached_models()

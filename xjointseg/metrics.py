@@ -16,7 +16,7 @@ import xarray as xr
 
 from .errors import CubeInputError
 
-__all__ = ["confusion", "scores"]
+__all__ = ["confusion", "roc_auc", "scores", "scores_from_counts"]
 
 
 def _array(x: Any):
@@ -97,8 +97,18 @@ def scores(pred: Any, reference: Any, ignore: Any = None) -> dict[str, float]:
     >>> s["precision"], s["recall"], s["oa"]
     (0.5, 1.0, 0.75)
     """
-    c = confusion(pred, reference, ignore)
-    tp, fp, fn, tn = c["tp"], c["fp"], c["fn"], c["tn"]
+    return scores_from_counts(confusion(pred, reference, ignore))
+
+
+def scores_from_counts(counts: dict[str, int]) -> dict[str, float]:
+    """:func:`scores` from the four counts of :func:`confusion` (e.g. summed over scenes).
+
+    Examples
+    --------
+    >>> scores_from_counts({"tp": 1, "fp": 1, "fn": 1, "tn": 1})["f1"]
+    0.5
+    """
+    tp, fp, fn, tn = (counts[k] for k in ("tp", "fp", "fn", "tn"))
     f1 = _ratio(2 * tp, 2 * tp + fp + fn)
     f1_neg = _ratio(2 * tn, 2 * tn + fp + fn)
     return {
@@ -108,7 +118,7 @@ def scores(pred: Any, reference: Any, ignore: Any = None) -> dict[str, float]:
         "iou": _ratio(tp, tp + fp + fn),
         "oa": _ratio(tp + tn, tp + fp + fn + tn),
         "macro_f1": (f1 + f1_neg) / 2,
-        **{k: float(v) for k, v in c.items()},
+        **{k: float(counts[k]) for k in ("tp", "fp", "fn", "tn")},
     }
 
 

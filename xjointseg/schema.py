@@ -313,6 +313,11 @@ def check_isa_values(values: np.ndarray, what: str = "isa") -> None:
         )
 
 
+#: What ``segment`` returns: a uint8 mask or a float32 ISA probability.
+OUTPUT_KINDS = ("mask", "probability")
+#: Arithmetic of the network: ``"auto"`` picks bf16 where the device computes it natively.
+PRECISIONS = ("auto", "fp32", "bf16")
+
 __all__ = [
     "BAND_ALIASES",
     "FLAG_MEANINGS",
@@ -323,6 +328,8 @@ __all__ = [
     "NEVER",
     "NODATA",
     "NOT_ISA",
+    "OUTPUT_KINDS",
+    "PRECISIONS",
     "band_names",
     "check_isa_map",
     "check_isa_values",

@@ -11,7 +11,7 @@ import inspect
 import json
 import math
 from collections.abc import Hashable, Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import dask.array as da
 import numpy as np
@@ -33,7 +33,6 @@ from .errors import (
     OptionError,
     ValueRangeError,
 )
-from .models.model import OUTPUT_KINDS, PRECISIONS, Model, load_model
 from .schema import (
     BAND_ALIASES,  # noqa: F401  (re-exported: the band table lives in schema)
     FINGERPRINT_COORD,
@@ -41,12 +40,17 @@ from .schema import (
     FLAG_VALUES,
     INPUT_RESOLUTION,
     NODATA,
+    OUTPUT_KINDS,
+    PRECISIONS,
     band_names,
     find_band,
     in_memory,
     metres_per_unit,
     period_digest,
 )
+
+if TYPE_CHECKING:
+    from .models.model import Model
 
 DEFAULT_BLOCK = 1024  # input pixels per block side for numpy-backed input
 
@@ -437,6 +441,8 @@ def segment(
     ):
         raise OptionError(f"chunks must be 'auto', 'keep' or an int >= 1, not {chunks!r}")
     _check_device(device)
+    from .models.model import load_model  # torch: imported on the first call, not before
+
     m = load_model(model, device=device)
     arr, nodata = _stack_bands(obj, m.bands)
     _check_dtype(arr)

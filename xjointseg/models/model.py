@@ -25,13 +25,12 @@ from safetensors.torch import save as st_save
 
 from .._system import cpu_has_bf16
 from ..errors import OptionError, PredictInputError, UnknownModelError, WeightsError
+from ..schema import OUTPUT_KINDS, PRECISIONS
 from .base import ISANetwork
 from .flops import peak_activation_bytes
 from .weights import build_from_weights, read_weights, save_weights, sha256_bytes
 
 OutputKind = Literal["mask", "probability"]
-OUTPUT_KINDS = ("mask", "probability")
-PRECISIONS = ("auto", "fp32", "bf16")
 BUILTIN_NAMES = ("jointseg", "bilinear")  # the names the package ships weights under
 
 
@@ -286,6 +285,12 @@ class ModelRef:
 
 _CACHE: dict[tuple[str, str], Model] = {}
 _CACHE_LOCK = threading.Lock()
+
+
+def cached_models() -> list[tuple[str, str]]:
+    """(sha256, device) of the models loaded in this process, sorted."""
+    with _CACHE_LOCK:
+        return sorted(_CACHE)
 
 
 # sha256 of the files this process has read, by (path, inode, size, mtime): a file that is

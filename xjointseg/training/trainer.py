@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from .._system import cpu_has_bf16 as _cpu_has_bf16
 from ..errors import XJointSegError
-from ..metrics import roc_auc
+from ..metrics import confusion, roc_auc, scores_from_counts
 from ..models.base import ISANetwork
 from .datasets import IGNORE, SCALE, WEAK_BUILT, WEAK_NEGATIVE, Scene, TrainingDataError, WeakScene
 from .losses import (
@@ -297,32 +297,6 @@ def evaluate_real(net: ISANetwork, windows: list[tuple], context: int) -> dict:
     }
 
 
-def confusion(pred: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """[tp, fp, fn, tn] over pixels whose label is a clean 0 or 1."""
-    clean = (label == 0) | (label == 1)
-    p, t = pred[clean] == 1, label[clean] == 1
-    return np.array([(p & t).sum(), (p & ~t).sum(), (~p & t).sum(), (~p & ~t).sum()], np.int64)
-
-
-def scores_from_confusion(c: np.ndarray) -> dict[str, float]:
-    tp, fp, fn, tn = (float(v) for v in c)
-    prec = tp / (tp + fp) if tp + fp else 0.0
-    rec = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-    # the not-ISA class's F1, for the paper's macro-F1 over (ISA, not ISA)
-    p0 = tn / (tn + fn) if tn + fn else 0.0
-    r0 = tn / (tn + fp) if tn + fp else 0.0
-    f0 = 2 * p0 * r0 / (p0 + r0) if p0 + r0 else 0.0
-    return {
-        "precision": prec,
-        "recall": rec,
-        "f1": f1,
-        "macro_f1": (f1 + f0) / 2,
-        "iou": tp / (tp + fp + fn) if tp + fp + fn else 0.0,
-        "oa": (tp + tn) / max(tp + fp + fn + tn, 1.0),
-    }
-
-
 def _psnr(a: np.ndarray, b: np.ndarray, peak: float = 10000.0) -> float:
     mse = float(np.mean((a.astype(np.float64) - b) ** 2))
     if not np.isfinite(mse):
@@ -350,7 +324,7 @@ def evaluate(net: ISANetwork, inputs: list[tuple], context: int) -> dict:
     """Scores on whole held-out scenes, plus the SR image's PSNR (DN, peak 10000) against the
     1 m target, next to bilinear and bicubic upsampling of the same input."""
     net.eval()
-    conf = np.zeros(4, np.int64)
+    conf = dict.fromkeys(("tp", "fp", "fn", "tn"), 0)
     psnr = {"model": [], "bilinear": [], "bicubic": []}
     fill = net.band_mean.view(-1).cpu().numpy()
     device = next(net.parameters()).device
@@ -360,14 +334,16 @@ def evaluate(net: ISANetwork, inputs: list[tuple], context: int) -> dict:
         x[:, context : context + lr.shape[1], context : context + lr.shape[2]] = lr
         out = net(torch.from_numpy(x)[None].to(device), context)
         pred = (out["logits"][0, 0] >= 0).cpu().numpy().astype(np.uint8)
-        conf += confusion(pred, label)
+        # only clean labels are scored: weak negatives (2) and ignored pixels (255) are not
+        for k, v in confusion(pred, label, ignore=(WEAK_NEGATIVE, IGNORE)).items():
+            conf[k] += v
         if hr is not None and out["sr"] is not None:
             t = torch.from_numpy(lr)[None]
             psnr["model"].append(_psnr(out["sr"][0].float().cpu().numpy(), hr))
             for mode in ("bilinear", "bicubic"):
                 up = F.interpolate(t, scale_factor=SCALE, mode=mode, align_corners=False)
                 psnr[mode].append(_psnr(up[0].numpy(), hr))
-    result = scores_from_confusion(conf)
+    result = scores_from_counts(conf)
     for k, v in psnr.items():
         if v:
             result[f"psnr_{k}"] = float(np.mean(v))
