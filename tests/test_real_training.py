@@ -23,7 +23,7 @@ from xjointseg.training.datasets import (
     load_dynamic_world_scene,
     load_oscd,
 )
-from xjointseg.training.losses import fraction_loss, weak_loss
+from xjointseg.training.losses import fraction_loss, segmentation_loss, weak_loss
 from xjointseg.training.trainer import (
     CheckpointError,
     SimulationCache,
@@ -150,6 +150,24 @@ def test_weak_loss_also_supervises_the_10m_prior():
     logits10 = torch.tensor([[[[0.0, -3.0]]]], requires_grad=True)
     weak_loss(torch.zeros(1, 1, 10, 20), logits10, weak, floor=0.3).backward()
     assert logits10.grad[0, 0, 0, 0] > 0 and logits10.grad[0, 0, 0, 1] < 0
+
+
+def test_balanced_segmentation_loss_is_plain_bce_over_clean_labels():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 1, 6, 6, generator=g)
+    label = torch.randint(0, 2, (2, 6, 6), generator=g).to(torch.uint8)
+    label[0, 0] = 255  # ignored
+    clean = label != 255
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[:, 0][clean], label[clean].float()
+    )
+    got = segmentation_loss(logits, label, pos_weight=1.0, dice_weight=0.0)
+    torch.testing.assert_close(got, bce)
+    # the default weighs ISA twice and adds Dice: more loss for a model that misses ISA
+    miss = torch.full_like(logits, -3.0)
+    assert segmentation_loss(miss, label) > segmentation_loss(
+        miss, label, pos_weight=1.0, dice_weight=0.0
+    )
 
 
 def test_fraction_loss_counts_only_fully_labelled_10m_pixels():

@@ -85,6 +85,8 @@ def _train(args: argparse.Namespace) -> int:
         real_batch_size=args.real_batch_size,
         built_floor=args.built_floor,
         fraction_weight=args.fraction_weight,
+        pos_weight=args.pos_weight,
+        dice_weight=args.dice_weight,
         real_weight=args.real_weight,
         prior_batch_size=args.prior_batch_size,
         init_from=None if args.init_from is None else str(args.init_from),
@@ -446,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--fraction-weight", type=float, default=1.0, help="10 m prior vs ISA fraction loss"
+    )
+    t.add_argument(
+        "--pos-weight", type=float, default=2.0, help="BCE weight of ISA pixels in the 1 m loss"
+    )
+    t.add_argument(
+        "--dice-weight", type=float, default=1.0, help="weight of soft Dice in the 1 m loss"
     )
     t.add_argument("--out", type=Path, required=True, help="folder for checkpoints and weights")
     t.add_argument("--quiet", action="store_true")

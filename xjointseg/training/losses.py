@@ -15,12 +15,18 @@ from .datasets import IGNORE, SCALE, WEAK_BUILT, WEAK_NEGATIVE, WEAK_NOT_BUILT
 
 
 def segmentation_loss(
-    logits: torch.Tensor, label: torch.Tensor, weak_weight: float = 0.1, pos_weight: float = 2.0
+    logits: torch.Tensor,
+    label: torch.Tensor,
+    weak_weight: float = 0.1,
+    pos_weight: float = 2.0,
+    dice_weight: float = 1.0,
 ) -> torch.Tensor:
-    """BCE + soft Dice on ISA; ignored pixels count nowhere, weak negatives only in BCE.
+    """BCE + ``dice_weight`` x soft Dice on ISA; ignored pixels count nowhere, weak negatives
+    only in BCE.
 
     ``logits`` (N, 1, H, W); ``label`` (N, H, W) uint8. ISA pixels weigh ``pos_weight`` in
-    the BCE: ISA is the minority class (10-25 % of labelled pixels here).
+    the BCE (ISA is the minority class, 10-25 % of labelled pixels here). Both the weight and
+    Dice favour recall: 1 and 0 give plain, balanced BCE.
     """
     logits = logits[:, 0].float()
     target = (label == 1).float()
@@ -28,11 +34,13 @@ def segmentation_loss(
     weight = torch.where(label == WEAK_NEGATIVE, weak_weight, weight)
     bce = F.binary_cross_entropy_with_logits(logits, target, weight=weight, reduction="sum")
     bce = bce / weight.sum().clamp_min(1.0)
+    if not dice_weight:
+        return bce
     clean = ((label == 0) | (label == 1)).float()
     prob = torch.sigmoid(logits) * clean
     inter = (prob * target).sum()
     dice = 1 - (2 * inter + 1) / (prob.sum() + (target * clean).sum() + 1)
-    return bce + dice
+    return bce + dice_weight * dice
 
 
 def sr_l1(sr: torch.Tensor, hr: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -78,6 +78,8 @@ class TrainConfig:
     seg_weight: float = 1.0
     adv_weight: float = 0.0
     weak_weight: float = 0.1  # loss weight of weak-negative 1 m labels (Massachusetts)
+    pos_weight: float = 2.0  # BCE weight of ISA pixels in the 1 m loss
+    dice_weight: float = 1.0  # soft Dice in the 1 m loss (0: BCE alone)
     fraction_weight: float = 1.0  # the 10 m prior against the labels' ISA fraction
     real_batch_size: int = 8  # real Sentinel-2 crops with weak 10 m labels per step
     real_weight: float = 2.0
@@ -456,7 +458,9 @@ def train(
             if disc is not None and not warm:
                 loss = loss + cfg.adv_weight * generator_adversarial_loss(disc, pred["sr"], std_t)
         if not warm:
-            loss = loss + cfg.seg_weight * segmentation_loss(pred["logits"], label, cfg.weak_weight)
+            loss = loss + cfg.seg_weight * segmentation_loss(
+                pred["logits"], label, cfg.weak_weight, cfg.pos_weight, cfg.dice_weight
+            )
             if pred.get("logits10") is not None:
                 loss = loss + cfg.fraction_weight * fraction_loss(pred["logits10"], label)
             if real_train and cfg.real_batch_size > 0:
