@@ -44,7 +44,6 @@ import argparse
 import importlib.util
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _memory import peak_rss_mb  # benchmarks/_memory.py
 
 
 def import_peer():
@@ -165,7 +165,7 @@ def run_child(kind: str, scene: Path, out: Path, precision: str) -> None:
         isa = isa.expand_dims(time=[np.datetime64("2017-02-16", "ns")])
         isa.isa.to_zarr(out)
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"seconds": seconds, "peak_rss_mb": peak_mb, "tile": tile}))
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _memory import peak_rss_mb  # benchmarks/_memory.py
 
 import xjointseg
 from xjointseg.segment import default_tile
@@ -63,7 +63,7 @@ def rss_child(size: int, weights: Path) -> None:
     ds = synthetic_scene(size, size, seed=1)
     with tempfile.TemporaryDirectory() as tmp:
         seconds = stream_to_zarr(ds, weights, Path(tmp) / "isa.zarr")
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_rss_mb()
     print(json.dumps({"size": size, "seconds": seconds, "peak_rss_mb": peak_mb}))
 
 
