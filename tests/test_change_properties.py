@@ -97,3 +97,40 @@ def test_first_period_is_the_first_isa_period_per_pixel(seed, chunks):
     got = first_period(as_cube(values, chunks)).values
     np.testing.assert_array_equal(got, _first_reference(values))
     np.testing.assert_array_equal(got, first_period(as_cube(values)).values)
+
+
+@given(seed=st.integers(0, 2**16), chunks=chunkings)
+def test_polygon_regions_count_the_pixels_whose_centre_is_inside(seed, chunks):
+    """Per-block rasterisation on each block's GeoBox equals a brute-force point-in-polygon
+    test at the pixel centres of the whole grid, for any chunking."""
+    import geopandas as gpd
+    import shapely
+    from shapely.geometry import Polygon
+
+    rng = np.random.default_rng(seed)
+    values = cube_values(seed)
+    res = 2.0
+    polys = []
+    for _ in range(3):  # star-shaped polygons at any angle, partly outside the grid
+        cx, cy = rng.uniform(-5, NX * res + 5), rng.uniform(-5, NY * res + 5)
+        ang = np.sort(rng.uniform(0, 2 * np.pi, 6))
+        rad = rng.uniform(3, 40, 6)
+        polys.append(Polygon(zip(cx + rad * np.cos(ang), cy + rad * np.sin(ang), strict=True)))
+    regions = gpd.GeoDataFrame({"name": ["a", "b", "c"]}, geometry=polys, crs="EPSG:32633")
+    ys = (NY - np.arange(NY) - 0.5) * res  # pixel centres, north-up
+    xs = (np.arange(NX) + 0.5) * res
+    px, py = np.meshgrid(xs, ys)
+    footprint = shapely.box(0, 0, NX * res, NY * res)
+    if not any(p.intersects(footprint) for p in polys):
+        return  # no region on the cube: a RegionOutsideError, tested elsewhere
+    table = area(as_cube(values, chunks, res=res), regions)
+    km2 = res * res / 1e6
+    for name, poly in zip(regions["name"], polys, strict=True):
+        inside = shapely.contains_xy(poly, px, py)
+        rows = table[table.region == name]  # one per period, in order
+        assert len(rows) == NT
+        for t in range(NT):
+            row = rows.iloc[t]
+            assert round(row.region_km2 / km2) == int(inside.sum())
+            assert round(row.isa_km2 / km2) == int((values[t][inside] == 1).sum())
+            assert round(row.valid_km2 / km2) == int((values[t][inside] != NODATA).sum())

@@ -447,6 +447,38 @@ def test_to_cog_keeps_nodata_and_writes_2d(tmp_path, small_isa):
         assert src.read_masks(1)[:100].max() == 0  # GIS tools see it as missing
 
 
+def test_to_cog_is_the_map_pixel_for_pixel_at_any_size(tmp_path):
+    """A map whose side is no multiple of the overview factors: the COG has exactly its grid
+    (no padding), GDAL's COG layout, overviews, nodata 255 and the recognised tags."""
+    from odc.geo.geobox import GeoBox
+    from odc.geo.xr import xr_coords
+
+    from xjointseg.export import COLORMAP, is_own_cog
+
+    gbox = GeoBox.from_bbox((331_000, 5_816_000, 332_010, 5_816_650), "EPSG:32633", resolution=1)
+    rng = np.random.default_rng(3)
+    values = rng.choice(np.array([0, 1, 255], np.uint8), size=gbox.shape, p=[0.5, 0.4, 0.1])
+    values[:130, :260] = 255  # a whole nodata corner: its overview pixels stay nodata
+    isa = xr.DataArray(values, dims=("y", "x"), coords=xr_coords(gbox), attrs={"model": "m1"})
+    isa = isa.odc.assign_crs(gbox.crs).chunk({"y": 300, "x": 333})  # ragged, unaligned
+    path = to_cog(isa, tmp_path / "odd.tif", blocksize=256, overview_resampling="mode")
+    with rasterio.open(path) as src:
+        assert src.shape == (650, 1010) and src.transform == gbox.affine
+        assert src.crs.to_epsg() == 32633 and src.nodata == 255
+        assert src.profile["tiled"] and src.block_shapes == [(256, 256)]
+        assert src.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
+        assert src.overviews(1) == [2, 4]
+        np.testing.assert_array_equal(src.read(1), values)
+        overview = src.read(1, out_shape=(163, 253))  # the 1:4 overview
+        assert set(np.unique(overview)) <= {0, 1, 255}
+        assert (overview[:30, :60] == 255).all()
+        assert src.tags()["model"] == "m1"
+        cmap = src.colormap(1)
+        assert cmap[0][:3] == COLORMAP[0][:3] and cmap[1][:3] == COLORMAP[1][:3]
+    assert is_own_cog(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["odd.tif"]
+
+
 def test_to_cog_errors(tmp_path, small_isa):
     with pytest.raises(ExportError, match="period="):
         to_cog(small_isa, tmp_path / "x.tif")

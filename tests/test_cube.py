@@ -105,6 +105,32 @@ def test_round_trip_crs_attrs_and_layout(tmp_path):
     assert st.complete.all() and (st.blocks_done == 9).all()
 
 
+def test_block_writes_touch_no_metadata_and_encode_as_the_store_says(tmp_path):
+    """Blocks are region writes into the template: no zarr.json changes once it exists (so
+    concurrent writers never race on one), and the probability is encoded by the store's own
+    scale_factor and _FillValue."""
+    isa = make_cube(random_isa(nt=2, ny=120, nx=100), chunks=60)
+    rng = np.random.default_rng(2)
+    p = rng.random(isa.shape).astype(np.float32)
+    p[:, 70:, 60:] = np.nan
+    prob = isa.copy(data=da.from_array(p, chunks=isa.data.chunks))
+    store = tmp_path / "cube.zarr"
+    job = to_zarr(isa, store, probability=prob, compute=False)  # the template, no block yet
+    metadata = {q: q.stat().st_mtime_ns for q in store.rglob("zarr.json")}
+    assert not list((store / "isa").rglob("c/*/*/*"))  # nothing written but metadata
+    job.compute()
+    assert {q: q.stat().st_mtime_ns for q in store.rglob("zarr.json")} == metadata
+    raw = zarr.open_array(str(store), path="probability", mode="r")[:]
+    attrs = zarr.open_array(str(store), path="probability", mode="r").attrs
+    assert attrs["scale_factor"] == pytest.approx(0.004) and attrs["_FillValue"] == 255
+    assert (raw[:, 70:, 60:] == 255).all()
+    ok = ~np.isnan(p)
+    assert np.abs(raw[ok] * 0.004 - p[ok]).max() <= 0.002 + 1e-6 and raw[ok].max() <= 250
+    np.testing.assert_array_equal(open_cube(store).values, isa.values)
+    codecs = json.dumps(zarr.open_array(str(store), path="isa", mode="r").metadata.to_dict())
+    assert '"cname": "zstd"' in codecs and '"shuffle": "bitshuffle"' in codecs
+
+
 def test_each_block_is_one_shard(tmp_path):
     isa = make_cube(random_isa(nt=2, ny=1024, nx=768), chunks=512)
     store = tmp_path / "cube.zarr"

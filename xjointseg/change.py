@@ -3,8 +3,9 @@ period in which each pixel first became ISA, and ISA fractions on a coarser grid
 
 Everything works block by block on the cube's dask chunks, so no 1 m scene is ever held in
 memory whole: tables come from per-block pixel counts summed in a tree, maps stay lazy.
-Polygons are rasterised per block on the cube's own 1 m grid (pixel centres, as
-``rasterio.features`` does), which gives exactly the mask of one whole-scene rasterisation.
+Polygons are rasterised per block with ``odc.geo.xr.rasterize`` on the block's GeoBox, a
+slice of the cube's own 1 m grid (a pixel is in a polygon when its centre is), which gives
+exactly the mask of one whole-scene rasterisation.
 
 Counting rules, the same everywhere: a pixel is ISA when it is 1, valid when it is not 255;
 shares are taken over valid pixels only, and a change between two periods only over pixels
@@ -232,34 +233,26 @@ def _label_counts(vals: np.ndarray, lab: np.ndarray) -> dict:
     return {int(k): table[i] for i, k in enumerate(uniq)}
 
 
-def _block_counts(block, labels, *, geoms, transform, kind) -> dict:
+def _block_counts(block, labels, *, geoms, gbox, kind) -> dict:
     block = np.asarray(block)
     if kind == "all":
         return {0: _counts(block, None)}
     if kind == "labels":
         return _label_counts(block, np.asarray(labels))
-    from rasterio.features import geometry_mask
-    from rasterio.windows import Window, from_bounds
-    from rasterio.windows import transform as window_transform
+    from odc.geo.geom import Geometry
+    from odc.geo.xr import rasterize
 
     out = {}
-    h, w = block.shape[1:]
     for idx, geom in geoms:
-        # rasterise only the polygon's window of the block, on the block's exact 1 m grid
-        win = from_bounds(*geom.bounds, transform=transform)
-        win = win.round_offsets(op="floor").round_lengths(op="ceil")
-        r0, c0 = max(0, win.row_off - 1), max(0, win.col_off - 1)
-        r1, c1 = min(h, win.row_off + win.height + 1), min(w, win.col_off + win.width + 1)
-        if r1 <= r0 or c1 <= c0:
+        # rasterise only the polygon's window of the block (one pixel of margin), cut from
+        # the block's GeoBox: the same 1 m grid, so the same pixels as one whole-scene mask
+        poly = Geometry(geom, gbox.crs)
+        rows, cols = gbox.overlap_roi(gbox.enclosing(poly.boundingbox).pad(1))
+        if rows.stop <= rows.start or cols.stop <= cols.start:
             continue
-        mask = geometry_mask(
-            [geom],
-            out_shape=(r1 - r0, c1 - c0),
-            transform=window_transform(Window(c0, r0, c1 - c0, r1 - r0), transform),
-            invert=True,
-        )
+        mask = rasterize(poly, gbox[rows, cols], all_touched=False).values
         if mask.any():
-            out[idx] = _counts(block[:, r0:r1, c0:c1], None if mask.all() else mask)
+            out[idx] = _counts(block[:, rows, cols], None if mask.all() else mask)
     return out
 
 
@@ -297,7 +290,7 @@ def _region_stats(cube: xr.DataArray, regions: Any, name_column: str | None):
                     blocks[0, iy, ix],
                     label_blocks[iy, ix] if label_blocks is not None else None,
                     geoms=geoms,
-                    transform=sub.affine,
+                    gbox=sub,
                     kind=reg.kind,
                 )
             )

@@ -17,6 +17,11 @@ Store layout (a local path or any fsspec URL)::
 
 Each dask block of the (rechunked) input is one Zarr shard (or one chunk when blocks are
 small), so one task writes one object and concurrent tasks never touch the same object.
+xarray writes the template (``Dataset.to_zarr(compute=False)``) and each block
+(``to_zarr(region=...)``, encoded as the store's attributes say); the bookkeeping group, the
+period records and the block markers are small JSON objects of their own. Appending periods
+resizes the arrays with zarr directly, in an order a kill cannot leave unreadable (see
+_sync_periods).
 """
 
 from __future__ import annotations
@@ -68,6 +73,11 @@ FORMAT = 1
 DEFAULT_BLOCK = 4096  # 1 m pixels per block side when the input is not a dask array
 INNER_MAX = 2048  # largest inner chunk side inside a shard (4 MiB of uint8)
 INNER_MIN = 256  # below this, sharding costs more than it saves: one chunk per block
+# Zarr v3 codec metadata, as it stands in zarr.json (zarr builds the codec from it)
+COMPRESSOR = {
+    "name": "blosc",
+    "configuration": {"cname": "zstd", "clevel": 5, "shuffle": "bitshuffle"},
+}
 
 __all__ = ["WritePlan", "open_cube", "plan_write", "status", "to_zarr"]
 
@@ -361,10 +371,7 @@ def _template(
     attrs.setdefault("flag_values", list(FLAG_VALUES))
     attrs.setdefault("flag_meanings", FLAG_MEANINGS)
     sharded = list(inner) != list(block)
-    from zarr.codecs import BloscCodec
-
-    blosc = BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle")
-    enc_common = {"compressors": [blosc], "fill_value": NODATA}
+    enc_common = {"compressors": [dict(COMPRESSOR)], "fill_value": NODATA}
     if sharded:
         enc_common.update(chunks=(1, *inner), shards=chunks)
     else:
@@ -432,6 +439,8 @@ def _create(
         for i, rec in enumerate(records):
             _write_record(tfs, troot, i, rec)
         # the bookkeeping group is written last: its presence says the template is whole
+        # (its zarr.json by hand: opened through xarray or zarr, the group's folder would be
+        # walked, and the records and markers in it are not Zarr nodes)
         node = {"zarr_format": 3, "node_type": "group", "attributes": {"xjointseg_cube": meta}}
         _put(tfs, f"{troot}/{BOOK}/zarr.json", _dumps(node))
 
@@ -458,11 +467,6 @@ def _create(
 # --- writing blocks -----------------------------------------------------------------------
 
 
-def _probability_to_uint8(p: np.ndarray) -> np.ndarray:
-    q = np.rint(np.clip(p, 0.0, 1.0) / PROBABILITY_SCALE)
-    return np.where(np.isnan(p), NODATA, q).astype(np.uint8)
-
-
 def _sweep_partials(target: _Target, var: str, index: int, iy: int, ix: int) -> None:
     """Remove temporary files a killed writer left for this shard (zarr's atomic writes)."""
     if not target.local:
@@ -483,6 +487,7 @@ def _write_block(
     ix: int,
     block: tuple[int, int],
     shape: tuple[int, int],
+    dims: tuple[str, str, str],
     fingerprint: str,
 ) -> int:
     y0, x0 = iy * block[0], ix * block[1]
@@ -495,14 +500,22 @@ def _write_block(
                 f"layout needs {expect}: a block would span two shards"
             )
     check_isa_values(isa_block)  # lazy maps: their values are first seen here
+    part = xr.Dataset({"isa": (dims, np.asarray(isa_block, dtype=np.uint8))})
+    if prob_block is not None:
+        # xarray encodes it as the store says (scale_factor, _FillValue 255 for NaN)
+        part["probability"] = (dims, np.clip(prob_block, 0.0, 1.0))
+    for var in part.data_vars:
+        _sweep_partials(target, str(var), index, iy, ix)
     region = (slice(index, index + 1), slice(y0, y0 + expect[1]), slice(x0, x0 + expect[2]))
-    for var, values in (("isa", isa_block), ("probability", prob_block)):
-        if values is None:
-            continue
-        if var == "probability":
-            values = _probability_to_uint8(values)
-        _sweep_partials(target, var, index, iy, ix)
-        target.open_array(var)[region] = np.asarray(values, dtype=np.uint8)
+    part.to_zarr(
+        target.url,
+        region=dict(zip(dims, region, strict=True)),
+        mode="r+",
+        zarr_format=3,
+        consolidated=False,
+        write_empty_chunks=False,  # an all-nodata block stays unwritten: it reads as fill
+        storage_options=target.storage_options,
+    )
     fs, root = target.fs()
     _put(fs, f"{_done_dir(root, index, fingerprint)}/{iy}.{ix}", fingerprint.encode())
     return int(isa_block.size)
@@ -800,6 +813,7 @@ def _write_job(plan: WritePlan, meta: dict, indices: list[int]):
     arrays = [(name, data.rechunk((1, block[0], block[1]))) for name, data in plan.arrays]
     _check_layout(target, arrays, block)
     shape = tuple(meta["grid"]["shape"])
+    dims = (meta["dim"], *meta["grid"]["dims"])
     delayed_blocks = [data.to_delayed(optimize_graph=True) for _, data in arrays]
     tasks = []
     nby, nbx = delayed_blocks[0].shape[1:]
@@ -824,6 +838,7 @@ def _write_job(plan: WritePlan, meta: dict, indices: list[int]):
                         ix=ix,
                         block=block,
                         shape=shape,
+                        dims=dims,
                         fingerprint=fp,
                         dask_key_name=f"xjointseg-write-{index}-{iy}-{ix}-{uuid.uuid4().hex}",
                     )

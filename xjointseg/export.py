@@ -5,6 +5,12 @@ GDAL's COG driver lays it out with overviews (nearest or mode: the mask is categ
 no averaging), and the finished file is renamed into place. Memory stays bounded by a few
 blocks whatever the scene size, and a failed export never leaves a partial file under the
 target name.
+
+GDAL rather than odc-geo's ``save_cog_with_dask``: that writer pads the raster to a multiple
+of the overview factors (the file would be larger than the map), writes neither GDAL's COG
+layout marker nor dataset-level GDAL metadata (the model and period tags), and its local-file
+sink has every Dask worker write parts beside the target (a filesystem shared with the
+workers). Here the blocks are computed wherever Dask runs them and written by this process.
 """
 
 from __future__ import annotations
