@@ -147,9 +147,10 @@ class Model:
         """``"fp32"`` or ``"bf16"``: what ``precision`` means for this model's device.
 
         ``"auto"`` is bf16 autocast on GPUs with bf16 support and on CPUs that compute bf16
-        natively (AVX-512 BF16 / AMX), fp32 elsewhere (emulated
-        bf16 would be slower than fp32). Masks differ from fp32 only where the probability
-        is within rounding of 0.5.
+        natively (AVX-512 BF16 / AMX), fp32 elsewhere (emulated bf16 would be slower than
+        fp32). The networks keep their 10 m layers in fp32 under autocast
+        (:func:`~xjointseg.models.layers.in_fp32`), so masks differ from fp32 only where the
+        probability is within rounding of 0.5.
         """
         if precision not in PRECISIONS:
             raise OptionError(f"precision must be one of {PRECISIONS}, not {precision!r}")
