@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import xarray as xr
+from conftest import partition
 from hypothesis import given
 from hypothesis import strategies as st
 from odc.geo.geobox import GeoBox
@@ -16,24 +17,6 @@ from xjointseg.schema import NEVER, NODATA
 
 NT, NY, NX = 3, 40, 30
 YEARS = np.array(["2017-01-01", "2019-01-01", "2021-01-01"], dtype="datetime64[ns]")
-
-
-def partition(n):
-    """A random chunking of an axis of length n (tiny and ragged ones)."""
-    return st.lists(st.integers(1, n), min_size=1, max_size=7).map(lambda parts: _fit(parts, n))
-
-
-def _fit(parts, n):
-    out, total = [], 0
-    for p in parts:
-        p = min(p, n - total)
-        if p <= 0:
-            break
-        out.append(p)
-        total += p
-    if total < n:
-        out.append(n - total)
-    return tuple(out)
 
 
 def cube_values(seed: int) -> np.ndarray:
@@ -51,7 +34,9 @@ def as_cube(values: np.ndarray, chunks=None, res: float = 2.0) -> xr.DataArray:
     return arr if chunks is None else arr.chunk(dict(zip(("time", "y", "x"), chunks, strict=True)))
 
 
-chunkings = st.tuples(st.sampled_from([(1, 1, 1), (2, 1), (3,)]), partition(NY), partition(NX))
+chunkings = st.tuples(
+    st.sampled_from([(1, 1, 1), (2, 1), (3,)]), partition(NY, 7), partition(NX, 7)
+)
 
 
 @given(seed=st.integers(0, 2**16), chunks=chunkings)

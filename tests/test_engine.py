@@ -8,7 +8,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
-from conftest import shared_path
+from conftest import partition, shared_path
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,24 +24,6 @@ TILE = 16
 def whole_pass(obj, **kw):
     """One block for the whole scene: the reference every chunking must reproduce."""
     return segment(obj, MODEL, tile=TILE, chunks=100_000, **kw).values
-
-
-def partition(n):
-    """Hypothesis strategy: a random chunking of an axis of length n (tiny and ragged ones)."""
-    return st.lists(st.integers(1, n), min_size=1, max_size=8).map(lambda parts: _fit(parts, n))
-
-
-def _fit(parts, n):
-    out, total = [], 0
-    for p in parts:
-        p = min(p, n - total)
-        if p <= 0:
-            break
-        out.append(p)
-        total += p
-    if total < n:
-        out.append(n - total)
-    return tuple(out)
 
 
 SCENE_2D = synthetic_scene(45, 38, seed=1)
