@@ -272,14 +272,26 @@ def check_isa_map(
 
 
 def isa_map_of(obj: Any, what: str = "cube") -> xr.DataArray:
-    """The checked ISA map of a cube: the DataArray itself, or a Dataset's ``isa`` variable."""
+    """The checked ISA map of a cube: the DataArray itself, or a Dataset's ``isa`` variable.
+
+    The analyses read their maps through it: a lazy map's values are checked block by block
+    when they are computed, so a map holding other codes fails instead of counting as "not ISA".
+    """
     if isinstance(obj, xr.Dataset):
         if "isa" not in obj.data_vars:
             raise CubeInputError(
                 "the Dataset has no 'isa' variable: pass the cube from xjointseg.open_cube()"
             )
         obj = obj["isa"]
-    return check_isa_map(obj, what)
+    isa = check_isa_map(obj, what)
+    if isa.chunks is not None:  # lazy: each block's values are checked as it is computed
+        isa = isa.copy(data=isa.data.map_blocks(_checked_block, what=what, dtype=isa.dtype))
+    return isa
+
+
+def _checked_block(block: np.ndarray, what: str) -> np.ndarray:
+    check_isa_values(block, what)
+    return block
 
 
 def period_labels(isa: xr.DataArray) -> list:
