@@ -4,6 +4,8 @@ deleted, fingerprints that follow the computation (not the chunking), scalar per
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 
 import dask
 import numpy as np
@@ -16,8 +18,13 @@ import xjointseg  # noqa: F401  (registers .isa)
 from xjointseg import errors, segment
 from xjointseg.change import area, fraction
 from xjointseg.cube import open_cube, status, to_zarr
+from xjointseg.data import demo_item_path
+from xjointseg.export import to_cog
 from xjointseg.schema import NODATA, check_isa_map, find_band
+from xjointseg.sentinel2 import load_sentinel2
 from xjointseg.testing import synthetic_scene, toy_model
+
+BBOX = (12.545, 52.470, 12.550, 52.474)  # a corner of the bundled demo scene
 
 MODEL = toy_model(depth=2)
 
@@ -98,6 +105,20 @@ def test_map_with_other_values_is_refused_by_to_zarr(tmp_path):
         check_isa_map(xr.full_like(isa, 2).isel(time=0))
 
 
+@pytest.mark.parametrize("analysis", ["area", "fraction", "first_period"])
+def test_analyses_refuse_a_lazy_map_with_other_values(analysis):
+    isa = segment(synthetic_scene(16, 16, times=2), MODEL).compute()
+    sevens = xr.full_like(isa, 7).chunk(x=40, y=40)
+    run = {
+        "area": lambda c: c.isa.area(),
+        "fraction": lambda c: c.isa.fraction(10).compute(),
+        "first_period": lambda c: c.isa.first_period().compute(),
+    }[analysis]
+    with pytest.raises(errors.CubeInputError, match=r"\[7\]"):
+        run(sevens)
+    run(isa.chunk(x=40, y=40))  # a valid lazy map passes the same check
+
+
 @pytest.mark.parametrize("flip", ["y", "x", "both"])
 def test_south_up_or_x_descending_input_is_not_mirrored(flip):
     ds = synthetic_scene(24, 32)
@@ -142,29 +163,52 @@ def test_to_zarr_overwrite_replaces_its_own_cube(tmp_path):
     assert cube.shape == other.shape
 
 
-@pytest.mark.parametrize("kind", ["file", "read-only"])
-def test_store_that_cannot_be_a_store(tmp_path, kind):
+def test_store_that_is_a_file_or_under_one(tmp_path):
     isa = segment(synthetic_scene(16, 16, times=1), MODEL)
-    if kind == "file":
-        path = tmp_path / "cube.zarr"
-        path.write_text("not a folder")
-        with pytest.raises(errors.StorePathError, match="is a file"):
-            to_zarr(isa, path)
-        with pytest.raises(errors.StorePathError, match="is a file"):
-            to_zarr(isa, path / "inner.zarr")
-    else:
-        parent = tmp_path / "locked"
-        parent.mkdir()
-        parent.chmod(0o500)
-        try:
-            import os
+    path = tmp_path / "cube.zarr"
+    path.write_text("not a folder")
+    with pytest.raises(errors.StorePathError, match="is a file"):
+        to_zarr(isa, path)
+    with pytest.raises(errors.StorePathError, match="is a file"):
+        to_zarr(isa, path / "inner.zarr")
+    with pytest.raises(errors.StorePathError, match="is a file"):
+        load_sentinel2(str(demo_item_path()), periods=2017, bbox=BBOX, store=path / "in.zarr")
+    assert path.read_text() == "not a folder"
 
-            if os.access(parent, os.W_OK):  # root ignores permissions
-                pytest.skip("running as a user who can write anywhere")
-            with pytest.raises(errors.StorePathError, match="read-only"):
-                to_zarr(isa, parent / "cube.zarr")
-        finally:
-            parent.chmod(0o700)
+
+@pytest.fixture
+def read_only(tmp_path, monkeypatch):
+    """A folder nobody may write into (root ignores permission bits: then ``os.access``
+    reports the folder as its bits say, as it does for any other user)."""
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o500)
+    if os.access(folder, os.W_OK):
+        real = os.access
+
+        def access(path, mode, *args, **kwargs):
+            if Path(path) == folder and mode & os.W_OK:
+                return False
+            return real(path, mode, *args, **kwargs)
+
+        monkeypatch.setattr(os, "access", access)
+    yield folder
+    folder.chmod(0o700)
+
+
+@pytest.mark.parametrize("writer", ["to_zarr", "load_sentinel2", "to_cog"])
+def test_nothing_is_written_into_a_read_only_folder(read_only, writer):
+    isa = segment(synthetic_scene(16, 16, times=1), MODEL)
+    write = {
+        "to_zarr": lambda: to_zarr(isa, read_only / "cube.zarr"),
+        "load_sentinel2": lambda: load_sentinel2(
+            str(demo_item_path()), periods=2017, bbox=BBOX, store=read_only / "s2.zarr"
+        ),
+        "to_cog": lambda: to_cog(isa.isel(time=0), read_only / "isa.tif"),
+    }[writer]
+    with pytest.raises(errors.StorePathError, match="read-only"):
+        write()
+    assert not any(read_only.iterdir())
 
 
 # --- fingerprints follow the computation --------------------------------------------------

@@ -231,20 +231,21 @@ def _cog_name(label: str) -> str:
 def _check_map_outputs(args: argparse.Namespace) -> None:
     """Refuse unusable --out / --cog-dir paths and foreign COGs before any work is done."""
     from .errors import OutputExistsError, StorePathError
-    from .export import check_writable_parent, is_own_cog
+    from .export import is_own_cog
+    from .paths import check_writable
     from .sentinel2 import parse_periods
 
     if "://" not in args.out:
         out = Path(args.out).expanduser().absolute()
         if out.exists() and not out.is_dir():
             raise StorePathError(f"--out {args.out} is a file: give a folder path for the cube")
-        check_writable_parent(out)
+        check_writable(out)
     if args.cog_dir is None:
         return
     cog_dir = args.cog_dir.expanduser().absolute()
     if cog_dir.exists() and not cog_dir.is_dir():
         raise StorePathError(f"--cog-dir {args.cog_dir} is a file: give a folder")
-    check_writable_parent(cog_dir / "isa.tif")
+    check_writable(cog_dir / "isa.tif")
     names = [_cog_name(p.label) for p in parse_periods(list(args.periods))]
     foreign = [n for n in names if (cog_dir / n).exists() and not is_own_cog(cog_dir / n)]
     if foreign:

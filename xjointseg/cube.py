@@ -21,7 +21,11 @@ xarray writes the template (``Dataset.to_zarr(compute=False)``) and each block
 (``to_zarr(region=...)``, encoded as the store's attributes say); the bookkeeping group, the
 period records and the block markers are small JSON objects of their own. Appending periods
 resizes the arrays with zarr directly, in an order a kill cannot leave unreadable (see
-_sync_periods).
+_sync_periods): the data arrays first, the period coordinate, whose length readers take as
+the number of periods, last. xarray's ``to_zarr(append_dim=...)`` grows each array in turn,
+coordinate included, in no order this module controls, so a kill between two arrays could
+leave a store whose periods disagree in length; and it writes the new periods' data in the
+same call, where here they are written block by block, resumably.
 """
 
 from __future__ import annotations
@@ -51,8 +55,8 @@ from .errors import (
     NotACubeError,
     OptionError,
     PeriodConflictError,
-    StorePathError,
 )
+from .paths import check_writable
 from .progress import compute as compute_job
 from .schema import (
     FINGERPRINT_COORD,
@@ -932,18 +936,9 @@ def _is_ours(target: _Target) -> bool:
 
 
 def _check_store_path(target: _Target) -> None:
-    """A local store must be a folder (or not exist yet) whose parent can be written."""
-    if not target.local:
-        return
-    _, root = target.fs()
-    path = Path(root)
-    if path.exists() and not path.is_dir():
-        raise StorePathError(f"{path} is a file, not a Zarr store: pick a folder path")
-    parent = next((p for p in (path, *path.parents) if p.exists()), None)
-    if parent is None or not parent.is_dir():
-        raise StorePathError(f"{path}: {parent} is a file, so no store can be made under it")
-    if not os.access(parent, os.W_OK):
-        raise StorePathError(f"cannot write {path}: {parent} is read-only. Pick another path")
+    """A local store must be a folder (or not exist yet) that can be written."""
+    if target.local:
+        check_writable(target.fs()[1], folder=True)
 
 
 def _is_partial_template(target: _Target) -> bool:

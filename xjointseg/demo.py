@@ -104,11 +104,12 @@ def _own_summary(path: Path) -> bool:
 
 def _check_out(out: Path) -> None:
     """Refuse before any work when --out holds files the demo would replace but did not write."""
-    from .export import check_writable_parent, is_own_cog
+    from .export import is_own_cog
+    from .paths import check_writable
 
     if out.exists() and not out.is_dir():
         raise StorePathError(f"{out} is a file: --out must be a folder (it is created)")
-    check_writable_parent(out / "summary.json")
+    check_writable(out / "summary.json")
     owners = {"summary.json": _own_summary, "isa_1m.tif": is_own_cog}
     owners |= {name: _own_png for name in FIGURES}
     foreign = [

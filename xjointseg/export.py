@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import uuid
 from pathlib import Path
 from typing import Any, Literal
@@ -29,7 +28,9 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from . import __version__
-from .errors import OptionError, StorePathError, XJointSegError
+from .errors import OptionError, XJointSegError
+from .paths import check_writable
+from .progress import bar as progress_bar
 from .schema import NODATA, check_isa_values
 
 __all__ = ["ExportError", "ExportExistsError", "to_cog"]
@@ -61,15 +62,6 @@ def is_own_cog(path: str | os.PathLike) -> bool:
             return str(src.tags().get(SOFTWARE_TAG, "")).startswith("xjointseg")
     except rasterio.errors.RasterioError:
         return False
-
-
-def check_writable_parent(path: Path) -> None:
-    """Refuse a path under a file or a read-only folder before any work is done."""
-    parent = next((p for p in path.parents if p.exists()), None)
-    if parent is None or not parent.is_dir():
-        raise StorePathError(f"cannot write {path}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK):
-        raise StorePathError(f"cannot write {path}: {parent} is read-only. Pick another path")
 
 
 def _one_map(isa: Any, period: Any) -> tuple[xr.DataArray, Any]:
@@ -156,7 +148,6 @@ def _write_scratch(
 ) -> None:
     import rasterio
     from rasterio.windows import Window
-    from tqdm import tqdm  # plain text on stderr: tqdm.auto warns in Jupyter without widgets
 
     profile = {
         "driver": "GTiff",
@@ -184,9 +175,7 @@ def _write_scratch(
         dst.update_tags(**tags)
         dst.set_band_description(1, "impervious surface: 0 not ISA, 1 ISA, 255 nodata")
         dst.write_colormap(1, COLORMAP)
-        bar = tqdm(
-            total=len(blocks), desc="COG", unit="block", disable=not progress, file=sys.stderr
-        )
+        bar = progress_bar(len(blocks), desc="COG", unit="block", enabled=progress)
         for start in range(0, len(blocks), batch):
             part = blocks[start : start + batch]
             values = dask.compute(*(data.blocks[iy, ix] for iy, ix in part))
@@ -291,7 +280,7 @@ def to_cog(
     target = Path(path).expanduser().absolute()
     if target.is_dir():
         raise ExportExistsError(f"{target} is a folder: give a file name, e.g. {target}/isa.tif")
-    check_writable_parent(target)
+    check_writable(target)
     if target.exists() and not overwrite:
         raise ExportExistsError(
             f"{target} exists: pass overwrite=True to replace it, or pick another path"

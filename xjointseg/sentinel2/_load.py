@@ -35,6 +35,7 @@ from ..errors import (
     StagingStoreExistsError,
     StorePathError,
 )
+from ..paths import check_writable
 from ._catalog import Signer, find_period_items, open_source
 from ._items import (
     SCL,
@@ -448,8 +449,7 @@ def _check_stage_target(store: Any, overwrite: bool) -> None:
     """Refuse a store that exists, unless overwrite and load_sentinel2 made it."""
     if isinstance(store, str | os.PathLike) and "://" not in os.fspath(store):
         path = Path(store)
-        if path.exists() and not path.is_dir():
-            raise StorePathError(f"{path} is a file, not a Zarr store: pick a folder path")
+        check_writable(path, folder=True)
         if not path.exists() or not any(path.iterdir()):
             return
     elif not overwrite:

@@ -393,10 +393,9 @@ def train(
     Writes to ``out_dir``: ``checkpoint.pt`` (resumable state), ``metrics.jsonl`` (one line
     per evaluation), ``best.safetensors`` (best weights by the validation ``selection``).
     """
-    from tqdm.auto import tqdm
-
     from ..models.architectures import build_network, default_config
     from ..models.model import resolve_device, save_model
+    from ..progress import bar as progress_bar
 
     if not train_scenes:
         raise TrainingDataError("the training set is empty after filtering")
@@ -439,7 +438,9 @@ def train(
     val_inputs = validation_inputs(val_scenes)
     real_windows = real_validation_windows(real_val, context) if real_val else None
     sim_cache = SimulationCache(cfg.sim_versions, cfg.radiometry_augment, cfg.seed)
-    bar = tqdm(total=cfg.steps, initial=state["step"], disable=not progress, desc=cfg.arch)
+    bar = progress_bar(
+        cfg.steps, initial=state["step"], enabled=progress, desc=cfg.arch, unit="step"
+    )
     started = time.perf_counter()
     net.train()
     while state["step"] < cfg.steps and state["stale"] < cfg.patience:
