@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 
 import xjointseg
-from xjointseg import errors, load_model, segment
+from xjointseg import errors, load_model, save_model, segment
 from xjointseg.change import area, first_period, fraction, growth, read_worldcover
 from xjointseg.cli import main
 from xjointseg.cube import open_cube, status, to_zarr
@@ -24,6 +24,7 @@ from xjointseg.testing import synthetic_scene, toy_model
 MODEL = toy_model()
 DS = synthetic_scene(32, 32, times=1)
 ISA = segment(DS, MODEL).compute()
+ISA2 = xr.concat([ISA, ISA.assign_coords(time=ISA.time + np.timedelta64(365, "D"))], "time")
 ITEM = str(demo_item_path())
 BBOX = (12.545, 52.470, 12.550, 52.474)
 pytestmark = pytest.mark.filterwarnings("ignore::xjointseg.sentinel2.Sentinel2Warning")
@@ -165,6 +166,12 @@ MISTAKES = [
         errors.WeightsError,
         "save_model",
     ),
+    (
+        "save_model: over a file that is not weights",
+        lambda t: save_model(MODEL.network, _file(t), name="m", bands=("B04", "B03", "B02")),
+        errors.OutputExistsError,
+        "another path",
+    ),
     # --- to_zarr / open_cube ---
     (
         "to_zarr: a Dataset",
@@ -244,6 +251,19 @@ MISTAKES = [
     ),
     ("area: regions as text", lambda t: area(ISA, "Berlin"), errors.RegionError, "GeoDataFrame"),
     ("growth: one period", lambda t: growth(ISA), errors.NotEnoughPeriodsError, "to_zarr"),
+    (
+        "growth: classes a dict",
+        lambda t: growth(ISA2, classes={"a": "b"}),
+        errors.OptionError,
+        "pairs",
+    ),
+    ("growth: min_valid 5", lambda t: growth(ISA2, min_valid=5), errors.OptionError, "0 to 1"),
+    (
+        "growth: thresholds increase",
+        lambda t: growth(ISA2, classes=[("slow", 0.0), ("fast", 0.1)]),
+        errors.OptionError,
+        "decrease",
+    ),
     ("fraction: factor 7", lambda t: fraction(ISA, 7), errors.FactorError, "divide"),
     ("first_period: gaps=3", lambda t: first_period(ISA, gaps=3), errors.OptionError, "ignore"),
     (
@@ -314,6 +334,14 @@ MISTAKES = [
         lambda t: xjointseg.load_sentinel2(ITEM, periods=2019, bbox=BBOX),
         errors.NoItemsError,
         "2019",
+    ),
+    (
+        "load_sentinel2: store under a file",
+        lambda t: xjointseg.load_sentinel2(
+            ITEM, periods=2017, bbox=BBOX, store=_file(t) / "s.zarr"
+        ),
+        errors.StorePathError,
+        "not a folder",
     ),
     (
         "load_sentinel2: store is a file",

@@ -408,6 +408,22 @@ def _classify(
     return classes[-1][0]
 
 
+def _growth_classes(classes: Any) -> list[tuple[str, float]]:
+    """``(name, threshold)`` pairs with thresholds in decreasing order, checked."""
+    fix = 'e.g. classes=[("fast", 0.05), ("slow", -math.inf)]'
+    if isinstance(classes, str | Mapping):
+        raise OptionError(f"classes must be a sequence of (name, threshold) pairs, {fix}")
+    try:
+        pairs = [(str(name), float(threshold)) for name, threshold in classes]
+    except (TypeError, ValueError):
+        raise OptionError(f"classes must be (name, threshold) pairs, {fix}") from None
+    if not pairs:
+        raise OptionError(f"classes must name at least one class, {fix}")
+    if any(b[1] > a[1] for a, b in zip(pairs[:-1], pairs[1:], strict=False)):
+        raise OptionError(f"class thresholds must decrease (the first match wins), {fix}")
+    return pairs
+
+
 def growth(
     cube: xr.DataArray | xr.Dataset,
     regions: Any = None,
@@ -454,6 +470,8 @@ def growth(
     ------
     NotEnoughPeriodsError
         Fewer than two periods.
+    OptionError
+        ``years``, ``classes`` or ``min_valid`` out of shape or range.
 
     Examples
     --------
@@ -483,9 +501,9 @@ def growth(
         yrs = [float(y) for y in years]
     if len(yrs) != nt or any(b <= a for a, b in zip(yrs[:-1], yrs[1:], strict=True)):
         raise OptionError(f"years must be {nt} increasing values, one per period; got {yrs}")
-    classes = [(str(n), float(t)) for n, t in classes]
-    if not classes:
-        raise OptionError("classes must name at least one class")
+    classes = _growth_classes(classes)
+    if not 0 <= min_valid <= 1:
+        raise OptionError(f"min_valid is a share of the region, 0 to 1; got {min_valid}")
     stats = _region_stats(cube, regions, name_column)
     km2 = _pixel_km2(cube.odc.geobox)
     rows = []

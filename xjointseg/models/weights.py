@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from ..errors import WeightsError
+from ..errors import OutputExistsError, WeightsError
 from .base import ISANetwork
 
 FORMAT_VERSION = 1
@@ -83,10 +83,28 @@ def save_weights(
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
     data = st_save(tensors, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
     path = Path(path)
+    if path.exists() and not is_weights_file(path):
+        raise OutputExistsError(
+            f"{path} exists and is not an xjointseg weights file: xjointseg replaces only "
+            "weights it wrote. Pick another path, or remove the file yourself"
+        )
     tmp = path.with_name(path.name + ".partial")
     tmp.write_bytes(data)
     tmp.replace(path)  # never leave a half-written weights file under the final name
     return sha256_bytes(data)
+
+
+def is_weights_file(path: str | Path) -> bool:
+    """True for a safetensors file whose header carries xjointseg's metadata (read alone)."""
+    try:
+        with open(path, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if not 0 < size <= 100 * 2**20:
+                return False
+            header = json.loads(fh.read(size))
+        return METADATA_KEY in header.get("__metadata__", {})
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def read_weights(path: str | Path, expected_sha256: str | None = None) -> WeightsFile:
