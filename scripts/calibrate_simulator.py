@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from xjointseg.training.datasets import _read_rgb, load_oscd
+from xjointseg.training.datasets import load_oscd, read_rgb_image
 from xjointseg.training.simulate import DEFAULT_GAIN, DEFAULT_OFFSET, simulate_sentinel2
 from xjointseg.training.splits import DUBAI_SPLITS, OSCD_SPLITS
 
@@ -67,8 +67,8 @@ def aerial_pixels(data: Path) -> dict[str, np.ndarray]:
         if image.parent.parent.name not in train_tiles:
             continue
         rgb, mask = (
-            _read_rgb(image),
-            _read_rgb(image.parent.parent / "masks" / (image.stem + ".png")),
+            read_rgb_image(image),
+            read_rgb_image(image.parent.parent / "masks" / (image.stem + ".png")),
         )
         h, w = rgb.shape[0] // 10 * 10, rgb.shape[1] // 10 * 10
         rgb, mask = rgb[:h, :w], mask[:h, :w]

@@ -90,4 +90,10 @@ def test_readme_layout_names_every_module():
         if not p.name.startswith(("__", ".")) and p.name != "py.typed"
         if p.name + ("/" if p.is_dir() else "") not in layout
     ]
+    missing += [
+        f"{folder}/{p.name}"
+        for folder in ("benchmarks", "scripts")
+        for p in sorted((ROOT / folder).glob("*.py"))
+        if p.name not in layout
+    ]
     assert not missing, f"README Layout does not name {missing}"

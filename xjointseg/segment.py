@@ -238,18 +238,20 @@ def _checked_block(block: np.ndarray, nodata: tuple) -> np.ndarray:
 
 
 def _declared_scale(obj: xr.Dataset | xr.DataArray) -> None:
-    """Refuse values an archive declares as scaled to reflectance (CF or STAC metadata)."""
+    """Refuse values xarray decoded with a CF ``scale_factor``: reflectance, not DN.
+
+    A scale left in the attributes (``mask_and_scale=False``) means the values are still DN;
+    any other reflectance is caught by the value-range check.
+    """
     variables = obj.data_vars.values() if isinstance(obj, xr.Dataset) else [obj]
     for var in variables:
-        for where in (var.encoding, var.attrs):
-            scale = where.get("scale_factor", where.get("scale"))
-            if where is var.encoding and scale is not None and 0 < float(scale) < 0.01:
-                # xarray decoded DN * scale_factor: the values are reflectance now
-                raise ValueRangeError(
-                    f"{var.name} was decoded with scale_factor={float(scale):g}, so it holds "
-                    "reflectance, not DN: open it with mask_and_scale=False (or multiply by "
-                    f"{1 / float(scale):g})"
-                )
+        scale = var.encoding.get("scale_factor")
+        if scale is not None and 0 < float(scale) < 0.01:
+            raise ValueRangeError(
+                f"{var.name} was decoded with scale_factor={float(scale):g}, so it holds "
+                "reflectance, not DN: open it with mask_and_scale=False (or multiply by "
+                f"{1 / float(scale):g})"
+            )
 
 
 def _north_up(arr: xr.DataArray) -> tuple[xr.DataArray, dict]:

@@ -56,7 +56,8 @@ class Scene:
             raise TrainingDataError(f"{self.name}: label codes {sorted(codes)} are not 0/1/2/255")
 
 
-def _read_rgb(path: Path) -> np.ndarray:
+def read_rgb_image(path: Path) -> np.ndarray:
+    """An image file (aerial JPEG, colour-coded PNG mask) as an (H, W, 3) uint8 array."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -81,7 +82,7 @@ def load_dubai(root: str | Path) -> list[Scene]:
     scenes = []
     for image in sorted(root.glob("tile*/images/*.jpg")):
         mask_path = image.parent.parent / "masks" / (image.stem + ".png")
-        rgb, mask = _read_rgb(image), _read_rgb(mask_path)
+        rgb, mask = read_rgb_image(image), read_rgb_image(mask_path)
         if rgb.shape != mask.shape:
             raise TrainingDataError(f"{image}: image {rgb.shape} and mask {mask.shape} differ")
         label = np.full(mask.shape[:2], IGNORE, np.uint8)
@@ -111,8 +112,8 @@ def load_massachusetts(root: str | Path) -> list[Scene]:
     root = Path(root)
     scenes = []
     for image in sorted((root / "images").glob("*.png")):
-        rgb = _read_rgb(image)
-        mask = np.asarray(_read_rgb(root / "masks" / image.name))[..., 0]
+        rgb = read_rgb_image(image)
+        mask = np.asarray(read_rgb_image(root / "masks" / image.name))[..., 0]
         label = np.where(mask > 127, 1, WEAK_NEGATIVE).astype(np.uint8)
         label[(rgb == 255).all(-1)] = IGNORE
         rgb, label = _crop10(rgb, label)
