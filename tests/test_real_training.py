@@ -3,6 +3,7 @@ and fraction losses, the 10 m prior of the networks, warm starts, the simulation
 ranking metric, and the evaluation of a model on real scenes."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -143,6 +144,30 @@ def test_weak_loss_pushes_not_built_down_and_built_up_to_the_floor():
     weak_loss(low, None, weak, floor=0.3).backward()
     assert (low.grad[0, 0, :, 10:20] < 0).all()  # built below the floor: pushed up
     assert (low.grad[0, 0, :, 20:] == 0).all()
+
+
+def test_weak_loss_is_the_clamped_formula_in_log_space_and_sharpness_holds_the_mask():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 1, 20, 30, generator=g) * 2
+    weak = torch.randint(0, 3, (2, 2, 3), generator=g).to(torch.uint8)
+    weak[weak == 2] = IGNORE
+    m = torch.sigmoid(logits)[:, 0].reshape(2, 2, 10, 3, 10).mean(dim=(2, 4))
+    expected = torch.where(weak == 0, -torch.log1p(-m), 0.0)
+    expected = expected + torch.where(weak == 1, torch.relu(math.log(0.4) - torch.log(m)), 0.0)
+    expected = expected.sum() / (weak != IGNORE).sum()
+    assert torch.allclose(weak_loss(logits, None, weak, floor=0.4), expected, rtol=1e-5)
+    # a built-up pixel whose 1 m probabilities all sit at 0.45: its mean meets a floor of
+    # 0.4, its 0/1 mask (everything below 0.5) holds no ISA; a sharp loss sees the latter
+    soft = torch.full((1, 1, 10, 10), math.log(0.45 / 0.55), requires_grad=True)
+    built = torch.tensor([[[1]]], dtype=torch.uint8)
+    assert weak_loss(soft, None, built, floor=0.4) == 0
+    sharp = weak_loss(soft, None, built, floor=0.4, sharpness=4)
+    sharp.backward()
+    assert sharp > 0 and (soft.grad < 0).all()
+    # a confidently wrong not-built pixel still gets a gradient (no clamp to kill it)
+    wrong = torch.full((1, 1, 10, 10), 12.0, requires_grad=True)
+    weak_loss(wrong, None, torch.tensor([[[0]]], dtype=torch.uint8), 0.4, 4).backward()
+    assert (wrong.grad > 0).all()
 
 
 def test_weak_loss_also_supervises_the_10m_prior():

@@ -84,6 +84,7 @@ def _train(args: argparse.Namespace) -> int:
         real_val_places=list(OSCD_SPLITS["val"]) if real_val else [],
         real_batch_size=args.real_batch_size,
         built_floor=args.built_floor,
+        mask_sharpness=args.mask_sharpness,
         fraction_weight=args.fraction_weight,
         pos_weight=args.pos_weight,
         dice_weight=args.dice_weight,
@@ -446,6 +447,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--built-floor", type=float, default=0.4, help="ISA share of a built-up 10 m pixel"
+    )
+    t.add_argument(
+        "--mask-sharpness",
+        type=float,
+        default=1.0,
+        help="weak loss on sigmoid(k x 1 m logit): k > 1 holds the 0/1 mask, not the mean "
+        "probability, to the weak labels",
     )
     t.add_argument(
         "--fraction-weight", type=float, default=1.0, help="10 m prior vs ISA fraction loss"

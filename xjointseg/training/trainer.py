@@ -84,6 +84,7 @@ class TrainConfig:
     real_batch_size: int = 8  # real Sentinel-2 crops with weak 10 m labels per step
     real_weight: float = 2.0
     built_floor: float = 0.4  # ISA share a confidently built-up 10 m pixel must reach
+    mask_sharpness: float = 1.0  # weak loss on sigmoid(k * logit): k > 1 nears the 0/1 mask
     prior_batch_size: int = 8  # real crops per step that train the 10 m prior alone
     prior_crop: int = 48  # their side, in 10 m pixels (only the 10 m layers run on them)
     radiometry_augment: bool = True  # random gain / haze / MTF per simulation
@@ -470,7 +471,11 @@ def train(
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                     real = net(xr_, context, sr=False)
                 loss = loss + cfg.real_weight * weak_loss(
-                    real["logits"], real.get("logits10"), weak.to(device), cfg.built_floor
+                    real["logits"],
+                    real.get("logits10"),
+                    weak.to(device),
+                    cfg.built_floor,
+                    cfg.mask_sharpness,
                 )
             if real_train and cfg.prior_batch_size > 0 and hasattr(net, "prior_logits"):
                 # many more real 10 m pixels, through the 10 m layers only
