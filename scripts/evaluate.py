@@ -6,7 +6,8 @@
 For each model: ISA F1, precision, recall, macro-F1 and SR PSNR (vs bicubic) on the Dubai
 test tiles; per OSCD city of the split, the ROC AUC of the 10 m ISA fraction of the 1 m map
 against Dynamic World "built", the ISA share in confidently built / not built pixels and the
-change F1 against OSCD's labels (Dynamic World's change F1 beside it); the ISA share of
+change F1 against OSCD's labels (Dynamic World's change F1 beside it), and where the ranking
+is lost (the AUC of the mean 1 m probability and of the 10 m prior alone); the ISA share of
 the Havelland map inside OSM land-use classes. See xjointseg.training.evaluation.
 """
 
@@ -66,15 +67,16 @@ def print_model(name: str, r: dict) -> None:
     print(f"\nReal Sentinel-2 (pooled AUC {real['pooled_auc']:.3f}, lowest {real['min_auc']:.3f}):")
     print(
         f"| city | AUC vs DW built | ISA share, built | ISA share, not built | change F1 "
-        f"(rise >= {CHANGE_THRESHOLD}) | DW change F1 |"
+        f"(rise >= {CHANGE_THRESHOLD}) | DW change F1 | AUC: mean 1 m probability / 10 m prior |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for city, s in real["cities"].items():
         ch = f"{s['change_f1']:.3f}" if "change_f1" in s else "—"
         dw = f"{s['dw_change_f1']:.3f}" if "dw_change_f1" in s else "—"
+        prior = f"{s['auc_prior']:.3f}" if "auc_prior" in s else "—"
         print(
             f"| {city} | {s['auc']:.3f} | {s['share_built']:.1%} | {s['share_not_built']:.1%} "
-            f"| {ch} | {dw} |"
+            f"| {ch} | {dw} | {s['auc_probability']:.3f} / {prior} |"
         )
     lu = r["landuse"]
     print("\nHavelland, ISA share inside OSM land use:")

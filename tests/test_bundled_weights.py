@@ -87,6 +87,7 @@ def test_default_model_ranks_built_land_in_an_unseen_city():
     s = out["cities"]["pisa"]
     assert s["auc"] > 0.8, s
     assert s["share_built"] > 4 * s["share_not_built"], s
+    assert s["auc_prior"] > 0.8 and s["auc_probability"] > 0.8, s  # the diagnostics
 
 
 def test_demo_with_the_default_model_follows_land_use(tmp_path):

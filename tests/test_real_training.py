@@ -343,3 +343,4 @@ def test_real_scores_on_an_oscd_city_with_change_labels():
     assert 0 <= s["share_built"] <= 1 and 0 <= s["share_not_built"] <= 1
     for key in ("change_f1", "dw_change_f1"):
         assert key in s
+    assert 0 <= s["auc_probability"] <= 1 and "auc_prior" not in s  # the toy has no prior

@@ -8,7 +8,8 @@
   fraction of each 10 m pixel. Against Dynamic World: the ROC AUC of that fraction for the
   "built" class (does the map rank built-up land above everything else?), and the mean ISA
   fraction inside confidently built-up and confidently not built-up pixels
-  (:func:`real_scores`). Against OSCD's human change labels: a 10 m pixel *changed* when its
+  (:func:`real_scores`); as diagnostics, the same AUC for the mean 1 m probability and for
+  the 10 m prior alone. Against OSCD's human change labels: a 10 m pixel *changed* when its
   ISA fraction rose by at least :data:`CHANGE_THRESHOLD` between the dates; its F1, next to
   Dynamic World's own change (not built at date 1, built at date 2).
 * **Land use** (the bundled Havelland scene, OpenStreetMap polygons): the ISA share of the
@@ -79,12 +80,42 @@ def _read_on(path: Path, like: xr.DataArray, bands: list[int]) -> np.ndarray:
     return da.values
 
 
-def _fraction(model: Any, ds: xr.Dataset) -> xr.DataArray:
-    from ..change import fraction
+def _maps(model: Any, ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
+    """The 10 m ISA share of the 1 m mask, and the 10 m mean of the 1 m probability.
+
+    One pass of ``segment(output="probability")``: the mask ``segment`` returns is the
+    probability >= 0.5 (logit >= 0), so both come from the same network output.
+    """
     from ..segment import segment
 
-    isa = segment(ds, model)
-    return fraction(isa, 10).isel(time=0).compute()
+    prob = segment(ds, model, output="probability").isel(time=0).compute()
+    valid = prob.notnull()
+    blocks = {"y": 10, "x": 10}
+    counts = valid.coarsen(blocks).sum()
+    share = ((prob >= 0.5) & valid).coarsen(blocks).sum() / counts
+    mean = prob.fillna(0).coarsen(blocks).sum() / counts
+    return share.where(counts > 0), mean.where(counts > 0)
+
+
+def _prior(model: Any, item: Path, like: xr.DataArray) -> np.ndarray | None:
+    """The 10 m prior alone (``prior_logits``) on the whole scene, read on ``like``'s pixels;
+    None for a network without one."""
+    import torch
+
+    net = model.network
+    if not hasattr(net, "prior_logits") or net.head10 is None:  # no prior of its own
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scene = _load_rgb(item, None)
+    x = np.nan_to_num(scene.to_dataarray().isel(time=0).values.astype(np.float32))
+    h = net.prior_halo
+    x = np.pad(x, ((0, 0), (h, h), (h, h)), mode="reflect")  # context beyond the scene edge
+    with torch.no_grad():
+        logits = net.prior_logits(torch.from_numpy(x)[None].to(model.device), h)
+    prob = torch.sigmoid(logits.float())[0, 0].cpu().numpy()
+    da = xr.DataArray(prob, coords={"y": scene.y, "x": scene.x}, dims=("y", "x"))
+    return da.sel(y=like.y, x=like.x, method="nearest", tolerance=1.0).values
 
 
 def city_window(item: Path, max_side: int | None) -> tuple[slice, slice] | None:
@@ -107,19 +138,22 @@ def real_scores(
     ``max_side``: segment only the central window of this many 10 m pixels per city (the
     same ground for both dates), to bound the time.
     """
+    from ..models.model import load_model
+
+    model = load_model(model) if isinstance(model, str | Path) else model
     root = Path(oscd_root)
     per_city: dict[str, dict[str, float]] = {}
     pooled_frac, pooled_ref = [], []
     for city in cities:
         window = city_window(root / city / "date1" / "item.json", max_side)
-        fracs, dws = {}, {}
+        fracs, means, priors, dws = {}, {}, {}, {}
         for date in ("date1", "date2"):
             folder = root / city / date
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # L1C items: no SCL, said by the loader
-                frac = _fraction(model, _load_rgb(folder / "item.json", window))
-            fracs[date] = frac
-            dws[date] = _read_on(folder / "dynamicworld.tif", frac, [1, 2])
+                fracs[date], means[date] = _maps(model, _load_rgb(folder / "item.json", window))
+            priors[date] = _prior(model, folder / "item.json", fracs[date])
+            dws[date] = _read_on(folder / "dynamicworld.tif", fracs[date], [1, 2])
         f = np.concatenate([fracs[d].values.ravel() for d in fracs])
         built = np.concatenate([(dws[d][1] == DW_BUILT_CLASS).ravel() for d in dws]).astype(int)
         weak = np.concatenate([dynamic_world_weak_labels(*dws[d]).ravel() for d in dws])
@@ -129,6 +163,13 @@ def real_scores(
             "share_built": float(np.mean(f[ok & (weak == WEAK_BUILT)])),
             "share_not_built": float(np.mean(f[ok & (weak == WEAK_NOT_BUILT)])),
         }
+        # where the ranking is lost: the mean 1 m probability (before the 0/1 mask), and
+        # the 10 m prior alone (before the 1 m layers)
+        mean = np.concatenate([means[d].values.ravel() for d in means])
+        scores["auc_probability"] = roc_auc(mean[ok], built[ok])
+        if priors["date1"] is not None:
+            prior = np.concatenate([priors[d].ravel() for d in priors])
+            scores["auc_prior"] = roc_auc(prior[ok], built[ok])
         pooled_frac.append(f[ok])
         pooled_ref.append(built[ok])
         change_path = root / city / "change.tif"
