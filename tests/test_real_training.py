@@ -24,7 +24,12 @@ from xjointseg.training.datasets import (
     load_dynamic_world_scene,
     load_oscd,
 )
-from xjointseg.training.losses import fraction_loss, segmentation_loss, weak_loss
+from xjointseg.training.losses import (
+    fraction_loss,
+    prior_consistency_loss,
+    segmentation_loss,
+    weak_loss,
+)
 from xjointseg.training.trainer import (
     CheckpointError,
     SimulationCache,
@@ -168,6 +173,16 @@ def test_weak_loss_is_the_clamped_formula_in_log_space_and_sharpness_holds_the_m
     wrong = torch.full((1, 1, 10, 10), 12.0, requires_grad=True)
     weak_loss(wrong, None, torch.tensor([[[0]]], dtype=torch.uint8), 0.4, 4).backward()
     assert (wrong.grad > 0).all()
+
+
+def test_prior_consistency_moves_the_1m_map_towards_the_fixed_prior():
+    logits10 = torch.tensor([[[[3.0, -3.0]]]], requires_grad=True)  # prior: built, open
+    logits = torch.zeros(1, 1, 10, 20, requires_grad=True)  # 1 m: 0.5 everywhere
+    prior_consistency_loss(logits, logits10, sharpness=4).backward()
+    assert logits10.grad is None or (logits10.grad == 0).all()  # the prior is the target
+    assert (logits.grad[0, 0, :, :10] < 0).all() and (logits.grad[0, 0, :, 10:] > 0).all()
+    agree = torch.cat([torch.full((1, 1, 10, 10), 3.0), torch.full((1, 1, 10, 10), -3.0)], -1)
+    assert prior_consistency_loss(agree, logits10) < prior_consistency_loss(-agree, logits10)
 
 
 def test_weak_loss_also_supervises_the_10m_prior():

@@ -85,6 +85,7 @@ def _train(args: argparse.Namespace) -> int:
         real_batch_size=args.real_batch_size,
         built_floor=args.built_floor,
         mask_sharpness=args.mask_sharpness,
+        consistency_weight=args.consistency_weight,
         fraction_weight=args.fraction_weight,
         pos_weight=args.pos_weight,
         dice_weight=args.dice_weight,
@@ -454,6 +455,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="weak loss on sigmoid(k x 1 m logit): k > 1 holds the 0/1 mask, not the mean "
         "probability, to the weak labels",
+    )
+    t.add_argument(
+        "--consistency-weight",
+        type=float,
+        default=0.0,
+        help="real crops: hold the 1 m map's share of each 10 m pixel to the 10 m prior",
     )
     t.add_argument(
         "--fraction-weight", type=float, default=1.0, help="10 m prior vs ISA fraction loss"

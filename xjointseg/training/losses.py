@@ -134,3 +134,19 @@ def weak_loss(
         loss = loss + torch.where(pos, F.relu(math.log(floor) - log_m), 0.0)
         total = total + loss.sum() / n
     return total
+
+
+def prior_consistency_loss(
+    logits: torch.Tensor, logits10: torch.Tensor, sharpness: float = 1.0
+) -> torch.Tensor:
+    """BCE of each 10 x 10 block mean of the (sharpened, as in :func:`weak_loss`) 1 m ISA
+    probability against the 10 m prior's probability, the prior held fixed.
+
+    The prior is trained to give each 10 m pixel its ISA fraction (:func:`fraction_loss`) and
+    ranks built-up land on real imagery better than the 1 m mask does; on real crops, where
+    no 1 m label exists, this term has the 1 m map keep the prior's share in every 10 m
+    pixel, labelled or not, and only place it.
+    """
+    log_m, log_not = _log_block_means(logits, sharpness)
+    target = torch.sigmoid(logits10.float()[:, 0]).detach()
+    return -(target * log_m + (1 - target) * log_not).mean()

@@ -51,6 +51,7 @@ from .losses import (
     discriminator_loss,
     fraction_loss,
     generator_adversarial_loss,
+    prior_consistency_loss,
     segmentation_loss,
     sr_l1,
     weak_loss,
@@ -85,6 +86,7 @@ class TrainConfig:
     real_weight: float = 2.0
     built_floor: float = 0.4  # ISA share a confidently built-up 10 m pixel must reach
     mask_sharpness: float = 1.0  # weak loss on sigmoid(k * logit): k > 1 nears the 0/1 mask
+    consistency_weight: float = 0.0  # real crops: 1 m share held to the 10 m prior's
     prior_batch_size: int = 8  # real crops per step that train the 10 m prior alone
     prior_crop: int = 48  # their side, in 10 m pixels (only the 10 m layers run on them)
     radiometry_augment: bool = True  # random gain / haze / MTF per simulation
@@ -477,6 +479,10 @@ def train(
                     cfg.built_floor,
                     cfg.mask_sharpness,
                 )
+                if cfg.consistency_weight and real.get("logits10") is not None:
+                    loss = loss + cfg.consistency_weight * prior_consistency_loss(
+                        real["logits"], real["logits10"], cfg.mask_sharpness
+                    )
             if real_train and cfg.prior_batch_size > 0 and hasattr(net, "prior_logits"):
                 # many more real 10 m pixels, through the 10 m layers only
                 margin = net.prior_halo
