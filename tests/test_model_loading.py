@@ -258,3 +258,21 @@ def test_activation_bytes_are_measured_per_tile():
     assert large > (1280 * 1280) * 4 * 2
     toy = xjointseg.Model.from_network(ToyNet(in_bands=3), name="t", bands=BANDS)
     assert toy.activation_bytes(128) < large / 5  # a tiny network needs far less
+
+
+def test_mask_is_the_probability_at_the_models_threshold(tmp_path):
+    rng = np.random.default_rng(0)
+    batch = rng.uniform(300, 3000, (2, 3, 24, 24)).astype(np.float32)
+    net = ToyNet(in_bands=3)
+    save_model(net, tmp_path / "plain.safetensors", name="t", bands=("B04", "B03", "B02"))
+    extra = {"threshold": 0.7}
+    save_model(net, tmp_path / "t.safetensors", name="t", bands=("B04", "B03", "B02"), extra=extra)
+    plain = load_model(str(tmp_path / "plain.safetensors"), device="cpu")
+    strict = load_model(str(tmp_path / "t.safetensors"), device="cpu")
+    assert plain.threshold == 0.5 and strict.threshold == 0.7
+    prob = strict.predict(batch, output="probability", margin=2, precision="fp32")
+    for model, t in ((plain, 0.5), (strict, 0.7)):
+        mask = model.predict(batch, output="mask", margin=2, precision="fp32")
+        near = np.abs(prob - t) < 1e-6  # float rounding at the boundary itself
+        assert np.array_equal(mask[~near], (prob >= t)[~near])
+    assert strict.predict(batch, margin=2).sum() < plain.predict(batch, margin=2).sum()

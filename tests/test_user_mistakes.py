@@ -167,6 +167,12 @@ MISTAKES = [
         "save_model",
     ),
     (
+        "load_model: threshold above 1",
+        lambda t: load_model(_odd_weights(t, GOOD_META | {"threshold": 7})),
+        errors.WeightsError,
+        "between 0 and 1",
+    ),
+    (
         "save_model: over a file that is not weights",
         lambda t: save_model(MODEL.network, _file(t), name="m", bands=("B04", "B03", "B02")),
         errors.OutputExistsError,

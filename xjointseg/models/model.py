@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import threading
 import urllib.parse
@@ -81,6 +82,9 @@ class Model:
         Input-pixel multiple that tile origins must keep.
     sha256 : str
         Checksum of the weights file (or of the serialised tensors for in-memory models).
+    threshold : float
+        ISA probability at which a 1 m pixel becomes ISA in the mask (metadata ``threshold``,
+        chosen on validation places; 0.5 when the weights do not say).
     metadata : dict
         The weights' metadata (architecture, config, training data, metrics...).
     source : str or None
@@ -110,6 +114,8 @@ class Model:
         self.align = int(network.align)
         self.sha256 = sha256
         self.metadata = dict(metadata or {})
+        self.threshold = float(self.metadata.get("threshold", 0.5))
+        self._cut = math.log(self.threshold / (1 - self.threshold))  # the same, as a logit
         self.source = source
         # One inference at a time per model and process: torch already spreads one call over
         # every core (or the whole GPU); concurrent calls would only oversubscribe them.
@@ -200,8 +206,8 @@ class Model:
         batch : numpy.ndarray
             float32 ``(N, len(bands), h, w)`` Sentinel-2 DN (reflectance x 10000).
         output : {"mask", "probability"}
-            ``"mask"``: uint8 0/1 (thresholded at probability 0.5 on the device, so only
-            uint8 crosses back); ``"probability"``: float32 in [0, 1].
+            ``"mask"``: uint8 0/1 (the probability thresholded at :attr:`threshold` on the
+            device, so only uint8 crosses back); ``"probability"``: float32 in [0, 1].
         margin : int
             Input pixels of context on each side; outputs cover the centre only.
         precision : {"auto", "fp32", "bf16"}
@@ -248,7 +254,9 @@ class Model:
         )
         with self._lock, torch.inference_mode(), autocast:
             logits = self.network.segment_logits(x, margin)[:, 0].float()
-            out = (logits >= 0).to(torch.uint8) if output == "mask" else torch.sigmoid(logits)
+            out = (
+                (logits >= self._cut).to(torch.uint8) if output == "mask" else torch.sigmoid(logits)
+            )
             return out.cpu().numpy()
 
 

@@ -148,6 +148,16 @@ def read_weights(path: str | Path, expected_sha256: str | None = None) -> Weight
             )
     if not all(isinstance(b, str) for b in meta["bands"]):
         raise WeightsError(f"{path}: metadata 'bands' must be band names, not {meta['bands']!r}")
+    threshold = meta.get("threshold", 0.5)
+    if (
+        isinstance(threshold, bool)
+        or not isinstance(threshold, int | float)
+        or not 0 < threshold < 1
+    ):
+        raise WeightsError(
+            f"{path}: metadata 'threshold' must be an ISA probability between 0 and 1, not "
+            f"{threshold!r}; the file is damaged or was not written by xjointseg.save_model()"
+        )
     if meta.get("format", 0) > FORMAT_VERSION:
         raise WeightsError(
             f"{path} uses weights format {meta['format']}, newer than this xjointseg "

@@ -84,7 +84,7 @@ def _maps(model: Any, ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
     """The 10 m ISA share of the 1 m mask, and the 10 m mean of the 1 m probability.
 
     One pass of ``segment(output="probability")``: the mask ``segment`` returns is the
-    probability >= 0.5 (logit >= 0), so both come from the same network output.
+    probability >= the model's ``threshold``, so both come from the same network output.
     """
     from ..segment import segment
 
@@ -92,7 +92,7 @@ def _maps(model: Any, ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
     valid = prob.notnull()
     blocks = {"y": 10, "x": 10}
     counts = valid.coarsen(blocks).sum()
-    share = ((prob >= 0.5) & valid).coarsen(blocks).sum() / counts
+    share = ((prob >= model.threshold) & valid).coarsen(blocks).sum() / counts
     mean = prob.fillna(0).coarsen(blocks).sum() / counts
     return share.where(counts > 0), mean.where(counts > 0)
 

@@ -278,28 +278,40 @@ def real_validation_windows(
 
 
 @torch.inference_mode()
-def evaluate_real(net: ISANetwork, windows: list[tuple], context: int) -> dict:
-    """On real scenes: ROC AUC of each 10 m pixel's share of 1 m ISA (the mask) against the
-    built class, pooled over windows; and the mean ISA share in confidently built-up and in
-    confidently not built-up 10 m pixels."""
+def real_validation_logits(net: ISANetwork, windows: list[tuple], context: int) -> list:
+    """The 1 m logits of each real validation window (as float32 numpy)."""
     net.eval()
     fill = net.band_mean.view(-1).cpu().numpy()
     device = next(net.parameters()).device
-    fracs, refs, weaks = [], [], []
-    for scene, (y0, x0), built, weak in windows:
+    out = []
+    for scene, (y0, x0), built, _ in windows:
         x = _window(scene.lr, y0, x0, built.shape[0], context, fill)
-        logits = net.segment_logits(torch.from_numpy(x)[None].to(device), context)
-        mask = (logits[0, 0] >= 0).float()[None, None]
-        fracs.append(F.avg_pool2d(mask, SCALE)[0, 0].cpu().numpy().ravel())
-        refs.append(built.ravel())
-        weaks.append(weak.ravel())
-    frac, ref, weak = np.concatenate(fracs), np.concatenate(refs), np.concatenate(weaks)
+        out.append(net.segment_logits(torch.from_numpy(x)[None].to(device), context)[0, 0])
     net.train()
+    return [t.float().cpu().numpy() for t in out]
+
+
+def real_scores_at(logits: list, windows: list[tuple], cut: float = 0.0) -> dict:
+    """ROC AUC of each 10 m pixel's share of 1 m ISA (the mask: logit >= ``cut``) against
+    the built class, pooled over windows; and the mean ISA share in confidently built-up and
+    in confidently not built-up 10 m pixels."""
+    fracs = [
+        (lg >= cut).reshape(lg.shape[0] // SCALE, SCALE, -1, SCALE).mean(axis=(1, 3)).ravel()
+        for lg in logits
+    ]
+    frac = np.concatenate(fracs)
+    ref = np.concatenate([w[2].ravel() for w in windows])
+    weak = np.concatenate([w[3].ravel() for w in windows])
     return {
         "real_auc": roc_auc(frac, ref),
         "real_share_built": float(frac[weak == WEAK_BUILT].mean()),
         "real_share_not_built": float(frac[weak == 0].mean()),
     }
+
+
+def evaluate_real(net: ISANetwork, windows: list[tuple], context: int, cut: float = 0.0) -> dict:
+    """:func:`real_scores_at` of the network's logits on the windows."""
+    return real_scores_at(real_validation_logits(net, windows, context), windows, cut)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, peak: float = 10000.0) -> float:
@@ -325,26 +337,37 @@ def validation_inputs(scenes: list[Scene], seed: int = 1234, **radiometry) -> li
 
 
 @torch.inference_mode()
-def evaluate(net: ISANetwork, inputs: list[tuple], context: int) -> dict:
-    """Scores on whole held-out scenes, plus the SR image's PSNR (DN, peak 10000) against the
-    1 m target, next to bilinear and bicubic upsampling of the same input."""
+def validation_outputs(net: ISANetwork, inputs: list[tuple], context: int) -> list[dict]:
+    """The network on whole held-out scenes: 1 m logits and SR image (float32 numpy)."""
     net.eval()
-    conf = dict.fromkeys(("tp", "fp", "fn", "tn"), 0)
-    psnr = {"model": [], "bilinear": [], "bicubic": []}
     fill = net.band_mean.view(-1).cpu().numpy()
     device = next(net.parameters()).device
-    for lr, hr, label in inputs:
+    outs = []
+    for lr, _, _ in inputs:
         shape = (3, lr.shape[1] + 2 * context, lr.shape[2] + 2 * context)
         x = np.broadcast_to(fill[:, None, None], shape).copy()
         x[:, context : context + lr.shape[1], context : context + lr.shape[2]] = lr
         out = net(torch.from_numpy(x)[None].to(device), context)
-        pred = (out["logits"][0, 0] >= 0).cpu().numpy().astype(np.uint8)
+        sr = out["sr"][0].float().cpu().numpy() if out["sr"] is not None else None
+        outs.append({"logits": out["logits"][0, 0].float().cpu().numpy(), "sr": sr})
+    net.train()
+    return outs
+
+
+def scores_at(outputs: list[dict], inputs: list[tuple], cut: float = 0.0) -> dict:
+    """Mask scores (ISA where the logit >= ``cut``) of :func:`validation_outputs`, plus the SR
+    image's PSNR (DN, peak 10000) against the 1 m target, next to bilinear and bicubic
+    upsampling of the same input."""
+    conf = dict.fromkeys(("tp", "fp", "fn", "tn"), 0)
+    psnr = {"model": [], "bilinear": [], "bicubic": []}
+    for out, (lr, hr, label) in zip(outputs, inputs, strict=True):
+        pred = (out["logits"] >= cut).astype(np.uint8)
         # only clean labels are scored: weak negatives (2) and ignored pixels (255) are not
         for k, v in confusion(pred, label, ignore=(WEAK_NEGATIVE, IGNORE)).items():
             conf[k] += v
         if hr is not None and out["sr"] is not None:
             t = torch.from_numpy(lr)[None]
-            psnr["model"].append(_psnr(out["sr"][0].float().cpu().numpy(), hr))
+            psnr["model"].append(_psnr(out["sr"], hr))
             for mode in ("bilinear", "bicubic"):
                 up = F.interpolate(t, scale_factor=SCALE, mode=mode, align_corners=False)
                 psnr[mode].append(_psnr(up[0].numpy(), hr))
@@ -352,8 +375,12 @@ def evaluate(net: ISANetwork, inputs: list[tuple], context: int) -> dict:
     for k, v in psnr.items():
         if v:
             result[f"psnr_{k}"] = float(np.mean(v))
-    net.train()
     return result
+
+
+def evaluate(net: ISANetwork, inputs: list[tuple], context: int, cut: float = 0.0) -> dict:
+    """:func:`scores_at` of the network on whole held-out scenes."""
+    return scores_at(validation_outputs(net, inputs, context), inputs, cut)
 
 
 def band_statistics(
