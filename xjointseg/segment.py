@@ -412,8 +412,9 @@ def segment(
         ``"auto"``: bf16 autocast on GPUs and on CPUs that compute bf16 natively (AVX-512
         BF16, AMX), fp32 elsewhere, decided by each worker for its own device. The 10 m
         layers stay in fp32 under bf16 (the mask follows their smooth prior), so masks differ
-        from fp32 only where the probability is within rounding of 0.5 (99.99 % of the pixels
-        agree on real scenes). ``"fp32"`` for full precision everywhere.
+        from fp32 only where the probability is within rounding of the model's threshold
+        (99.99 % of the pixels agree on real scenes). ``"fp32"`` for full precision
+        everywhere.
 
     Returns
     -------
