@@ -413,7 +413,7 @@ def segment(
         BF16, AMX), fp32 elsewhere, decided by each worker for its own device. The 10 m
         layers stay in fp32 under bf16 (the mask follows their smooth prior), so masks differ
         from fp32 only where the probability is within rounding of the model's threshold
-        (99.99 % of the pixels agree on real scenes). ``"fp32"`` for full precision
+        (99.98-99.99 % of the pixels agree on real scenes). ``"fp32"`` for full precision
         everywhere.
 
     Returns

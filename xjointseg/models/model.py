@@ -84,7 +84,8 @@ class Model:
         Checksum of the weights file (or of the serialised tensors for in-memory models).
     threshold : float
         ISA probability at which a 1 m pixel becomes ISA in the mask (metadata ``threshold``,
-        chosen on validation places; 0.5 when the weights do not say).
+        chosen on validation places; 0.5 when the weights do not say); ``logit_threshold``
+        is the same as a logit.
     metadata : dict
         The weights' metadata (architecture, config, training data, metrics...).
     source : str or None
@@ -115,7 +116,7 @@ class Model:
         self.sha256 = sha256
         self.metadata = dict(metadata or {})
         self.threshold = float(self.metadata.get("threshold", 0.5))
-        self._cut = math.log(self.threshold / (1 - self.threshold))  # the same, as a logit
+        self.logit_threshold = math.log(self.threshold / (1 - self.threshold))
         self.source = source
         # One inference at a time per model and process: torch already spreads one call over
         # every core (or the whole GPU); concurrent calls would only oversubscribe them.
@@ -254,9 +255,10 @@ class Model:
         )
         with self._lock, torch.inference_mode(), autocast:
             logits = self.network.segment_logits(x, margin)[:, 0].float()
-            out = (
-                (logits >= self._cut).to(torch.uint8) if output == "mask" else torch.sigmoid(logits)
-            )
+            if output == "mask":
+                out = (logits >= self.logit_threshold).to(torch.uint8)
+            else:
+                out = torch.sigmoid(logits)
             return out.cpu().numpy()
 
 

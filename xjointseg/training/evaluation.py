@@ -46,7 +46,7 @@ OPEN_LAND = ("forest", "farmland", "meadow", "water")
 
 def aerial_scores(model: Any, dubai_root: str | Path, places: list[str]) -> dict[str, float]:
     """Scores on whole aerial test places (simulated 10 m input with the default radiometry,
-    a fixed seed), with the network's own halo of context."""
+    a fixed seed), with the network's own halo of context, the mask at the model's threshold."""
     from .datasets import load_dubai
     from .trainer import evaluate, validation_inputs
 
@@ -54,7 +54,7 @@ def aerial_scores(model: Any, dubai_root: str | Path, places: list[str]) -> dict
     if not scenes:
         raise TrainingDataError(f"no Dubai scene of places {places} under {dubai_root}")
     net = model.network
-    return evaluate(net, validation_inputs(scenes), context=net.halo)
+    return evaluate(net, validation_inputs(scenes), context=net.halo, cut=model.logit_threshold)
 
 
 def _load_rgb(item: Path, window: tuple[slice, slice] | None) -> xr.Dataset:
