@@ -157,7 +157,7 @@ class Model:
         natively (AVX-512 BF16 / AMX), fp32 elsewhere (emulated bf16 would be slower than
         fp32). The networks keep their 10 m layers in fp32 under autocast
         (:func:`~xjointseg.models.layers.in_fp32`), so masks differ from fp32 only where the
-        probability is within rounding of 0.5.
+        probability is within rounding of :attr:`threshold`.
         """
         if precision not in PRECISIONS:
             raise OptionError(f"precision must be one of {PRECISIONS}, not {precision!r}")
