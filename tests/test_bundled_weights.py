@@ -50,13 +50,13 @@ def test_registered_validation_scores_are_reproduced():
 
     recorded = registered_models()["jointseg"]["validation"]
     model = xjointseg.load_model("jointseg", device="cpu")
-    net, cut = model.network, model.logit_threshold
+    net, rule = model.network, model.mask_rule
     _, val = split_by_place(load_dubai(shared_path("hr", "dubai")), DUBAI_SPLITS["val"])
-    scores = evaluate(net, validation_inputs(val), context=net.halo, cut=cut)
+    scores = evaluate(net, validation_inputs(val), context=net.halo, rule=rule)
     for key in ("f1", "precision", "recall", "macro_f1"):
         assert scores[key] == pytest.approx(recorded[key], abs=5e-3), key
     real = load_oscd(shared_path("s2", "oscd"), OSCD_SPLITS["val"])
-    real_scores = evaluate_real(net, real_validation_windows(real, net.halo), net.halo, cut)
+    real_scores = evaluate_real(net, real_validation_windows(real, net.halo), net.halo, rule)
     assert real_scores["real_auc"] == pytest.approx(recorded["real_auc"], abs=5e-3)
     # the SR branch beats plain up-sampling on a place it never trained on
     assert scores["psnr_model"] > scores["psnr_bilinear"]

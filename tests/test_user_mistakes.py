@@ -173,6 +173,18 @@ MISTAKES = [
         "between 0 and 1",
     ),
     (
+        "load_model: unknown mask rule",
+        lambda t: load_model(_odd_weights(t, GOOD_META | {"mask_rule": "majority"})),
+        errors.WeightsError,
+        "'threshold', 'fraction'",
+    ),
+    (
+        "load_model: mask slope not positive",
+        lambda t: load_model(_odd_weights(t, GOOD_META | {"mask_slope": 0})),
+        errors.WeightsError,
+        "positive number",
+    ),
+    (
         "save_model: over a file that is not weights",
         lambda t: save_model(MODEL.network, _file(t), name="m", bands=("B04", "B03", "B02")),
         errors.OutputExistsError,

@@ -86,6 +86,7 @@ def _train(args: argparse.Namespace) -> int:
         built_floor=args.built_floor,
         mask_sharpness=args.mask_sharpness,
         consistency_weight=args.consistency_weight,
+        mask_rule=args.mask_rule,
         fraction_weight=args.fraction_weight,
         pos_weight=args.pos_weight,
         dice_weight=args.dice_weight,
@@ -461,6 +462,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="real crops: hold the 1 m map's share of each 10 m pixel to the 10 m prior",
+    )
+    t.add_argument(
+        "--mask-rule",
+        default="fraction",
+        choices=["fraction", "threshold"],
+        help="how the weights' 1 m mask is made (selection scores it): sub-pixel allocation of "
+        "each 10 m pixel's expected ISA, or the probability at 0.5",
     )
     t.add_argument(
         "--fraction-weight", type=float, default=1.0, help="10 m prior vs ISA fraction loss"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import threading
 import urllib.parse
@@ -28,6 +27,7 @@ from .._system import cpu_has_bf16
 from ..errors import OptionError, PredictInputError, UnknownModelError, WeightsError
 from ..schema import OUTPUT_KINDS, PRECISIONS
 from .base import ISANetwork
+from .decision import MaskRule
 from .flops import peak_activation_bytes
 from .weights import build_from_weights, read_weights, save_weights, sha256_bytes
 
@@ -82,10 +82,15 @@ class Model:
         Input-pixel multiple that tile origins must keep.
     sha256 : str
         Checksum of the weights file (or of the serialised tensors for in-memory models).
+    mask_rule : MaskRule
+        How the 1 m logits become the 0/1 mask (metadata ``mask_rule``: ``"threshold"``, the
+        default, or ``"fraction"``, sub-pixel allocation in each 10 m pixel; see
+        :mod:`xjointseg.models.decision`), with its calibration (``threshold``, and
+        ``mask_slope``, 1 when the weights do not say).
     threshold : float
-        ISA probability at which a 1 m pixel becomes ISA in the mask (metadata ``threshold``,
-        chosen on validation places; 0.5 when the weights do not say); ``logit_threshold``
-        is the same as a logit.
+        The rule's calibration (metadata ``threshold``, chosen on validation places; 0.5 when
+        the weights do not say): under ``"threshold"``, the ISA probability at which a 1 m
+        pixel becomes ISA; ``logit_threshold`` is the same as a logit.
     metadata : dict
         The weights' metadata (architecture, config, training data, metrics...).
     source : str or None
@@ -115,8 +120,14 @@ class Model:
         self.align = int(network.align)
         self.sha256 = sha256
         self.metadata = dict(metadata or {})
-        self.threshold = float(self.metadata.get("threshold", 0.5))
-        self.logit_threshold = math.log(self.threshold / (1 - self.threshold))
+        self.mask_rule = MaskRule(
+            self.metadata.get("mask_rule", "threshold"),
+            float(self.metadata.get("threshold", 0.5)),
+            self.scale,
+            float(self.metadata.get("mask_slope", 1.0)),
+        )
+        self.threshold = self.mask_rule.threshold
+        self.logit_threshold = self.mask_rule.logit_shift
         self.source = source
         # One inference at a time per model and process: torch already spreads one call over
         # every core (or the whole GPU); concurrent calls would only oversubscribe them.
@@ -157,7 +168,8 @@ class Model:
         natively (AVX-512 BF16 / AMX), fp32 elsewhere (emulated bf16 would be slower than
         fp32). The networks keep their 10 m layers in fp32 under autocast
         (:func:`~xjointseg.models.layers.in_fp32`), so masks differ from fp32 only where the
-        probability is within rounding of :attr:`threshold`.
+        decision is within rounding: a probability at :attr:`threshold`, or (fraction rule)
+        two nearly equal logits in a 10 m pixel or an expected ISA count near a half.
         """
         if precision not in PRECISIONS:
             raise OptionError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -207,8 +219,8 @@ class Model:
         batch : numpy.ndarray
             float32 ``(N, len(bands), h, w)`` Sentinel-2 DN (reflectance x 10000).
         output : {"mask", "probability"}
-            ``"mask"``: uint8 0/1 (the probability thresholded at :attr:`threshold` on the
-            device, so only uint8 crosses back); ``"probability"``: float32 in [0, 1].
+            ``"mask"``: uint8 0/1 (decided by :attr:`mask_rule` on the device, so only uint8
+            crosses back); ``"probability"``: float32 in [0, 1].
         margin : int
             Input pixels of context on each side; outputs cover the centre only.
         precision : {"auto", "fp32", "bf16"}
@@ -256,7 +268,7 @@ class Model:
         with self._lock, torch.inference_mode(), autocast:
             logits = self.network.segment_logits(x, margin)[:, 0].float()
             if output == "mask":
-                out = (logits >= self.logit_threshold).to(torch.uint8)
+                out = self.mask_rule(logits).to(torch.uint8)
             else:
                 out = torch.sigmoid(logits)
             return out.cpu().numpy()

@@ -26,6 +26,7 @@ from safetensors.torch import save as st_save
 
 from ..errors import OutputExistsError, WeightsError
 from .base import ISANetwork
+from .decision import MASK_RULES
 
 FORMAT_VERSION = 1
 METADATA_KEY = "xjointseg"
@@ -157,6 +158,17 @@ def read_weights(path: str | Path, expected_sha256: str | None = None) -> Weight
         raise WeightsError(
             f"{path}: metadata 'threshold' must be an ISA probability between 0 and 1, not "
             f"{threshold!r}; the file is damaged or was not written by xjointseg.save_model()"
+        )
+    slope = meta.get("mask_slope", 1.0)
+    if isinstance(slope, bool) or not isinstance(slope, int | float) or not slope > 0:
+        raise WeightsError(
+            f"{path}: metadata 'mask_slope' must be a positive number, not {slope!r}; the "
+            "file is damaged or was not written by xjointseg.save_model()"
+        )
+    if meta.get("mask_rule", "threshold") not in MASK_RULES:
+        raise WeightsError(
+            f"{path}: metadata 'mask_rule' must be one of {MASK_RULES}, not "
+            f"{meta['mask_rule']!r}; the file is damaged or was not written by xjointseg"
         )
     if meta.get("format", 0) > FORMAT_VERSION:
         raise WeightsError(

@@ -46,7 +46,7 @@ OPEN_LAND = ("forest", "farmland", "meadow", "water")
 
 def aerial_scores(model: Any, dubai_root: str | Path, places: list[str]) -> dict[str, float]:
     """Scores on whole aerial test places (simulated 10 m input with the default radiometry,
-    a fixed seed), with the network's own halo of context, the mask at the model's threshold."""
+    a fixed seed), with the network's own halo of context, the mask by the model's rule."""
     from .datasets import load_dubai
     from .trainer import evaluate, validation_inputs
 
@@ -54,7 +54,7 @@ def aerial_scores(model: Any, dubai_root: str | Path, places: list[str]) -> dict
     if not scenes:
         raise TrainingDataError(f"no Dubai scene of places {places} under {dubai_root}")
     net = model.network
-    return evaluate(net, validation_inputs(scenes), context=net.halo, cut=model.logit_threshold)
+    return evaluate(net, validation_inputs(scenes), context=net.halo, rule=model.mask_rule)
 
 
 def _load_rgb(item: Path, window: tuple[slice, slice] | None) -> xr.Dataset:
@@ -84,7 +84,7 @@ def _maps(model: Any, ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
     """The 10 m ISA share of the 1 m mask, and the 10 m mean of the 1 m probability.
 
     One pass of ``segment(output="probability")``: the mask ``segment`` returns is the
-    probability >= the model's ``threshold``, so both come from the same network output.
+    model's rule applied to the same output (:meth:`MaskRule.from_probability`).
     """
     from ..segment import segment
 
@@ -92,7 +92,8 @@ def _maps(model: Any, ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
     valid = prob.notnull()
     blocks = {"y": 10, "x": 10}
     counts = valid.coarsen(blocks).sum()
-    share = ((prob >= model.threshold) & valid).coarsen(blocks).sum() / counts
+    mask = prob.copy(data=model.mask_rule.from_probability(prob.values))
+    share = (mask & valid).coarsen(blocks).sum() / counts
     mean = prob.fillna(0).coarsen(blocks).sum() / counts
     return share.where(counts > 0), mean.where(counts > 0)
 

@@ -46,6 +46,7 @@ from .._system import cpu_has_bf16 as _cpu_has_bf16
 from ..errors import XJointSegError
 from ..metrics import confusion, roc_auc, scores_from_counts
 from ..models.base import ISANetwork
+from ..models.decision import MaskRule
 from .datasets import IGNORE, SCALE, WEAK_BUILT, WEAK_NEGATIVE, Scene, TrainingDataError, WeakScene
 from .losses import (
     discriminator_loss,
@@ -57,6 +58,9 @@ from .losses import (
     weak_loss,
 )
 from .simulate import DEFAULT_OFFSET, hr_dn, simulate_sentinel2
+
+#: The mask of logits before a model's rule is chosen: probability >= 0.5.
+PLAIN = MaskRule()
 
 
 class CheckpointError(XJointSegError, ValueError):
@@ -87,6 +91,7 @@ class TrainConfig:
     built_floor: float = 0.4  # ISA share a confidently built-up 10 m pixel must reach
     mask_sharpness: float = 1.0  # weak loss on sigmoid(k * logit): k > 1 nears the 0/1 mask
     consistency_weight: float = 0.0  # real crops: 1 m share held to the 10 m prior's
+    mask_rule: str = "fraction"  # how the saved weights' mask is made (models.decision)
     prior_batch_size: int = 8  # real crops per step that train the 10 m prior alone
     prior_crop: int = 48  # their side, in 10 m pixels (only the 10 m layers run on them)
     radiometry_augment: bool = True  # random gain / haze / MTF per simulation
@@ -291,12 +296,12 @@ def real_validation_logits(net: ISANetwork, windows: list[tuple], context: int) 
     return [t.float().cpu().numpy() for t in out]
 
 
-def real_scores_at(logits: list, windows: list[tuple], cut: float = 0.0) -> dict:
-    """ROC AUC of each 10 m pixel's share of 1 m ISA (the mask: logit >= ``cut``) against
+def real_scores_at(logits: list, windows: list[tuple], rule: MaskRule = PLAIN) -> dict:
+    """ROC AUC of each 10 m pixel's share of 1 m ISA (the mask ``rule`` makes) against
     the built class, pooled over windows; and the mean ISA share in confidently built-up and
     in confidently not built-up 10 m pixels."""
     fracs = [
-        (lg >= cut).reshape(lg.shape[0] // SCALE, SCALE, -1, SCALE).mean(axis=(1, 3)).ravel()
+        rule.numpy(lg).reshape(lg.shape[0] // SCALE, SCALE, -1, SCALE).mean(axis=(1, 3)).ravel()
         for lg in logits
     ]
     frac = np.concatenate(fracs)
@@ -309,9 +314,11 @@ def real_scores_at(logits: list, windows: list[tuple], cut: float = 0.0) -> dict
     }
 
 
-def evaluate_real(net: ISANetwork, windows: list[tuple], context: int, cut: float = 0.0) -> dict:
+def evaluate_real(
+    net: ISANetwork, windows: list[tuple], context: int, rule: MaskRule = PLAIN
+) -> dict:
     """:func:`real_scores_at` of the network's logits on the windows."""
-    return real_scores_at(real_validation_logits(net, windows, context), windows, cut)
+    return real_scores_at(real_validation_logits(net, windows, context), windows, rule)
 
 
 def _psnr(a: np.ndarray, b: np.ndarray, peak: float = 10000.0) -> float:
@@ -354,14 +361,14 @@ def validation_outputs(net: ISANetwork, inputs: list[tuple], context: int) -> li
     return outs
 
 
-def scores_at(outputs: list[dict], inputs: list[tuple], cut: float = 0.0) -> dict:
-    """Mask scores (ISA where the logit >= ``cut``) of :func:`validation_outputs`, plus the SR
+def scores_at(outputs: list[dict], inputs: list[tuple], rule: MaskRule = PLAIN) -> dict:
+    """Scores of the mask ``rule`` makes of :func:`validation_outputs`' logits, plus the SR
     image's PSNR (DN, peak 10000) against the 1 m target, next to bilinear and bicubic
     upsampling of the same input."""
     conf = dict.fromkeys(("tp", "fp", "fn", "tn"), 0)
     psnr = {"model": [], "bilinear": [], "bicubic": []}
     for out, (lr, hr, label) in zip(outputs, inputs, strict=True):
-        pred = (out["logits"] >= cut).astype(np.uint8)
+        pred = rule.numpy(out["logits"]).astype(np.uint8)
         # only clean labels are scored: weak negatives (2) and ignored pixels (255) are not
         for k, v in confusion(pred, label, ignore=(WEAK_NEGATIVE, IGNORE)).items():
             conf[k] += v
@@ -378,9 +385,9 @@ def scores_at(outputs: list[dict], inputs: list[tuple], cut: float = 0.0) -> dic
     return result
 
 
-def evaluate(net: ISANetwork, inputs: list[tuple], context: int, cut: float = 0.0) -> dict:
+def evaluate(net: ISANetwork, inputs: list[tuple], context: int, rule: MaskRule = PLAIN) -> dict:
     """:func:`scores_at` of the network on whole held-out scenes."""
-    return scores_at(validation_outputs(net, inputs, context), inputs, cut)
+    return scores_at(validation_outputs(net, inputs, context), inputs, rule)
 
 
 def band_statistics(
@@ -427,6 +434,7 @@ def train(
     from ..models.model import resolve_device, save_model
     from ..progress import bar as progress_bar
 
+    rule = MaskRule(cfg.mask_rule)  # the mask that selection scores (checked before any work)
     if not train_scenes:
         raise TrainingDataError("the training set is empty after filtering")
     if not val_scenes:
@@ -536,10 +544,10 @@ def train(
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
-            scores = evaluate(net, val_inputs, context)
+            scores = evaluate(net, val_inputs, context, rule)
             scores["selection"] = scores["macro_f1"]
             if real_windows:
-                scores.update(evaluate_real(net, real_windows, context))
+                scores.update(evaluate_real(net, real_windows, context, rule))
                 scores["selection"] = (scores["macro_f1"] + scores["real_auc"]) / 2
             scores.update(step=state["step"], seconds=time.perf_counter() - started)
             with open(out / "metrics.jsonl", "a") as fh:
@@ -551,7 +559,7 @@ def train(
                     out / "best.safetensors",
                     name=cfg.arch,
                     bands=("B04", "B03", "B02"),
-                    extra={"training": asdict(cfg), "metrics": scores},
+                    extra={"training": asdict(cfg), "metrics": scores, "mask_rule": cfg.mask_rule},
                 )
                 net.to(device)
             elif state["step"] > cfg.sr_warmup:
