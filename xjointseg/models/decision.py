@@ -93,11 +93,17 @@ def _allocate(logits: torch.Tensor, s: int, slope: float) -> torch.Tensor:
         raise ValueError(f"a {height} x {width} map does not hold whole {s} x {s} cells")
     h, w = height // s, width // s
     cells = logits.reshape(*lead, h, s, w, s).transpose(-3, -2).reshape(*lead, h, w, s * s)
-    count = torch.sigmoid(slope * cells).sum(-1, keepdim=True).round()
-    order = cells.argsort(dim=-1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(-1, order, torch.arange(s * s, device=cells.device).expand_as(order))
-    keep = rank < count
+    count = torch.sigmoid(slope * cells).sum(-1).round()
+    keep = (count >= s * s).unsqueeze(-1).expand_as(cells).clone()
+    # only cells that are neither empty nor full need their pixels ranked (the sort is the
+    # costly part, and most 10 m pixels of a scene are one or the other)
+    mixed = (count > 0) & (count < s * s)
+    if mixed.any():
+        part = cells[mixed]
+        order = part.argsort(dim=-1, descending=True, stable=True)
+        rank = torch.empty_like(order)
+        rank.scatter_(-1, order, torch.arange(s * s, device=cells.device).expand_as(order))
+        keep[mixed] = rank < count[mixed].unsqueeze(-1)
     return keep.reshape(*lead, h, w, s, s).transpose(-3, -2).reshape(logits.shape)
 
 
