@@ -19,10 +19,11 @@ network normalises itself; geoai's default would divide by 255); the model is a 
 wrapper whose ``forward`` returns the ISA probability at 1 m, under bf16 autocast when
 ``--precision`` resolves to bf16, as segment's does; geoai's default spline blending
 (linear where a tile is under twice the halo: spline does not allow that);
-``postprocess_fn`` thresholds the blended probability at 0.5 and the GeoTIFF is uint8 with
-255 as nodata; ``batch_size`` is segment's (1 on CPU). Masks are not expected to agree
-everywhere: geoai pads the scene edges with zeros and blends tiles, segment gives every tile
-its exact halo.
+``postprocess_fn`` applies the model's own mask rule to the blended probability (the
+threshold, or the fraction rule's allocation in each 10 m pixel: the raster holds whole
+10 m pixels) and the GeoTIFF is uint8 with 255 as nodata; ``batch_size`` is segment's (1 on
+CPU). Masks are not expected to agree everywhere: geoai pads the scene edges with zeros and
+blends tiles, segment gives every tile its exact halo.
 
 **Installing geoai**: ``pip install --no-deps geoai-py`` (pure Python; the inference module
 needs only numpy, torch, rasterio and tqdm, all xjointseg dependencies already). It is not a
@@ -156,7 +157,7 @@ def run_child(kind: str, scene: Path, out: Path, precision: str) -> None:
             output_dtype="uint8",
             output_nodata=255,
             preprocess_fn=lambda t: t.astype(np.float32),
-            postprocess_fn=lambda p: (p >= 0.5).astype(np.uint8),
+            postprocess_fn=lambda p: model.mask_rule.from_probability(p).astype(np.uint8),
             device=str(model.device),
             verbose=False,
         )
