@@ -54,6 +54,22 @@ def test_training_learns_and_writes_metrics_and_weights(tmp_path):
     model = xjointseg.load_model(tmp_path / "best.safetensors", device="cpu")
     assert model.metadata["training"]["steps"] == 30
     assert model.metadata["metrics"]["f1"] == result["best"]["f1"]
+    # the weights carry the mask rule selection scored (the default: fraction)
+    assert model.mask_rule.kind == "fraction"
+
+
+def test_selection_scores_the_configured_mask_rule(tmp_path):
+    from xjointseg import errors
+
+    with pytest.raises(errors.OptionError, match="mask rule"):
+        train(TRAIN, VAL, small_cfg(mask_rule="majority"), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+    result = train(TRAIN, VAL, small_cfg(steps=10, mask_rule="threshold"), tmp_path, progress=False)
+    import xjointseg
+
+    model = xjointseg.load_model(tmp_path / "best.safetensors", device="cpu")
+    assert model.mask_rule.kind == "threshold"
+    assert model.metadata["metrics"]["f1"] == result["best"]["f1"]
 
 
 def test_crash_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
