@@ -153,7 +153,7 @@ class Model:
         return (
             f"Model(name={self.name!r}, bands={self.bands}, scale={self.scale}, "
             f"halo={self.halo}, align={self.align}, device='{self.device}', "
-            f"sha256='{self.sha256[:12]}...')"
+            f"mask_rule='{self.mask_rule.kind}', sha256='{self.sha256[:12]}...')"
         )
 
     @property
