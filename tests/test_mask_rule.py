@@ -101,13 +101,7 @@ def test_bad_rules_are_refused():
 # --- the engine applies the model's rule, without seams ------------------------------------
 
 NET = ToyNet(in_bands=3, depth=3, seed=5)
-FRACTION = Model(
-    NET,
-    name="toy-fraction",
-    bands=BANDS,
-    sha256="toy-fraction",  # its own token: the same tensors as a threshold model
-    metadata={"mask_rule": "fraction"},
-)
+FRACTION = Model.from_network(NET, name="toy-fraction", bands=BANDS, mask_rule=MaskRule("fraction"))
 SCENE = synthetic_scene(37, 29, seed=3)
 
 
@@ -125,6 +119,22 @@ def test_segment_mask_is_the_rule_applied_to_the_probability():
     assert same.mean() > 0.9999  # sigmoid then logit: rounding may swap near-equal ranks
     plain = Model.from_network(NET, name="toy", bands=BANDS)
     assert not np.array_equal(mask, segment(SCENE, plain, tile=16, precision="fp32").values)
+
+
+def test_models_in_memory_with_other_rules_have_other_tokens():
+    plain = Model.from_network(NET, name="t", bands=BANDS)
+    again = Model.from_network(NET, name="t", bands=BANDS)
+    fraction = Model.from_network(NET, name="t", bands=BANDS, mask_rule=MaskRule("fraction"))
+    calibrated = Model.from_network(
+        NET, name="t", bands=BANDS, mask_rule=MaskRule("fraction", 0.6, slope=2.0)
+    )
+    assert plain.sha256 == again.sha256
+    assert len({plain.sha256, fraction.sha256, calibrated.sha256}) == 3
+    assert calibrated.mask_rule == MaskRule("fraction", 0.6, 10, 2.0)
+    a = segment(SCENE, plain, tile=16, precision="fp32")
+    b = segment(SCENE, fraction, tile=16, precision="fp32")
+    assert a.data.name != b.data.name  # Dask would otherwise reuse one for the other
+    assert not np.array_equal(a.values, b.values)
 
 
 def test_weights_carry_the_rule(tmp_path):

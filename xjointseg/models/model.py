@@ -142,12 +142,31 @@ class Model:
         name: str,
         bands: tuple[str, ...] | list[str],
         device: str | torch.device = "cpu",
+        mask_rule: MaskRule | None = None,
     ) -> Model:
-        """Wrap a network held in memory (its checksum is that of its serialised tensors)."""
+        """Wrap a network held in memory. Its checksum is that of its serialised tensors, and
+        of ``mask_rule`` when one is given (default: a threshold at 0.5), so models that
+        make different masks never share a Dask token."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()}
-        digest = sha256_bytes(st_save(tensors))
         meta = {"arch": network.arch, "config": network.config, "name": name, "bands": bands}
-        return cls(network, name=name, bands=bands, sha256=digest, metadata=meta, device=device)
+        rule = {}
+        if mask_rule is not None:
+            rule = {
+                "mask_rule": mask_rule.kind,
+                "threshold": mask_rule.threshold,
+                "mask_slope": mask_rule.slope,
+            }
+        digest = sha256_bytes(
+            st_save(tensors, metadata={k: str(v) for k, v in rule.items()} or None)
+        )
+        return cls(
+            network,
+            name=name,
+            bands=bands,
+            sha256=digest,
+            metadata=meta | rule,
+            device=device,
+        )
 
     def __repr__(self) -> str:
         return (
