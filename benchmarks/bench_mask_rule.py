@@ -16,10 +16,9 @@ import os
 import statistics
 import time
 
-import numpy as np
-
 import xjointseg
 from xjointseg.data import load_demo_scene
+from xjointseg.models.decision import MaskRule
 from xjointseg.models.model import Model
 
 
@@ -31,12 +30,9 @@ def main() -> None:
 
     shipped = xjointseg.load_model("jointseg", device="cpu")
     rule = shipped.mask_rule
-    plain = Model(
-        shipped.network,
-        name="jointseg-threshold",
-        bands=shipped.bands,
-        sha256=shipped.sha256 + "-threshold",  # its own Dask token
-        metadata={**shipped.metadata, "mask_rule": "threshold"},
+    threshold = MaskRule("threshold", rule.threshold, rule.scale)
+    plain = Model.from_network(
+        shipped.network, name="jointseg-threshold", bands=shipped.bands, mask_rule=threshold
     )
     ds = load_demo_scene()[["red", "green", "blue"]]
     seconds: dict[str, list[float]] = {"fraction": [], "threshold": []}
@@ -47,10 +43,8 @@ def main() -> None:
             start = time.perf_counter()
             masks[name] = ds.isa.segment(model=model).compute().values
             seconds[name].append(time.perf_counter() - start)
-    prob = ds.isa.segment(model=shipped, output="probability").compute().values[0]
-    prob = np.clip(np.nan_to_num(prob), 1e-7, 1 - 1e-7)
-    p = 1 / (1 + np.exp(-rule.slope * (np.log(prob / (1 - prob)) - rule.logit_shift)))
-    count = np.round(p.reshape(p.shape[0] // 10, 10, -1, 10).sum(axis=(1, 3)))
+    isa = masks["fraction"][0] == 1
+    count = isa.reshape(isa.shape[0] // 10, 10, -1, 10).sum(axis=(1, 3))  # per 10 m pixel
     mixed = float(((count > 0) & (count < 100)).mean())
 
     print(

@@ -87,10 +87,6 @@ class Model:
         default, or ``"fraction"``, sub-pixel allocation in each 10 m pixel; see
         :mod:`xjointseg.models.decision`), with its calibration (``threshold``, and
         ``mask_slope``, 1 when the weights do not say).
-    threshold : float
-        The rule's calibration (metadata ``threshold``, chosen on validation places; 0.5 when
-        the weights do not say): under ``"threshold"``, the ISA probability at which a 1 m
-        pixel becomes ISA; ``logit_threshold`` is the same as a logit.
     metadata : dict
         The weights' metadata (architecture, config, training data, metrics...).
     source : str or None
@@ -126,8 +122,6 @@ class Model:
             self.scale,
             float(self.metadata.get("mask_slope", 1.0)),
         )
-        self.threshold = self.mask_rule.threshold
-        self.logit_threshold = self.mask_rule.logit_shift
         self.source = source
         # One inference at a time per model and process: torch already spreads one call over
         # every core (or the whole GPU); concurrent calls would only oversubscribe them.
@@ -174,6 +168,12 @@ class Model:
             f"halo={self.halo}, align={self.align}, device='{self.device}', "
             f"mask_rule='{self.mask_rule.kind}', sha256='{self.sha256[:12]}...')"
         )
+
+    @property
+    def threshold(self) -> float:
+        """The mask rule's calibration threshold (metadata ``threshold``; 0.5 when the weights
+        do not say): under a threshold rule, the ISA probability at which a 1 m pixel is ISA."""
+        return self.mask_rule.threshold
 
     @property
     def fill_values(self) -> np.ndarray:
