@@ -95,6 +95,53 @@ def test_crash_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     assert resumed["best"]["macro_f1"] == clean["best"]["macro_f1"]
 
 
+def test_crash_between_evaluation_and_checkpoint_leaves_no_duplicate_metrics(tmp_path, monkeypatch):
+    from xjointseg.training import trainer
+
+    real_checkpoint, calls = trainer._checkpoint, []
+
+    def crash_at_second_checkpoint(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:  # step 20 evaluated (and its best weights saved), not checkpointed
+            raise KeyboardInterrupt
+        return real_checkpoint(*args, **kw)
+
+    monkeypatch.setattr(trainer, "_checkpoint", crash_at_second_checkpoint)
+    with pytest.raises(KeyboardInterrupt):
+        train(TRAIN, VAL, small_cfg(), tmp_path, progress=False)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [10]  # the metrics never run ahead of the checkpoint
+    monkeypatch.setattr(trainer, "_checkpoint", real_checkpoint)
+    train(TRAIN, VAL, small_cfg(), tmp_path, progress=False)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [10, 20, 30]  # step 20 evaluated again, once
+
+
+def test_a_checkpoint_of_an_earlier_version_keeps_its_metrics_up_to_its_step(tmp_path):
+    import torch
+
+    train(TRAIN, VAL, small_cfg(steps=20), tmp_path, progress=False)
+    blob = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del blob["state"]["history"]  # as written before checkpoints held the evaluations
+    torch.save(blob, tmp_path / "checkpoint.pt")
+    with open(tmp_path / "metrics.jsonl", "a") as fh:
+        fh.write(json.dumps({"step": 25, "f1": 0.0}) + "\n")  # an evaluation it never saw
+    train(TRAIN, VAL, small_cfg(steps=30), tmp_path, progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20, 30]
+
+
+@pytest.mark.parametrize("name", ["metrics.jsonl", "best.safetensors"])
+def test_a_fresh_run_refuses_the_outputs_of_another(tmp_path, name):
+    from xjointseg.errors import OutputExistsError
+
+    (tmp_path / name).write_bytes(b"another run's")
+    with pytest.raises(OutputExistsError, match="another output folder"):
+        train(TRAIN, VAL, small_cfg(steps=10), tmp_path, progress=False)
+    assert (tmp_path / name).read_bytes() == b"another run's"
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
 def test_same_seed_same_result(tmp_path):
     a = train(TRAIN, VAL, small_cfg(steps=10), tmp_path / "a", progress=False)
     b = train(TRAIN, VAL, small_cfg(steps=10), tmp_path / "b", progress=False)

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from .._system import cpu_has_bf16 as _cpu_has_bf16
-from ..errors import XJointSegError
+from ..errors import OutputExistsError, XJointSegError
 from ..metrics import confusion, roc_auc, scores_from_counts
 from ..models.base import ISANetwork
 from ..models.decision import MaskRule
@@ -429,6 +429,9 @@ def train(
 
     Writes to ``out_dir``: ``checkpoint.pt`` (resumable state), ``metrics.jsonl`` (one line
     per evaluation), ``best.safetensors`` (best weights by the validation ``selection``).
+    A folder with a checkpoint resumes it (``metrics.jsonl`` then holds exactly the
+    evaluations the checkpoint has seen); a folder with the other outputs but no checkpoint
+    is refused (:class:`~xjointseg.errors.OutputExistsError`).
     """
     from ..models.architectures import build_network, default_config
     from ..models.model import resolve_device, save_model
@@ -465,10 +468,13 @@ def train(
         disc = UNetDiscriminatorSN(in_channels=3).to(device)
         disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr / 2, betas=(0.5, 0.999))
 
-    state = {"step": 0, "best": -1.0, "best_eval": None, "stale": 0}
+    state = {"step": 0, "best": -1.0, "best_eval": None, "stale": 0, "history": []}
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
         state = _resume(ckpt, cfg, net, opt, sched, disc, disc_opt)
+        _write_history(out, state)  # an evaluation after the checkpoint was redone: drop it
+    else:
+        _refuse_other_run(out)
     fill = np.asarray(mean, np.float32)
     std_t = net.band_std.to(device)
     use_amp = cfg.amp and (device.type == "cuda" or _cpu_has_bf16())
@@ -550,8 +556,7 @@ def train(
                 scores.update(evaluate_real(net, real_windows, context, rule))
                 scores["selection"] = (scores["macro_f1"] + scores["real_auc"]) / 2
             scores.update(step=state["step"], seconds=time.perf_counter() - started)
-            with open(out / "metrics.jsonl", "a") as fh:
-                fh.write(json.dumps(scores) + "\n")
+            state["history"].append(scores)
             if scores["selection"] > state["best"] and state["step"] > cfg.sr_warmup:
                 state.update(best=scores["selection"], best_eval=scores, stale=0)
                 save_model(
@@ -565,8 +570,30 @@ def train(
             elif state["step"] > cfg.sr_warmup:
                 state["stale"] += 1
             _checkpoint(ckpt, cfg, net, opt, sched, disc, disc_opt, state)
+            _write_history(out, state)  # after the checkpoint, so it never runs ahead of it
     bar.close()
     return {"best": state["best_eval"], "steps": state["step"], "out": str(out)}
+
+
+#: what a run writes in its folder besides checkpoint.pt
+RUN_OUTPUTS = ("metrics.jsonl", "best.safetensors")
+
+
+def _refuse_other_run(out: Path) -> None:
+    """A fresh run never writes over another run's outputs (nor mixes its metrics with them)."""
+    found = [name for name in RUN_OUTPUTS if (out / name).exists()]
+    if found:
+        raise OutputExistsError(
+            f"{out} holds {', '.join(found)} of another run but no checkpoint.pt to resume: "
+            "use another output folder, or move them away"
+        )
+
+
+def _write_history(out: Path, state: dict) -> None:
+    """``metrics.jsonl``: one line per evaluation the checkpoint holds, replaced atomically."""
+    tmp = out / "metrics.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(scores) + "\n" for scores in state["history"]))
+    tmp.replace(out / "metrics.jsonl")
 
 
 def _initial_weights(cfg: TrainConfig):
@@ -646,4 +673,9 @@ def _resume(path, cfg, net, opt, sched, disc, disc_opt) -> dict:
         disc.load_state_dict(blob["disc"])
         disc_opt.load_state_dict(blob["disc_opt"])
     torch.set_rng_state(blob["torch_rng"])
-    return blob["state"]
+    state = blob["state"]
+    if "history" not in state:  # a checkpoint of an earlier version: its metrics file, trimmed
+        metrics = Path(path).parent / "metrics.jsonl"
+        rows = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
+        state["history"] = [r for r in rows if r["step"] <= state["step"]]
+    return state
