@@ -4,7 +4,8 @@
         [--data ../shared/data] [--split test] [--max-side 400] [--json scores.json]
 
 For each model: ISA F1, precision, recall, macro-F1 and SR PSNR (vs bicubic) on the Dubai
-test tiles; per OSCD city of the split, the ROC AUC of the 10 m ISA fraction of the 1 m map
+test tiles (and, as a diagnostic, the scores with the simulator's radiometry before its
+calibration); per OSCD city of the split, the ROC AUC of the 10 m ISA fraction of the 1 m map
 against Dynamic World "built", the ISA share in confidently built / not built pixels and the
 change F1 against OSCD's labels (Dynamic World's change F1 beside it), and where the ranking
 is lost (the AUC of the mean 1 m probability and of the 10 m prior alone); the ISA share of
@@ -27,6 +28,8 @@ from xjointseg.training.evaluation import (
 )
 from xjointseg.training.splits import DUBAI_SPLITS, OSCD_SPLITS
 
+UNCALIBRATED = {"gain": 0.38, "offset": 0.0}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -42,7 +45,11 @@ def main() -> None:
     results = {}
     for name in args.models:
         model = xjointseg.load_model(name, device="cpu")
-        aerial = aerial_scores(model, args.data / "hr" / "dubai", DUBAI_SPLITS[args.split])
+        dubai, places = args.data / "hr" / "dubai", DUBAI_SPLITS[args.split]
+        aerial = aerial_scores(model, dubai, places)
+        # diagnostic: the same places simulated with equal gains and no path radiance (the
+        # simulator before its calibration on real Sentinel-2)
+        aerial["uncalibrated"] = aerial_scores(model, dubai, places, **UNCALIBRATED)
         real = real_scores(model, args.data / "s2" / "oscd", OSCD_SPLITS[args.split], args.max_side)
         gpkg = args.data / "s2" / "havelland_T33UUU_20170216_L1C" / "osm_landuse_water.gpkg"
         landuse = landuse_shares(model, gpkg)
@@ -62,6 +69,12 @@ def print_model(name: str, r: dict) -> None:
     print(
         f"| {a['f1']:.3f} | {a['precision']:.3f} | {a['recall']:.3f} | {a['macro_f1']:.3f} "
         f"| {psnr} | {a.get('psnr_bicubic', float('nan')):.2f} |"
+    )
+    u = a["uncalibrated"]
+    print(
+        f"Same places simulated with the uncalibrated radiometry (gain {UNCALIBRATED['gain']} "
+        f"in every band, no offset): ISA F1 {u['f1']:.3f}, precision {u['precision']:.3f}, "
+        f"recall {u['recall']:.3f}, macro-F1 {u['macro_f1']:.3f}"
     )
     real = r["real"]
     print(f"\nReal Sentinel-2 (pooled AUC {real['pooled_auc']:.3f}, lowest {real['min_auc']:.3f}):")

@@ -359,3 +359,14 @@ def test_real_scores_on_an_oscd_city_with_change_labels():
     for key in ("change_f1", "dw_change_f1"):
         assert key in s
     assert 0 <= s["auc_probability"] <= 1 and "auc_prior" not in s  # the toy has no prior
+
+
+def test_open_land_classes_are_classes_of_the_havelland_land_use():
+    """The open-land check reads classes by their name in the OSM extract: a name that is not
+    there would silently drop out of it."""
+    import geopandas as gpd
+
+    from xjointseg.training.evaluation import OPEN_LAND
+
+    gpkg = shared_path("s2", "havelland_T33UUU_20170216_L1C", "osm_landuse_water.gpkg")
+    assert set(OPEN_LAND) <= set(gpd.read_file(gpkg)["fclass"])

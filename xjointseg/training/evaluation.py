@@ -40,13 +40,17 @@ from .datasets import (
 #: of the pixel newly impervious (a house, a stretch of road).
 CHANGE_THRESHOLD = 0.25
 
-#: OSM land-use classes that should hold almost no ISA.
-OPEN_LAND = ("forest", "farmland", "meadow", "water")
+#: OSM land-use classes that should hold almost no ISA. The Havelland extract names farmland
+#: ``farm`` (Geofabrik's class 7205, which also takes in farmyards and their barns).
+OPEN_LAND = ("forest", "farm", "meadow", "water")
 
 
-def aerial_scores(model: Any, dubai_root: str | Path, places: list[str]) -> dict[str, float]:
+def aerial_scores(
+    model: Any, dubai_root: str | Path, places: list[str], **radiometry: Any
+) -> dict[str, float]:
     """Scores on whole aerial test places (simulated 10 m input with the default radiometry,
-    a fixed seed), with the network's own halo of context, the mask by the model's rule."""
+    or ``gain`` / ``offset`` given, a fixed seed), with the network's own halo of context,
+    the mask by the model's rule."""
     from .datasets import load_dubai
     from .trainer import evaluate, validation_inputs
 
@@ -54,7 +58,8 @@ def aerial_scores(model: Any, dubai_root: str | Path, places: list[str]) -> dict
     if not scenes:
         raise TrainingDataError(f"no Dubai scene of places {places} under {dubai_root}")
     net = model.network
-    return evaluate(net, validation_inputs(scenes), context=net.halo, rule=model.mask_rule)
+    inputs = validation_inputs(scenes, **radiometry)
+    return evaluate(net, inputs, context=net.halo, rule=model.mask_rule)
 
 
 def _load_rgb(item: Path, window: tuple[slice, slice] | None) -> xr.Dataset:
