@@ -63,6 +63,28 @@ def test_blur_spreads_a_point_to_neighbours_but_conserves_energy():
     assert sharp[0, 4, 4] > lr[0, 4, 4]
 
 
+def test_footprint_integration_equals_blurring_at_1m_then_pooling():
+    """The simulator blurs and integrates in one strided pass; the reference blurs the whole
+    1 m image (separable Gaussian, reflected edges), then averages each 10 x 10 footprint."""
+    import torch
+    import torch.nn.functional as F
+
+    from xjointseg.training.simulate import _blur_and_integrate, _psf_kernel
+
+    img = torch.rand(1, 3, 120, 90, generator=torch.Generator().manual_seed(0)) * 5000
+    for mtf in (0.15, 0.3):
+        sigma = psf_sigma(mtf) * 10
+        k = _psf_kernel(sigma, img.dtype)
+        r = (len(k) - 1) // 2
+        kx = k.view(1, 1, 1, -1).repeat(3, 1, 1, 1)
+        ref = F.conv2d(F.pad(img, (r, r, 0, 0), mode="reflect"), kx, groups=3)
+        ref = F.conv2d(F.pad(ref, (0, 0, r, r), mode="reflect"), kx.transpose(2, 3), groups=3)
+        ref = F.avg_pool2d(ref, 10)
+        out = _blur_and_integrate(img, sigma)
+        assert out.shape == (1, 3, 12, 9)
+        torch.testing.assert_close(out, ref, rtol=0, atol=0.01)  # DN
+
+
 def test_gsd_resampling_and_size_checks():
     img = np.full((50, 50, 3), 100, np.uint8)
     assert simulate_sentinel2(img, gsd=2.0, noise_dn=0).shape == (3, 10, 10)
