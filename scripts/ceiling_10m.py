@@ -1,6 +1,6 @@
 """What the held-out places allow at 10 m: an oracle bound and a plain 10 m network.
 
-Usage: ``python scripts/ceiling_10m.py [DUBAI_DIR] [--steps 1500]``
+Usage: ``python scripts/ceiling_10m.py [DUBAI_DIR] [--steps 1500] [--uncalibrated]``
 
 * *oracle*: the true ISA fraction of each 10 m pixel (from the 1 m labels), up-sampled to 1 m
   (nearest and bilinear) and thresholded at 0.5 — the best any map that is right at 10 m can
@@ -47,12 +47,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dubai", nargs="?", default="../shared/data/hr/dubai")
     parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument(
+        "--uncalibrated",
+        action="store_true",
+        help="simulate with the radiometry before calibration (gain 0.38 in every band, no offset)",
+    )
     args = parser.parse_args()
+    radiometry = {"gain": 0.38, "offset": 0.0} if args.uncalibrated else {}
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     train, val = split_by_place(load_dubai(args.dubai), VAL_PLACES)
-    val_lr = [torch.from_numpy(simulate_sentinel2(s.hr, rng=rng)) for s in val]
-    train_lr = [torch.from_numpy(simulate_sentinel2(s.hr, rng=rng)) for s in train]
+    val_lr = [torch.from_numpy(simulate_sentinel2(s.hr, rng=rng, **radiometry)) for s in val]
+    train_lr = [torch.from_numpy(simulate_sentinel2(s.hr, rng=rng, **radiometry)) for s in train]
     train_frac = [torch.from_numpy(isa_fraction_10m(s.label)) for s in train]
 
     for mode in ("nearest", "bilinear"):
