@@ -22,6 +22,7 @@ from torch import nn
 from xjointseg.metrics import confusion, scores_from_counts
 from xjointseg.training import load_dubai, simulate_sentinel2, split_by_place
 from xjointseg.training.datasets import IGNORE, WEAK_NEGATIVE
+from xjointseg.training.simulate import UNCALIBRATED
 
 VAL_PLACES = ["dubai/tile1", "dubai/tile3"]
 CROP = 24  # 10 m pixels per training crop
@@ -50,10 +51,10 @@ def main() -> None:
     parser.add_argument(
         "--uncalibrated",
         action="store_true",
-        help="simulate with the radiometry before calibration (gain 0.38 in every band, no offset)",
+        help="simulate with the radiometry before calibration (equal gains, no offset)",
     )
     args = parser.parse_args()
-    radiometry = {"gain": 0.38, "offset": 0.0} if args.uncalibrated else {}
+    radiometry = UNCALIBRATED if args.uncalibrated else {}
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     train, val = split_by_place(load_dubai(args.dubai), VAL_PLACES)

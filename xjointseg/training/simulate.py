@@ -39,6 +39,8 @@ SCALE = 10  # 10 m pixels from 1 m pixels
 # fitted on the OSCD training cities (B04, B03, B02), see scripts/calibrate_simulator.py
 DEFAULT_GAIN = (0.3397, 0.2148, 0.1447)
 DEFAULT_OFFSET = (0.0198, 0.0562, 0.0866)
+# the radiometry before that calibration (equal gains, no path radiance): for diagnostics
+UNCALIBRATED = {"gain": 0.38, "offset": 0.0}
 
 
 def srgb_to_linear(v: np.ndarray) -> np.ndarray:
