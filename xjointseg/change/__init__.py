@@ -1,0 +1,26 @@
+"""Urban change from ISA maps and cubes.
+
+* :mod:`.tables`: ISA area per period and region, growth between consecutive periods;
+* :mod:`.maps`: the period in which each pixel first became ISA, ISA fractions on a coarser
+  grid;
+* :mod:`.reference`: 10 m reference products (ESA WorldCover) on a cube's grid;
+* :mod:`._zonal`: the per-block, per-region counts the tables are made of.
+
+Everything works block by block on the maps' dask chunks, so no 1 m scene is ever held in
+memory whole: tables come from per-block pixel counts summed in a tree, maps stay lazy.
+"""
+
+from ..schema import NEVER
+from .maps import first_period, fraction
+from .reference import read_worldcover
+from .tables import DEFAULT_CLASSES, area, growth
+
+__all__ = [
+    "DEFAULT_CLASSES",
+    "NEVER",
+    "area",
+    "first_period",
+    "fraction",
+    "growth",
+    "read_worldcover",
+]
