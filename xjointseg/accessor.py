@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import xarray as xr
 
-from .change import area, first_period, fraction, growth
+from .change import area, consistent, first_period, fraction, growth
 from .cube import to_zarr
 from .export import to_cog
 from .plots import plot_first_period, plot_map
@@ -43,6 +43,7 @@ class _ISAAccessor:
     growth = _bind(growth)
     first_period = _bind(first_period)
     fraction = _bind(fraction)
+    consistent = _bind(consistent)
     plot_map = _bind(plot_map)
     plot_first_period = _bind(plot_first_period)
 

@@ -3,6 +3,7 @@
 * :mod:`.tables`: ISA area per period and region, growth between consecutive periods;
 * :mod:`.maps`: the period in which each pixel first became ISA, ISA fractions on a coarser
   grid;
+* :mod:`.temporal`: an optional temporal rule over a cube's periods (ISA does not revert);
 * :mod:`.reference`: 10 m reference products (ESA WorldCover) on a cube's grid;
 * :mod:`._zonal`: the per-block, per-region counts the tables are made of.
 
@@ -14,11 +15,13 @@ from ..schema import NEVER
 from .maps import first_period, fraction
 from .reference import read_worldcover
 from .tables import DEFAULT_CLASSES, area, growth
+from .temporal import consistent
 
 __all__ = [
     "DEFAULT_CLASSES",
     "NEVER",
     "area",
+    "consistent",
     "first_period",
     "fraction",
     "growth",
