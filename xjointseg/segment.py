@@ -1,7 +1,8 @@
 """Xarray level: check the input, pick the model's bands, segment lazily, put the result on
 the exact 1 m grid.
 
-Everything that can be wrong with the input is checked here, before any pixel is computed.
+Everything that can be wrong with the input is checked (by :mod:`xjointseg.inputs` and the
+options here) before any pixel is computed.
 """
 
 from __future__ import annotations
@@ -10,42 +11,31 @@ import hashlib
 import inspect
 import json
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Literal
 
 import dask.array as da
 import numpy as np
 import xarray as xr
-from odc.geo.geobox import GeoBox
 from odc.geo.xr import xr_coords
 
 from . import __version__
 from ._dask import plan_chunks, segment_array, split_chunks
 from ._system import available_memory, parallel_slots
 from .errors import (
-    BandError,
-    ChunkError,
-    CRSError,
-    DimensionError,
-    DTypeError,
     EmptyInputError,
-    GridError,
     OptionError,
-    ValueRangeError,
 )
+from .inputs import check_scale, checked_block, checked_input
 from .schema import (
     BAND_ALIASES,  # noqa: F401  (re-exported: the band table lives in schema)
     FINGERPRINT_COORD,
     FLAG_MEANINGS,
     FLAG_VALUES,
-    INPUT_RESOLUTION,
     NODATA,
     OUTPUT_KINDS,
     PRECISIONS,
-    band_names,
-    find_band,
     in_memory,
-    metres_per_unit,
     period_digest,
 )
 
@@ -64,208 +54,6 @@ MEMORY_SHARE = 4  # one tile's activations take at most a quarter of the memory 
 CPU_TILE_BYTES = 1 << 30  # and at most 1 GiB on a CPU, where a bigger tile saves little
 # work (see MAX_TILE) but its activations grow with its area
 BLOCKS_PER_SLOT = 4  # chunks="auto" splits blocks until each parallel slot has this many
-# Sentinel-2 DN (reflectance x 10000) of a block of real land or water are far above this;
-# reflectance in 0..1 (a scaled load) never is. Judged only on enough valid pixels.
-DN_FLOOR = 1.5
-DN_MIN_PIXELS = 64
-
-
-def _nodata_of(var: xr.DataArray) -> float | None:
-    for value in (
-        var.attrs.get("nodata"),
-        var.encoding.get("_FillValue"),
-        var.attrs.get("_FillValue"),
-    ):
-        if value is not None:
-            return float(value)
-    return None
-
-
-def _stack_bands(obj: xr.Dataset | xr.DataArray, bands: Sequence[str]):
-    """Return ``(DataArray with a 'band' dim in model order, per-band nodata)``."""
-    if isinstance(obj, xr.Dataset):
-        names = []
-        for band in bands:
-            found = find_band(band, list(obj.data_vars))
-            if found is None:
-                raise BandError(
-                    f"band {band} (or {'/'.join(band_names(band)[1:]) or 'an alias'}) is missing: "
-                    f"the Dataset has {sorted(map(str, obj.data_vars))}. Load it too, e.g. "
-                    f"odc.stac.load(..., bands=[...])."
-                )
-            names.append(found)
-        nodata = [_nodata_of(obj[n]) for n in names]
-        arr = xr.concat([obj[n] for n in names], dim="band", coords="minimal", compat="override")
-        arr.attrs = {}
-        return arr.assign_coords(band=list(bands)), nodata
-
-    if not isinstance(obj, xr.DataArray):
-        raise DimensionError(f"segment takes an xarray Dataset or DataArray, not {type(obj)}")
-    if "band" not in obj.dims:
-        lookalike = [
-            d
-            for d in obj.dims
-            if str(d).lower() in ("bands", "channel", "channels", "b", "variable", "spectral")
-        ]
-        hint = f" Rename it: da.rename({{'{lookalike[0]}': 'band'}})." if lookalike else ""
-        raise DimensionError(
-            f"a DataArray needs a 'band' dimension holding the bands {tuple(bands)}; "
-            f"it has dims {obj.dims}.{hint}"
-        )
-    if "band" not in obj.coords:
-        raise BandError(
-            "the 'band' dimension has no labels: name the bands, e.g. "
-            f"da.assign_coords(band={list(bands)})"
-        )
-    if obj.chunks is not None and len(obj.chunksizes["band"]) > 1:
-        raise ChunkError(
-            "the band dimension is split into several chunks; each block needs all bands: "
-            "use da.chunk(band=-1)"
-        )
-    labels = [str(b) for b in obj["band"].values]
-    picks = []
-    for band in bands:
-        found = find_band(band, labels)
-        if found is None:
-            raise BandError(f"band {band} is missing: the DataArray has bands {labels}")
-        picks.append(labels.index(found))
-    nd = _nodata_of(obj)
-    return obj.isel(band=picks).assign_coords(band=list(bands)), [nd] * len(bands)
-
-
-def _check_grid(arr: xr.DataArray) -> tuple[GeoBox, tuple[Hashable, ...]]:
-    """Return the 10 m GeoBox and the non-spatial leading dims; raise on a bad grid."""
-    crs = arr.odc.crs
-    if crs is None:
-        raise CRSError(
-            "the input has no CRS: attach it, e.g. ds.odc.assign_crs('EPSG:32633') "
-            "(odc-stac and rioxarray set it when loading)"
-        )
-    if crs.geographic:
-        raise CRSError(
-            f"the input CRS {crs} is in degrees; the model needs metres: reproject to a "
-            "projected CRS such as the local UTM zone (odc.stac.load(..., crs='utm') or "
-            "ds.odc.reproject(...))"
-        )
-    try:
-        unit = metres_per_unit(crs)
-    except CRSError:
-        unit = None
-    if unit is None or not np.isclose(unit, 1.0):
-        raise CRSError(
-            f"the input CRS {crs} is not in metres ({crs.units[0]}); the model needs a 10 m "
-            "grid in metres: reproject, e.g. ds.odc.reproject('utm', resolution=10) or "
-            "odc.stac.load(..., crs='utm', resolution=10)"
-        )
-    ydim, xdim = arr.odc.spatial_dims
-    others = tuple(d for d in arr.dims if d not in (ydim, xdim, "band"))
-    if len(others) > 1:
-        raise DimensionError(
-            f"dims must be (y, x) or (time, y, x) plus 'band'; got {arr.dims}: select or "
-            f"stack the extra dimensions {others[:-1]}"
-        )
-    for dim in (ydim, xdim):
-        coord = np.asarray(arr[dim].values, dtype="float64")
-        if coord.size > 2:
-            step = np.diff(coord)
-            if not np.allclose(step, step[0], rtol=1e-6, atol=1e-6 * abs(step[0])):
-                raise GridError(
-                    f"the {dim} coordinate is not evenly spaced: the input must be a regular "
-                    "raster (resample with odc-geo or rioxarray first)"
-                )
-    gbox = arr.odc.geobox
-    if gbox is None or not isinstance(gbox, GeoBox):
-        raise GridError("cannot derive a regular grid from the input coordinates")
-    aff = gbox.affine
-    if abs(aff.b) > 1e-9 * abs(aff.a) or abs(aff.d) > 1e-9 * abs(aff.e):
-        raise GridError("the grid is rotated; reproject it to a north-up grid first")
-    res = gbox.resolution
-    if not (np.isclose(abs(res.x), INPUT_RESOLUTION) and np.isclose(abs(res.y), INPUT_RESOLUTION)):
-        raise GridError(
-            f"the input has {abs(res.x):g} x {abs(res.y):g} m pixels; the model needs "
-            f"Sentinel-2's {INPUT_RESOLUTION:g} m grid: load with resolution=10"
-        )
-    return gbox, others
-
-
-def _check_dtype(arr: xr.DataArray) -> None:
-    kind = arr.dtype.kind
-    if kind not in "uif":
-        raise DTypeError(
-            f"input dtype {arr.dtype} cannot hold reflectance: use integer DN (e.g. uint16) "
-            "or floating point values"
-        )
-    if arr.dtype.itemsize == 1:
-        raise ValueRangeError(
-            f"the input is {arr.dtype}: 8-bit values are a display product (e.g. the TCI "
-            "true-colour image), not Sentinel-2 DN (reflectance x 10000, uint16 or float). "
-            "Load the L2A bands B02, B03, B04 (e.g. odc.stac.load(..., bands=['blue', "
-            "'green', 'red']))"
-        )
-
-
-def _scale_message(top: float) -> str:
-    return (
-        f"the input's largest valid value is {top:g}: that is reflectance in 0..1 (a scaled "
-        "load: stackstac rescale, a Planetary Computer or GEE export), not Sentinel-2 DN "
-        "(reflectance x 10000) as the model needs. Multiply by 10000 (ds * 10000), or load "
-        "without rescaling"
-    )
-
-
-def _valid_max(block: np.ndarray, nodata: Sequence[float | None]) -> tuple[float, int]:
-    """The largest valid value of a (..., band, y, x) block and how many values are valid."""
-    top, count = -np.inf, 0
-    for b, nd in enumerate(nodata):
-        v = np.asarray(block[..., b, :, :], dtype="float64")
-        ok = np.isfinite(v) if nd is None else np.isfinite(v) & (v != nd)
-        n = int(ok.sum())
-        if n:
-            top, count = max(top, float(v[ok].max())), count + n
-    return top, count
-
-
-def _check_scale(data: np.ndarray, nodata: Sequence[float | None]) -> None:
-    top, count = _valid_max(data, nodata)
-    if count >= DN_MIN_PIXELS and top <= DN_FLOOR:
-        raise ValueRangeError(_scale_message(top))
-
-
-def _checked_block(block: np.ndarray, nodata: tuple) -> np.ndarray:
-    """The block itself, after checking it holds DN (lazy input is checked block by block)."""
-    _check_scale(block, nodata)
-    return block
-
-
-def _declared_scale(obj: xr.Dataset | xr.DataArray) -> None:
-    """Refuse values xarray decoded with a CF ``scale_factor``: reflectance, not DN.
-
-    A scale left in the attributes (``mask_and_scale=False``) means the values are still DN;
-    any other reflectance is caught by the value-range check.
-    """
-    variables = obj.data_vars.values() if isinstance(obj, xr.Dataset) else [obj]
-    for var in variables:
-        scale = var.encoding.get("scale_factor")
-        if scale is not None and 0 < float(scale) < 0.01:
-            raise ValueRangeError(
-                f"{var.name} was decoded with scale_factor={float(scale):g}, so it holds "
-                "reflectance, not DN: open it with mask_and_scale=False (or multiply by "
-                f"{1 / float(scale):g})"
-            )
-
-
-def _north_up(arr: xr.DataArray) -> tuple[xr.DataArray, dict]:
-    """The input flipped to north-up (y descending, x ascending), and the flips done.
-
-    The network must see the scene as it is, not mirrored; the result is flipped back.
-    """
-    ydim, xdim = arr.odc.spatial_dims
-    flips = {}
-    for dim, descending in ((ydim, True), (xdim, False)):
-        c = arr[dim].values
-        if c.size > 1 and bool(c[1] < c[0]) != descending:
-            flips[dim] = slice(None, None, -1)
-    return (arr.isel(flips) if flips else arr), flips
 
 
 def _as_int(value, name: str) -> int:
@@ -450,12 +238,9 @@ def segment(
     from .models.model import load_model  # torch: imported on the first call, not before
 
     m = load_model(model, device=device)
-    arr, nodata = _stack_bands(obj, m.bands)
-    _check_dtype(arr)
-    _declared_scale(obj)
-    _, others = _check_grid(arr)
-    arr, flips = _north_up(arr)
+    arr, nodata, others, flips = checked_input(obj, m.bands)
     gbox = arr.odc.geobox
+    ydim = arr.odc.spatial_dims[0]
     if precision != "auto" and "precision" not in inspect.signature(m.predict).parameters:
         raise OptionError(
             f"precision={precision!r} needs a model whose predict() takes precision=; "
@@ -466,14 +251,12 @@ def segment(
         batch_size = 8 if on_gpu else 1
     tile, halo = _model_block_params(m, tile, halo, batch_size, gbox.shape)
 
-    ydim, xdim = arr.odc.spatial_dims
-    arr = arr.transpose(*others, "band", ydim, xdim)
     data = arr.data
     if not others:
         data = data[None]
     identity = _input_identity(obj, arr, data, others)
     if not isinstance(data, da.Array):
-        _check_scale(np.asarray(data), nodata)
+        check_scale(np.asarray(data), nodata)
         size = DEFAULT_BLOCK if chunks in ("auto", "keep") else int(chunks)
         data = da.from_array(data, chunks=(1, -1, size, size))
         checked = True
@@ -495,7 +278,7 @@ def segment(
         )
     data = data.rechunk((1, -1, *plan))
     if not checked:  # lazy input: each block checks its own values when it is computed
-        data = data.map_blocks(_checked_block, nodata=tuple(nodata), dtype=data.dtype)
+        data = data.map_blocks(checked_block, nodata=tuple(nodata), dtype=data.dtype)
     result = segment_array(
         data,
         model=m,

@@ -266,3 +266,10 @@ def _region_stats(cube: xr.DataArray, regions: Any, name_column: str | None):
     nt = cube.shape[0]
     empty = np.zeros(_stat_len(nt), dtype=np.int64)
     return [(name, stats.get(i, empty)) for i, name in enumerate(reg.names)]
+
+
+def aligned_chunks(chunks: tuple[int, ...], factor: int) -> tuple[int, ...]:
+    """Chunks whose boundaries fall on multiples of ``factor`` (the total is one already)."""
+    bounds = sorted({(b // factor) * factor for b in np.cumsum(chunks)[:-1]} - {0})
+    edges = [0, *bounds, int(sum(chunks))]
+    return tuple(int(b - a) for a, b in zip(edges[:-1], edges[1:], strict=True))

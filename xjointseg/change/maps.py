@@ -14,7 +14,7 @@ import xarray as xr
 
 from ..errors import FactorError, OptionError
 from ..schema import NEVER, NODATA, period_labels
-from ._zonal import ANALYSIS_BLOCK, _dask, _isa
+from ._zonal import ANALYSIS_BLOCK, _dask, _isa, aligned_chunks
 
 
 def _first_block(block: np.ndarray, gaps: str) -> np.ndarray:
@@ -87,13 +87,6 @@ def first_period(
     return res.odc.assign_crs(cube.odc.crs)
 
 
-def _aligned_chunks(chunks: tuple[int, ...], factor: int) -> tuple[int, ...]:
-    """Chunks whose boundaries fall on multiples of ``factor`` (the total is one already)."""
-    bounds = sorted({(b // factor) * factor for b in np.cumsum(chunks)[:-1]} - {0})
-    edges = [0, *bounds, int(sum(chunks))]
-    return tuple(int(b - a) for a, b in zip(edges[:-1], edges[1:], strict=True))
-
-
 def _fraction_block(block: np.ndarray, factor: int, least: int) -> np.ndarray:
     t, h, w = block.shape
     r = block.reshape(t, h // factor, factor, w // factor, factor)
@@ -162,7 +155,7 @@ def fraction(
     if not isinstance(data, da.Array):
         data = da.from_array(np.asarray(data), chunks=(1, ANALYSIS_BLOCK, ANALYSIS_BLOCK))
     data = data.rechunk(
-        {1: _aligned_chunks(data.chunks[1], factor), 2: _aligned_chunks(data.chunks[2], factor)}
+        {1: aligned_chunks(data.chunks[1], factor), 2: aligned_chunks(data.chunks[2], factor)}
     )
     least = max(1, math.ceil(min_valid * factor * factor))
     out = data.map_blocks(

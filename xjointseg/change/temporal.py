@@ -32,8 +32,7 @@ import xarray as xr
 
 from ..errors import FactorError
 from ..schema import FINGERPRINT_COORD, ISA, NODATA, NOT_ISA
-from ._zonal import _dask, _isa
-from .maps import _aligned_chunks
+from ._zonal import _dask, _isa, aligned_chunks
 
 __all__ = ["consistent", "isotonic_increasing"]
 
@@ -154,7 +153,7 @@ def consistent(cube: xr.DataArray | xr.Dataset, *, cell: int = 10) -> xr.DataArr
         )
     data = _dask(cube)
     data = data.rechunk(
-        {1: _aligned_chunks(data.chunks[1], cell), 2: _aligned_chunks(data.chunks[2], cell)}
+        {1: aligned_chunks(data.chunks[1], cell), 2: aligned_chunks(data.chunks[2], cell)}
     )
     out = data.map_blocks(_consistent_block, cell, dtype=np.uint8)
     rule = f"isotonic (non-decreasing) ISA count per {cell} x {cell} px cell"
