@@ -6,10 +6,12 @@
 For each model: ISA F1, precision, recall, macro-F1 and SR PSNR (vs bicubic) on the Dubai
 test tiles (and, as a diagnostic, the scores with the simulator's radiometry before its
 calibration); per OSCD city of the split, the ROC AUC of the 10 m ISA fraction of the 1 m map
-against Dynamic World "built", the ISA share in confidently built / not built pixels and the
-change F1 against OSCD's labels (Dynamic World's change F1 beside it), and where the ranking
-is lost (the AUC of the mean 1 m probability and of the 10 m prior alone); the ISA share of
-the Havelland map inside OSM land-use classes. See xjointseg.training.evaluation.
+against Dynamic World "built", the ISA share in confidently built / not built pixels (and per
+Dynamic World class of the not built), where the ranking is lost (the AUC of the mean 1 m
+probability and of the 10 m prior alone), the change F1 against OSCD's labels of new_isa, of
+the plain share rise and of Dynamic World (pooled too), and the false change on stable open
+land; the ISA share of the Havelland map inside OSM land-use classes. See
+xjointseg.training.evaluation.
 """
 
 import argparse
@@ -21,6 +23,7 @@ import torch
 import xjointseg
 from xjointseg.training.evaluation import (
     CHANGE_THRESHOLD,
+    DW_CLASSES,
     OPEN_LAND,
     aerial_scores,
     landuse_shares,
@@ -35,7 +38,9 @@ def main() -> None:
     parser.add_argument("models", nargs="+", help="registered names or weights files")
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--split", default="test", choices=["val", "test"])
-    parser.add_argument("--max-side", type=int, default=400, help="10 m px per city (centre)")
+    parser.add_argument(
+        "--max-side", type=int, default=400, help="10 m px per city (centre); 0: whole scenes"
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None, help="also write all scores here")
     args = parser.parse_args()
@@ -49,7 +54,9 @@ def main() -> None:
         # diagnostic: the same places simulated with equal gains and no path radiance (the
         # simulator before its calibration on real Sentinel-2)
         aerial["uncalibrated"] = aerial_scores(model, dubai, places, **UNCALIBRATED)
-        real = real_scores(model, args.data / "s2" / "oscd", OSCD_SPLITS[args.split], args.max_side)
+        real = real_scores(
+            model, args.data / "s2" / "oscd", OSCD_SPLITS[args.split], args.max_side or None
+        )
         gpkg = args.data / "s2" / "havelland_T33UUU_20170216_L1C" / "osm_landuse_water.gpkg"
         landuse = landuse_shares(model, gpkg)
         results[name] = {"sha256": model.sha256, "aerial": aerial, "real": real, "landuse": landuse}
@@ -78,17 +85,47 @@ def print_model(name: str, r: dict) -> None:
     real = r["real"]
     print(f"\nReal Sentinel-2 (pooled AUC {real['pooled_auc']:.3f}, lowest {real['min_auc']:.3f}):")
     print(
-        f"| city | AUC vs DW built | ISA share, built | ISA share, not built | change F1 "
-        f"(rise >= {CHANGE_THRESHOLD}) | DW change F1 | AUC: mean 1 m probability / 10 m prior |"
+        "| city | AUC vs DW built | ISA share, built | ISA share, not built "
+        "| AUC: mean 1 m probability / 10 m prior |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|")
     for city, s in real["cities"].items():
-        ch = f"{s['change_f1']:.3f}" if "change_f1" in s else "—"
-        dw = f"{s['dw_change_f1']:.3f}" if "dw_change_f1" in s else "—"
         prior = f"{s['auc_prior']:.3f}" if "auc_prior" in s else "—"
         print(
             f"| {city} | {s['auc']:.3f} | {s['share_built']:.1%} | {s['share_not_built']:.1%} "
-            f"| {ch} | {dw} | {s['auc_probability']:.3f} / {prior} |"
+            f"| {s['auc_probability']:.3f} / {prior} |"
+        )
+    print("\nISA share in confidently not built land, per Dynamic World class:")
+    print("| city | " + " | ".join(DW_CLASSES) + " |")
+    print("|---|" + "---:|" * len(DW_CLASSES))
+    for city, s in real["cities"].items():
+        by = s["not_built_by_class"]
+        print(f"| {city} | " + " | ".join(f"{by[k]:.1%}" if k in by else "—" for k in DW_CLASSES))
+    print(
+        "\nChange between the dates: F1 against OSCD's labels of new_isa (default rule), of "
+        f"the share rise >= {CHANGE_THRESHOLD} and of Dynamic World; false change on stable "
+        "open land (confidently not built at both dates, same class):"
+    )
+    print(
+        "| city | new_isa F1 (P / R) | share rise F1 | DW change F1 "
+        "| false new_isa | false share rise |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for city, s in real["cities"].items():
+        keys = ("new_isa_f1", "change_f1", "dw_change_f1")
+        f1 = {k: f"{s[k]:.3f}" if k in s else "—" for k in keys}
+        pr = ""
+        if "new_isa_f1" in s:
+            pr = f" ({s['new_isa_precision']:.2f} / {s['new_isa_recall']:.2f})"
+        fr = {k: f"{s[k]:.2%}" if k in s else "—" for k in ("false_new_isa", "false_rise")}
+        print(
+            f"| {city} | {f1['new_isa_f1']}{pr} | {f1['change_f1']} | {f1['dw_change_f1']} "
+            f"| {fr['false_new_isa']} | {fr['false_rise']} |"
+        )
+    if "pooled_new_isa_f1" in real:
+        print(
+            f"| pooled | {real['pooled_new_isa_f1']:.3f} | {real['pooled_change_f1']:.3f} "
+            f"| {real['pooled_dw_change_f1']:.3f} | | |"
         )
     lu = r["landuse"]
     print("\nHavelland, ISA share inside OSM land use:")

@@ -349,16 +349,22 @@ def test_roc_auc_equals_the_pairwise_definition():
 
 def test_real_scores_on_an_oscd_city_with_change_labels():
     from xjointseg.testing import toy_model
-    from xjointseg.training.evaluation import real_scores
+    from xjointseg.training.evaluation import DW_CLASSES, real_scores
 
     root = shared_path("s2", "oscd")
     out = real_scores(toy_model(), root, ["bercy"], max_side=24)
     s = out["cities"]["bercy"]
     assert 0 <= s["auc"] <= 1 and out["pooled_auc"] == s["auc"] == out["min_auc"]
     assert 0 <= s["share_built"] <= 1 and 0 <= s["share_not_built"] <= 1
-    for key in ("change_f1", "dw_change_f1"):
+    for key in ("change_f1", "dw_change_f1", "new_isa_f1", "new_isa_precision"):
         assert key in s
+    for key in ("new_isa", "change", "dw_change"):  # pooled over the one city
+        assert out[f"pooled_{key}_f1"] == s[f"{key}_f1"] or np.isnan(s[f"{key}_f1"])
     assert 0 <= s["auc_probability"] <= 1 and "auc_prior" not in s  # the toy has no prior
+    assert set(s["not_built_by_class"]) <= set(DW_CLASSES) and "built" not in s.get(
+        "not_built_by_class", {}
+    )
+    assert all(0 <= v <= 1 for v in s["not_built_by_class"].values())
 
 
 def test_open_land_classes_are_classes_of_the_havelland_land_use():

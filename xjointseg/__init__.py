@@ -9,6 +9,7 @@ __version__ = "0.1.0"
 
 from . import accessor as _accessor  # noqa: E402,F401  (registers .isa)
 from . import metrics  # noqa: E402,F401  (xjointseg.metrics.scores)
+from .change import new_isa  # noqa: E402
 from .cube import open_cube  # noqa: E402
 from .errors import XJointSegError  # noqa: E402
 from .segment import segment  # noqa: E402
@@ -31,6 +32,7 @@ __all__ = [
     "__version__",
     "load_model",
     "load_sentinel2",
+    "new_isa",
     "open_cube",
     "save_model",
     "segment",

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import xarray as xr
 
-from .change import area, consistent, first_period, fraction, growth
+from .change import area, consistent, first_period, fraction, growth, new_isa_between
 from .cube import to_zarr
 from .export import to_cog
 from .plots import plot_first_period, plot_map
@@ -44,6 +44,7 @@ class _ISAAccessor:
     first_period = _bind(first_period)
     fraction = _bind(fraction)
     consistent = _bind(consistent)
+    new_isa = _bind(new_isa_between)
     plot_map = _bind(plot_map)
     plot_first_period = _bind(plot_first_period)
 

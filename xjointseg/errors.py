@@ -193,6 +193,14 @@ class ReferenceRasterError(XJointSegError, OSError):
     """A reference raster (e.g. a WorldCover tile) cannot be read."""
 
 
+class ChangeInputError(XJointSegError, ValueError):
+    """Two maps cannot be compared as given (grids, models, images of other dates)."""
+
+
+class PeriodOrderError(ChangeInputError):
+    """``before`` is not earlier than ``after``."""
+
+
 class FactorError(OptionError):
     """A coarsening factor that does not divide the grid (or is not a positive integer)."""
 
@@ -210,6 +218,8 @@ __all__ += [
     "RegionOutsideError",
     "ReferenceRasterError",
     "FactorError",
+    "ChangeInputError",
+    "PeriodOrderError",
 ]
 
 

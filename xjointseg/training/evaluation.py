@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..metrics import roc_auc
+from ..metrics import confusion, roc_auc, scores_from_counts
 from .datasets import (
     DW_BUILT_CLASS,
     IGNORE,
@@ -62,15 +62,31 @@ def aerial_scores(
     return evaluate(net, inputs, context=net.halo, rule=model.mask_rule)
 
 
-def _load_rgb(item: Path, window: tuple[slice, slice] | None) -> xr.Dataset:
+#: Dynamic World's classes in the order of its ``label`` band (Brown et al. 2022, "Dynamic
+#: World, Near real-time global 10 m land use land cover mapping", Scientific Data 9:251).
+DW_CLASSES = (
+    "water",
+    "trees",
+    "grass",
+    "flooded_vegetation",
+    "crops",
+    "shrub_and_scrub",
+    "built",
+    "bare",
+    "snow_and_ice",
+)
+S2_BANDS = ("red", "green", "blue", "nir")  # what segment reads, and new_isa's surface tests
+
+
+def _load_s2(item: Path, window: tuple[slice, slice] | None) -> xr.Dataset:
     import odc.stac
     import pystac
 
-    ds = odc.stac.load(
-        [pystac.Item.from_file(item)],
-        bands=["red", "green", "blue"],
-        chunks={"x": 256, "y": 256},
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # L1C items: no SCL, said by the loader
+        ds = odc.stac.load(
+            [pystac.Item.from_file(item)], bands=list(S2_BANDS), chunks={"x": 256, "y": 256}
+        )
     if window is not None:
         ds = ds.sel(y=window[0], x=window[1])
     return ds
@@ -85,22 +101,27 @@ def _read_on(path: Path, like: xr.DataArray, bands: list[int]) -> np.ndarray:
     return da.values
 
 
-def _maps(model: Any, ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
-    """The 10 m ISA share of the 1 m mask, and the 10 m mean of the 1 m probability.
+def _maps(model: Any, ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray, xr.DataArray]:
+    """The 1 m mask (0, 1, 255 nodata), its 10 m ISA share, and the 10 m mean of the 1 m
+    probability.
 
     One pass of ``segment(output="probability")``: the mask ``segment`` returns is the
     model's rule applied to the same output (:meth:`MaskRule.from_probability`).
     """
+    from ..schema import NODATA
     from ..segment import segment
 
-    prob = segment(ds, model, output="probability").isel(time=0).compute()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prob = segment(ds, model, output="probability").isel(time=0).compute()
     valid = prob.notnull()
     blocks = {"y": 10, "x": 10}
     counts = valid.coarsen(blocks).sum()
-    mask = prob.copy(data=model.mask_rule.from_probability(prob.values))
+    mask = prob.copy(data=model.mask_rule.from_probability(prob.values).astype(np.uint8))
     share = (mask & valid).coarsen(blocks).sum() / counts
     mean = prob.fillna(0).coarsen(blocks).sum() / counts
-    return share.where(counts > 0), mean.where(counts > 0)
+    mask = mask.where(valid, NODATA).astype(np.uint8)
+    return mask, share.where(counts > 0), mean.where(counts > 0)
 
 
 def _prior(model: Any, item: Path, like: xr.DataArray) -> np.ndarray | None:
@@ -111,9 +132,7 @@ def _prior(model: Any, item: Path, like: xr.DataArray) -> np.ndarray | None:
     net = model.network
     if not hasattr(net, "prior_logits") or net.head10 is None:  # no prior of its own
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        scene = _load_rgb(item, None)
+    scene = _load_s2(item, None)[["red", "green", "blue"]]
     x = np.nan_to_num(scene.to_dataarray().isel(time=0).values.astype(np.float32))
     h = net.prior_halo
     x = np.pad(x, ((0, 0), (h, h), (h, h)), mode="reflect")  # context beyond the scene edge
@@ -124,22 +143,49 @@ def _prior(model: Any, item: Path, like: xr.DataArray) -> np.ndarray | None:
     return da.sel(y=like.y, x=like.x, method="nearest", tolerance=1.0).values
 
 
-def city_window(item: Path, max_side: int | None) -> tuple[slice, slice] | None:
-    """The central ``max_side`` x ``max_side`` window of a scene (coordinates), or None."""
-    if max_side is None:
-        return None
-    ds = _load_rgb(item, None)
-    ny, nx = ds.sizes["y"], ds.sizes["x"]
-    y0, x0 = max(0, (ny - max_side) // 2), max(0, (nx - max_side) // 2)
-    ys, xs = ds.y.values[y0 : y0 + max_side], ds.x.values[x0 : x0 + max_side]
+def city_window(city: Path, max_side: int | None) -> tuple[slice, slice]:
+    """The ground both dates of an OSCD city cover (coordinates), cut to its central
+    ``max_side`` x ``max_side`` pixels when given: both dates are mapped on one grid."""
+    scenes = [_load_s2(city / date / "item.json", None) for date in ("date1", "date2")]
+    ys = np.intersect1d(scenes[0].y.values, scenes[1].y.values)[::-1]  # north-up
+    xs = np.intersect1d(scenes[0].x.values, scenes[1].x.values)
+    if not len(ys) or not len(xs):
+        raise TrainingDataError(f"the two dates of {city.name} share no pixel of one grid")
+    if max_side is not None:
+        y0, x0 = max(0, (len(ys) - max_side) // 2), max(0, (len(xs) - max_side) // 2)
+        ys, xs = ys[y0 : y0 + max_side], xs[x0 : x0 + max_side]
     return slice(ys[0], ys[-1]), slice(xs[0], xs[-1])
+
+
+def segment_city(model: Any, city: Path, max_side: int | None = None) -> dict[str, list]:
+    """Both dates of an OSCD city, each segmented at 1 m as a user would, on one grid.
+
+    Returns lists (date1, date2) of: ``images`` (the Sentinel-2 Datasets), ``maps`` (1 m
+    masks), ``shares`` and ``means`` (10 m ISA share and mean probability), ``priors``
+    (10 m prior or None) and ``dw`` (Dynamic World's built probability and class on the
+    10 m grid).
+    """
+    window = city_window(city, max_side)
+    out: dict[str, list] = {k: [] for k in ("images", "maps", "shares", "means", "priors", "dw")}
+    for date in ("date1", "date2"):
+        ds = _load_s2(city / date / "item.json", window)
+        mask, share, mean = _maps(model, ds)
+        out["images"].append(ds.isel(time=0))
+        out["maps"].append(mask)
+        out["shares"].append(share)
+        out["means"].append(mean)
+        out["priors"].append(_prior(model, city / date / "item.json", share))
+        out["dw"].append(_read_on(city / date / "dynamicworld.tif", share, [1, 2]))
+    return out
 
 
 def real_scores(
     model: Any, oscd_root: str | Path, cities: list[str], max_side: int | None = None
 ) -> dict[str, Any]:
     """Per city and pooled: AUC against Dynamic World "built", ISA share in its confident
-    classes, and (where OSCD has change labels) change F1 of the model and of Dynamic World.
+    classes (and in each class of the confidently not built), false change on stable open
+    land and, where OSCD has change labels, the change F1 of :func:`~xjointseg.new_isa`, of
+    the plain share difference and of Dynamic World.
 
     ``max_side``: segment only the central window of this many 10 m pixels per city (the
     same ground for both dates), to bound the time.
@@ -148,73 +194,97 @@ def real_scores(
 
     model = load_model(model) if isinstance(model, str | Path) else model
     root = Path(oscd_root)
-    per_city: dict[str, dict[str, float]] = {}
+    per_city: dict[str, dict[str, Any]] = {}
     pooled_frac, pooled_ref = [], []
+    pooled_change: dict[str, dict[str, int]] = {}
     for city in cities:
-        window = city_window(root / city / "date1" / "item.json", max_side)
-        fracs, means, priors, dws = {}, {}, {}, {}
-        for date in ("date1", "date2"):
-            folder = root / city / date
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # L1C items: no SCL, said by the loader
-                fracs[date], means[date] = _maps(model, _load_rgb(folder / "item.json", window))
-            priors[date] = _prior(model, folder / "item.json", fracs[date])
-            dws[date] = _read_on(folder / "dynamicworld.tif", fracs[date], [1, 2])
-        f = np.concatenate([fracs[d].values.ravel() for d in fracs])
-        built = np.concatenate([(dws[d][1] == DW_BUILT_CLASS).ravel() for d in dws]).astype(int)
-        weak = np.concatenate([dynamic_world_weak_labels(*dws[d]).ravel() for d in dws])
+        pair = segment_city(model, root / city, max_side)
+        fracs, dws = pair["shares"], pair["dw"]
+        f = np.concatenate([x.values.ravel() for x in fracs])
+        built = np.concatenate([(dw[1] == DW_BUILT_CLASS).ravel() for dw in dws]).astype(int)
+        weak = np.concatenate([dynamic_world_weak_labels(*dw).ravel() for dw in dws])
+        label = np.concatenate([dw[1].ravel() for dw in dws])
         ok = ~np.isnan(f)
-        scores = {
+        not_built = ok & (weak == WEAK_NOT_BUILT)
+        scores: dict[str, Any] = {
             "auc": roc_auc(f[ok], built[ok]),
             "share_built": float(np.mean(f[ok & (weak == WEAK_BUILT)])),
-            "share_not_built": float(np.mean(f[ok & (weak == WEAK_NOT_BUILT)])),
+            "share_not_built": float(np.mean(f[not_built])),
+            "not_built_by_class": {
+                name: float(np.mean(f[not_built & (label == k)]))
+                for k, name in enumerate(DW_CLASSES)
+                if (not_built & (label == k)).sum() >= MIN_CLASS_PIXELS
+            },
         }
         # where the ranking is lost: the mean 1 m probability (before the 0/1 mask), and
         # the 10 m prior alone (before the 1 m layers)
-        mean = np.concatenate([means[d].values.ravel() for d in means])
+        mean = np.concatenate([x.values.ravel() for x in pair["means"]])
         scores["auc_probability"] = roc_auc(mean[ok], built[ok])
-        if priors["date1"] is not None:
-            prior = np.concatenate([priors[d].ravel() for d in priors])
+        if pair["priors"][0] is not None:
+            prior = np.concatenate([x.ravel() for x in pair["priors"]])
             scores["auc_prior"] = roc_auc(prior[ok], built[ok])
         pooled_frac.append(f[ok])
         pooled_ref.append(built[ok])
-        change_path = root / city / "change.tif"
-        if change_path.exists():
-            scores.update(_change_scores(fracs, dws, change_path))
+        counts = _change_scores(pair, root / city / "change.tif", scores)
+        for name, c in counts.items():
+            total = pooled_change.setdefault(name, dict.fromkeys(c, 0))
+            for k in c:
+                total[k] += c[k]
         per_city[city] = scores
     out: dict[str, Any] = {"cities": per_city}
     out["pooled_auc"] = roc_auc(np.concatenate(pooled_frac), np.concatenate(pooled_ref))
-    aucs = [s["auc"] for s in per_city.values()]
-    out["min_auc"] = float(np.min(aucs))
+    out["min_auc"] = float(np.min([s["auc"] for s in per_city.values()]))
+    for name, c in pooled_change.items():
+        out[f"pooled_{name}_f1"] = scores_from_counts(c)["f1"]
     return out
 
 
-def _change_scores(fracs: dict, dws: dict, change_path: Path) -> dict[str, float]:
-    from ..metrics import scores
+MIN_CLASS_PIXELS = 100  # a Dynamic World class is reported in a city from this many pixels
 
-    f1_, f2_ = xr.align(fracs["date1"], fracs["date2"], join="inner")
-    label = _read_on(change_path, f1_, [1])[0]
-    rise = (f2_ - f1_).values
-    valid = ~np.isnan(rise)
-    model_change = np.where(valid, rise >= CHANGE_THRESHOLD, IGNORE).astype(np.uint8)
-    reference = np.where(valid, label == 1, IGNORE).astype(np.uint8)
-    # Dynamic World's change on the same pixels: not built at date 1, built at date 2
-    c1 = _class_on(dws["date1"][1], fracs["date1"], f1_)
-    c2 = _class_on(dws["date2"][1], fracs["date2"], f1_)
-    dw_change = np.where(valid, (c1 != DW_BUILT_CLASS) & (c2 == DW_BUILT_CLASS), IGNORE)
-    ours = scores(model_change, reference, ignore=IGNORE)
-    theirs = scores(dw_change.astype(np.uint8), reference, ignore=IGNORE)
-    return {
-        "change_f1": ours["f1"],
-        "change_precision": ours["precision"],
-        "change_recall": ours["recall"],
-        "dw_change_f1": theirs["f1"],
+
+def _change_scores(pair: dict, change_path: Path, scores: dict) -> dict[str, dict[str, int]]:
+    """Adds to ``scores`` the false change on stable open land and, where ``change_path``
+    exists, the change F1 of three rules; returns their confusion counts (for pooling).
+
+    The rules, on the same pixels: ``new_isa`` (:func:`~xjointseg.new_isa`, the default
+    rule), ``change`` (the 10 m share rose by at least :data:`CHANGE_THRESHOLD`) and
+    ``dw_change`` (Dynamic World: not built at date 1, built at date 2).
+    """
+    from ..change import new_isa
+    from ..schema import NODATA
+
+    s1, s2 = (x.values for x in pair["shares"])
+    dw1, dw2 = pair["dw"]
+    new = new_isa(*pair["maps"], images=tuple(pair["images"])).values
+    valid = ~np.isnan(s1) & ~np.isnan(s2) & (new != NODATA)
+    rules = {
+        "new_isa": new == 1,
+        "change": (s2 - s1) >= CHANGE_THRESHOLD,
+        "dw_change": (dw1[1] != DW_BUILT_CLASS) & (dw2[1] == DW_BUILT_CLASS),
     }
-
-
-def _class_on(values: np.ndarray, grid: xr.DataArray, target: xr.DataArray) -> np.ndarray:
-    da = xr.DataArray(values, coords={"y": grid.y, "x": grid.x}, dims=("y", "x"))
-    return da.sel(y=target.y, x=target.x).values
+    # stable open land: confidently not built on both dates, and the same class
+    stable = (
+        valid
+        & (dynamic_world_weak_labels(*dw1) == WEAK_NOT_BUILT)
+        & (dynamic_world_weak_labels(*dw2) == WEAK_NOT_BUILT)
+        & (dw1[1] == dw2[1])
+    )
+    if stable.any():
+        scores["false_rise"] = float(rules["change"][stable].mean())
+        scores["false_new_isa"] = float(rules["new_isa"][stable].mean())
+    if not change_path.exists():
+        return {}
+    label = _read_on(change_path, pair["shares"][0], [1])[0] == 1
+    reference = np.where(valid, label, IGNORE).astype(np.uint8)
+    counts = {}
+    for name, pred in rules.items():
+        c = confusion(np.where(valid, pred, IGNORE).astype(np.uint8), reference, IGNORE)
+        r = scores_from_counts(c)
+        scores[f"{name}_f1"] = r["f1"]
+        if name != "dw_change":
+            scores[f"{name}_precision"], scores[f"{name}_recall"] = r["precision"], r["recall"]
+        counts[name] = c
+    return counts
 
 
 def landuse_shares(model: Any, landuse: str | Path) -> dict[str, float]:
@@ -239,8 +309,10 @@ def landuse_shares(model: Any, landuse: str | Path) -> dict[str, float]:
 
 __all__ = [
     "CHANGE_THRESHOLD",
+    "DW_CLASSES",
     "OPEN_LAND",
     "aerial_scores",
     "landuse_shares",
     "real_scores",
+    "segment_city",
 ]
