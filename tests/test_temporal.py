@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from test_change import make_cube
 
 import xjointseg
-from xjointseg.change import area, consistent
+from xjointseg.change import area, consistent, first_period, growth
 from xjointseg.change.temporal import isotonic_increasing
 from xjointseg.errors import CubeInputError, FactorError
 
@@ -183,3 +183,13 @@ def test_real_oscd_pair_keeps_its_isa_and_never_reverts():
     # a pooled pair keeps its total: each cell's ISA over both dates, within rounding
     assert np.abs(cells(out).sum(0) - cells(raw).sum(0)).max() <= 1
     assert np.all(np.diff(out.astype(int), axis=0) >= 0)
+
+
+def test_growth_and_first_period_say_which_rule_they_follow():
+    cube = make_cube(truth_and_flicker(nt=3)[1])
+    raw_growth = growth(cube)
+    assert "mapped alone" in raw_growth.attrs["change_rule"]
+    assert "mapped alone" in first_period(cube).attrs["change_rule"]
+    fixed = consistent(cube)
+    assert "consistent()" in growth(fixed).attrs["change_rule"]
+    assert fixed.attrs["temporal_rule"] in first_period(fixed).attrs["change_rule"]

@@ -29,6 +29,17 @@ def _isa(cube: xr.DataArray | xr.Dataset) -> xr.DataArray:
     return isa_map_of(cube, "cube")
 
 
+def change_rule_of(cube: xr.DataArray) -> str:
+    """How the periods of ``cube`` relate, for the change figures read from it."""
+    rule = cube.attrs.get("temporal_rule")
+    if rule:
+        return f"periods made consistent by consistent(): {rule}"
+    return (
+        "each period mapped alone (no temporal rule): change is the difference of the "
+        "periods' maps; see consistent() and new_isa()"
+    )
+
+
 def _dask(cube: xr.DataArray) -> da.Array:
     data = cube.data
     if not isinstance(data, da.Array):

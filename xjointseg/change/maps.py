@@ -14,7 +14,7 @@ import xarray as xr
 
 from ..errors import FactorError, OptionError
 from ..schema import NEVER, NODATA, period_labels
-from ._zonal import ANALYSIS_BLOCK, _dask, _isa, aligned_chunks
+from ._zonal import ANALYSIS_BLOCK, _dask, _isa, aligned_chunks, change_rule_of
 
 
 def _first_block(block: np.ndarray, gaps: str) -> np.ndarray:
@@ -49,7 +49,9 @@ def first_period(
     xarray.DataArray
         uint8 ``(y, x)``: the index of the period (0 = the first; ISA from the start),
         254 never ISA (valid at least once), 255 nodata. ``attrs["periods"]`` lists the
-        labels; ``flag_values``/``flag_meanings`` say the same for CF readers.
+        labels; ``flag_values``/``flag_meanings`` say the same for CF readers;
+        ``attrs["change_rule"]`` says whether the periods were made consistent
+        (:func:`consistent`) or each mapped alone.
 
     Examples
     --------
@@ -82,6 +84,7 @@ def first_period(
         "flag_meanings": " ".join([*(re.sub(r"\s+", "_", lb) for lb in labels), "never"]),
         "nodata": NODATA,
         "gaps": gaps,
+        "change_rule": change_rule_of(cube),
     }
     res = xr.DataArray(out, dims=(ydim, xdim), coords=coords, attrs=attrs, name="first_period")
     return res.odc.assign_crs(cube.odc.crs)

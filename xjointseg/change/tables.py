@@ -18,7 +18,7 @@ import xarray as xr
 
 from ..errors import NotEnoughPeriodsError, OptionError
 from ..schema import period_labels
-from ._zonal import _isa, _pixel_km2, _region_stats
+from ._zonal import _isa, _pixel_km2, _region_stats, change_rule_of
 
 #: Expansion classes of :func:`growth`: the first class whose threshold the annual growth rate
 #: reaches (rate >= threshold). Rates are fractions per year (0.03 = 3 %/year).
@@ -188,7 +188,8 @@ def growth(
         One row per region and consecutive pair: ``region, period_from, period_to, years,
         isa_from_km2, isa_to_km2, change_km2, gained_km2, lost_km2, annual_rate,
         valid_share, expansion``. ``annual_rate = (isa_to / isa_from) ** (1 / years) - 1``
-        (NaN without ISA before).
+        (NaN without ISA before). ``attrs["change_rule"]`` says whether the periods were
+        made consistent (:func:`consistent`) or each mapped alone.
 
     Raises
     ------
@@ -254,4 +255,6 @@ def growth(
                     "expansion": _classify(rate, a, b, share, classes, min_valid),
                 }
             )
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["change_rule"] = change_rule_of(cube)
+    return table
