@@ -254,3 +254,13 @@ def test_real_oscd_pair_finds_labelled_change():
     label = xr.open_dataarray(root / "change.tif", engine="rasterio").isel(band=0)
     label = label.sel(window, method="nearest").values == 1
     assert label.sum() > 50 and out[label].mean() > 5 * out[~label].mean()
+
+
+def test_the_cube_method_names_the_periods_it_compares():
+    before, after, (d1, d2) = maps_and_images()
+    cube = xr.concat([before, after], "time")
+    got = cube.isa.new_isa(
+        before="2017-01-01", after="2019-01-01", images=xr.concat([d1, d2], "time")
+    )
+    assert (got.attrs["before"], got.attrs["after"]) == ("2017-01-01", "2019-01-01")
+    assert got.attrs["model_sha256"] == SHA

@@ -628,6 +628,23 @@ def test_unreachable_catalogs(server, tmp_path):
     assert issubclass(CatalogError, OSError)
 
 
+def test_a_list_of_item_files_is_a_source(tmp_path):
+    """The bundled two-date crop: item JSON paths, one per date, load as two periods on one
+    grid; a path that is not an item is refused by name."""
+    from xjointseg.data import demo_pair_items
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Sentinel2Warning)  # L1C: no SCL
+        ds = load_sentinel2([str(p) for p in demo_pair_items()], periods=[2016, 2018])
+    assert list(ds.period.values) == ["2016", "2018"] and ds.sizes["y"] == ds.sizes["x"] == 192
+    assert float(ds["B04"].isel(time=0).mean()) != float(ds["B04"].isel(time=1).mean())
+    (tmp_path / "cat.json").write_text(json.dumps(pystac.Catalog("c", "d").to_dict()))
+    with pytest.raises(CatalogError, match="is a Catalog, not a STAC item"):
+        load_sentinel2([demo_pair_items()[0], tmp_path / "cat.json"], periods=2016)
+    with pytest.raises(CatalogError, match="cannot read a STAC item"):
+        load_sentinel2([tmp_path / "missing.json"], periods=2016)
+
+
 # --- bad input -----------------------------------------------------------------------------------
 
 

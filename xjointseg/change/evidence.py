@@ -419,7 +419,8 @@ def change_evidence(
         float32 ``magnitude`` (smoothed relative RGB change) and ``context`` (mean ISA share
         around the pixel, the larger of the two dates), NaN where either date is missing,
         on the maps' grid zoomed out 10x; with the surface tests of ``rule``, also ``ndwi``
-        (the lower of the two dates') and ``ndvi_after``.
+        (the lower of the two dates') and ``ndvi_after``. ``attrs``: the dates
+        (``before``, ``after``) and the maps' model.
     """
     b, a, labels = _pair(before, after)
     gbox10 = b.odc.geobox.zoom_out(INPUT_RESOLUTION)
@@ -435,7 +436,15 @@ def change_evidence(
         water = da.fmin(_index(green, nir), _index(img_b.data[1], img_b.data[3]))
         layers["ndwi"] = (dims, water, {"long_name": "NDWI (green, NIR), lower of two dates"})
         layers["ndvi_after"] = (dims, _index(nir, red), {"long_name": "NDVI after"})
-    return xr.Dataset(layers, coords=xr_coords(gbox10, crs_coord_name="spatial_ref"))
+    attrs = {
+        name: "" if t is None else str(t)[:10]
+        for name, t in zip(("before", "after"), labels, strict=True)
+    }
+    for key in ("model", "model_sha256"):
+        if key in b.attrs:
+            attrs[key] = b.attrs[key]
+    coords = xr_coords(gbox10, crs_coord_name="spatial_ref")
+    return xr.Dataset(layers, coords=coords, attrs=attrs)
 
 
 def _index(a: da.Array, b: da.Array) -> da.Array:
@@ -507,20 +516,14 @@ def new_isa(
     if rule.vegetation_ndvi is not None:
         new &= ~(ev["ndvi_after"].data > rule.vegetation_ndvi)
     code = da.where(da.isnan(mag), NODATA, da.where(new, ISA, NOT_ISA)).astype(np.uint8)
-    b = before if isinstance(before, xr.DataArray) else before["isa"]
-    labels = [_when(b), _when(after if isinstance(after, xr.DataArray) else after["isa"])]
     attrs = {
         "long_name": "new impervious surface between two dates",
         "flag_values": [NOT_ISA, ISA],
         "flag_meanings": "no_new_isa new_isa",
         "nodata": NODATA,
         "change_rule": json.dumps(asdict(rule)),
-        "before": "" if labels[0] is None else str(labels[0])[:10],
-        "after": "" if labels[1] is None else str(labels[1])[:10],
+        **ev.attrs,
     }
-    for key in ("model", "model_sha256"):
-        if key in b.attrs:
-            attrs[key] = b.attrs[key]
     res = xr.DataArray(code, coords=ev.coords, dims=ev["magnitude"].dims, attrs=attrs)
     return res.rename("new_isa").odc.assign_crs(ev.odc.crs)
 

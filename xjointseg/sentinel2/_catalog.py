@@ -281,8 +281,12 @@ def open_source(
         for entry in obj:
             if isinstance(entry, Mapping):
                 entry = pystac.Item.from_dict(entry)
+            elif isinstance(entry, str | os.PathLike):  # an item's JSON file
+                entry = _read_item(entry)
             if not isinstance(entry, pystac.Item):
-                raise CatalogError(f"expected pystac Items, got {type(entry).__name__}")
+                raise CatalogError(
+                    f"expected pystac Items or paths of item JSON files, got {type(entry).__name__}"
+                )
             items.append(entry)
         return Source("items", items=_apply_sign(items, sign), collection=collection, sign=sign)
     raise CatalogError(
@@ -290,6 +294,16 @@ def open_source(
         f"({', '.join(CATALOGS)}), a STAC API URL, a path or URL to a static catalog / item "
         "JSON, or a list of pystac Items"
     )
+
+
+def _read_item(path: str | os.PathLike) -> pystac.Item:
+    try:
+        obj = pystac.read_file(os.fspath(path))
+    except Exception as err:
+        raise CatalogError(f"cannot read a STAC item from {os.fspath(path)!r}: {err}") from err
+    if not isinstance(obj, pystac.Item):
+        raise CatalogError(f"{os.fspath(path)!r} is a {type(obj).__name__}, not a STAC item")
+    return obj
 
 
 def _footprint(item: pystac.Item) -> Geometry | None:

@@ -577,7 +577,7 @@ def load_sentinel2(
 
     Parameters
     ----------
-    catalog_or_items : str, path, pystac objects or list of pystac.Item
+    catalog_or_items : str, path, pystac objects or list of items
         * a preset: ``"earth-search"`` (Element 84, ``sentinel-2-l2a``), ``"earth-search-c1"``
           (``sentinel-2-c1-l2a``, one processing baseline for all years: preferred for
           change), ``"earth-search-l1c"``, ``"planetary-computer"`` (``sentinel-2-l2a``; signs
@@ -585,7 +585,8 @@ def load_sentinel2(
         * any STAC API URL (with ``collection=``), searched with pystac-client;
         * a static catalog: a path or URL to ``catalog.json`` / ``collection.json``, an item
           JSON or an item collection (relative asset hrefs are resolved);
-        * a ``pystac.Catalog``, ``pystac_client.Client``, ``ItemCollection`` or list of Items.
+        * a ``pystac.Catalog``, ``pystac_client.Client``, ``ItemCollection``, or a list of
+          Items (as pystac objects, dicts or paths of item JSON files).
     bbox : (min_lon, min_lat, max_lon, max_lat), optional
         The area in longitude/latitude degrees (EPSG:4326), as STAC searches use it.
     geopolygon : odc.geo Geometry or GeoJSON, optional

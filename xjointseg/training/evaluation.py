@@ -163,10 +163,11 @@ def segment_city(model: Any, city: Path, max_side: int | None = None) -> dict[st
     Returns lists (date1, date2) of: ``images`` (the Sentinel-2 Datasets), ``maps`` (1 m
     masks), ``shares`` and ``means`` (10 m ISA share and mean probability), ``priors``
     (10 m prior or None) and ``dw`` (Dynamic World's built probability and class on the
-    10 m grid).
+    10 m grid); ``change``: OSCD's change label on the 10 m grid (True: changed), or None
+    for a city without labels.
     """
     window = city_window(city, max_side)
-    out: dict[str, list] = {k: [] for k in ("images", "maps", "shares", "means", "priors", "dw")}
+    out: dict[str, Any] = {k: [] for k in ("images", "maps", "shares", "means", "priors", "dw")}
     for date in ("date1", "date2"):
         ds = _load_s2(city / date / "item.json", window)
         mask, share, mean = _maps(model, ds)
@@ -176,6 +177,8 @@ def segment_city(model: Any, city: Path, max_side: int | None = None) -> dict[st
         out["means"].append(mean)
         out["priors"].append(_prior(model, city / date / "item.json", share))
         out["dw"].append(_read_on(city / date / "dynamicworld.tif", share, [1, 2]))
+    labels = city / "change.tif"
+    out["change"] = _read_on(labels, out["shares"][0], [1])[0] == 1 if labels.exists() else None
     return out
 
 
@@ -225,7 +228,7 @@ def real_scores(
             scores["auc_prior"] = roc_auc(prior[ok], built[ok])
         pooled_frac.append(f[ok])
         pooled_ref.append(built[ok])
-        counts = _change_scores(pair, root / city / "change.tif", scores)
+        counts = _change_scores(pair, scores)
         for name, c in counts.items():
             total = pooled_change.setdefault(name, dict.fromkeys(c, 0))
             for k in c:
@@ -242,9 +245,9 @@ def real_scores(
 MIN_CLASS_PIXELS = 100  # a Dynamic World class is reported in a city from this many pixels
 
 
-def _change_scores(pair: dict, change_path: Path, scores: dict) -> dict[str, dict[str, int]]:
-    """Adds to ``scores`` the false change on stable open land and, where ``change_path``
-    exists, the change F1 of three rules; returns their confusion counts (for pooling).
+def _change_scores(pair: dict, scores: dict) -> dict[str, dict[str, int]]:
+    """Adds to ``scores`` the false change on stable open land and, where the city has change
+    labels, the change F1 of three rules; returns their confusion counts (for pooling).
 
     The rules, on the same pixels: ``new_isa`` (:func:`~xjointseg.new_isa`, the default
     rule), ``change`` (the 10 m share rose by at least :data:`CHANGE_THRESHOLD`) and
@@ -272,10 +275,9 @@ def _change_scores(pair: dict, change_path: Path, scores: dict) -> dict[str, dic
     if stable.any():
         scores["false_rise"] = float(rules["change"][stable].mean())
         scores["false_new_isa"] = float(rules["new_isa"][stable].mean())
-    if not change_path.exists():
+    if pair["change"] is None:
         return {}
-    label = _read_on(change_path, pair["shares"][0], [1])[0] == 1
-    reference = np.where(valid, label, IGNORE).astype(np.uint8)
+    reference = np.where(valid, pair["change"], IGNORE).astype(np.uint8)
     counts = {}
     for name, pred in rules.items():
         c = confusion(np.where(valid, pred, IGNORE).astype(np.uint8), reference, IGNORE)
