@@ -127,6 +127,16 @@ def print_model(name: str, r: dict) -> None:
             f"| pooled | {real['pooled_new_isa_f1']:.3f} | {real['pooled_change_f1']:.3f} "
             f"| {real['pooled_dw_change_f1']:.3f} | | |"
         )
+    aucs = [
+        f"{c} {s['magnitude_auc']:.3f} / {s['rise_auc']:.3f}"
+        for c, s in real["cities"].items()
+        if "magnitude_auc" in s
+    ]
+    if aucs:
+        print(
+            "ROC AUC against the change labels, new_isa's magnitude / share rise: "
+            + ", ".join(aucs)
+        )
     lu = r["landuse"]
     print("\nHavelland, ISA share inside OSM land use:")
     print("| " + " | ".join(lu) + " |")

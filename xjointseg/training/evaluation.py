@@ -251,14 +251,17 @@ def _change_scores(pair: dict, scores: dict) -> dict[str, dict[str, int]]:
 
     The rules, on the same pixels: ``new_isa`` (:func:`~xjointseg.new_isa`, the default
     rule), ``change`` (the 10 m share rose by at least :data:`CHANGE_THRESHOLD`) and
-    ``dw_change`` (Dynamic World: not built at date 1, built at date 2).
+    ``dw_change`` (Dynamic World: not built at date 1, built at date 2); and the ROC AUC of
+    the two rankings behind the first two: new_isa's change magnitude and the share's rise.
     """
-    from ..change import new_isa
+    from ..change import change_evidence, new_isa
     from ..schema import NODATA
 
     s1, s2 = (x.values for x in pair["shares"])
     dw1, dw2 = pair["dw"]
-    new = new_isa(*pair["maps"], images=tuple(pair["images"])).values
+    maps, images = pair["maps"], tuple(pair["images"])
+    new = new_isa(*maps, images=images).values
+    magnitude = change_evidence(*maps, images=images)["magnitude"].values
     valid = ~np.isnan(s1) & ~np.isnan(s2) & (new != NODATA)
     rules = {
         "new_isa": new == 1,
@@ -278,6 +281,9 @@ def _change_scores(pair: dict, scores: dict) -> dict[str, dict[str, int]]:
     if pair["change"] is None:
         return {}
     reference = np.where(valid, pair["change"], IGNORE).astype(np.uint8)
+    # ranking, before any threshold: the image evidence and the rise of the maps' share
+    scores["magnitude_auc"] = roc_auc(magnitude[valid], pair["change"][valid].astype(int))
+    scores["rise_auc"] = roc_auc((s2 - s1)[valid], pair["change"][valid].astype(int))
     counts = {}
     for name, pred in rules.items():
         c = confusion(np.where(valid, pred, IGNORE).astype(np.uint8), reference, IGNORE)
