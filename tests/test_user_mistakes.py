@@ -13,7 +13,15 @@ import xarray as xr
 
 import xjointseg
 from xjointseg import errors, load_model, save_model, segment
-from xjointseg.change import area, first_period, fraction, growth, read_worldcover
+from xjointseg.change import (
+    area,
+    consistent,
+    first_period,
+    fraction,
+    growth,
+    new_isa,
+    read_worldcover,
+)
 from xjointseg.cli import main
 from xjointseg.cube import open_cube, status, to_zarr
 from xjointseg.data import demo_item_path
@@ -32,6 +40,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::xjointseg.sentinel2.Sentinel2Wa
 
 def _feet():
     return synthetic_scene(16, 16, crs="EPSG:2263", origin=(980000.0, 200000.0))
+
+
+def _pair():
+    return ISA2.isel(time=[0]), ISA2.isel(time=[1])
 
 
 def _twice():
@@ -290,6 +302,25 @@ MISTAKES = [
         errors.ReferenceRasterError,
         "GeoTIFF",
     ),
+    (
+        "new_isa: dates swapped",
+        lambda t: new_isa(ISA2.isel(time=[1]), ISA2.isel(time=[0]), images=(DS, DS)),
+        errors.PeriodOrderError,
+        "swap",
+    ),
+    (
+        "new_isa: images without B08",
+        lambda t: new_isa(*_pair(), images=(DS[["B04", "B03", "B02"]],) * 2),
+        errors.ChangeInputError,
+        "RGB_RULE",
+    ),
+    (
+        "new_isa: a period the cube lacks",
+        lambda t: ISA2.isa.new_isa(before="2001-01-01", after="2019-01-01", images=DS),
+        errors.ChangeInputError,
+        "not a period",
+    ),
+    ("consistent: cell 7", lambda t: consistent(ISA2, cell=7), errors.FactorError, "divide"),
     ("plot_map: period 9 of 1", lambda t: plot_map(ISA, 9), errors.OptionError, "out of range"),
     # --- to_cog ---
     (
