@@ -8,9 +8,10 @@ Each city's two dates are segmented as a user would (xjointseg.training.evaluati
 segment_city); for every window pair (Gaussian sigma, context window) the evidence is
 computed once and every threshold pair scored on it. The surface tests keep the values of
 the default rule (NDWI 0 and NDVI 0.5: physical levels, not tuned). Printed: the best rules,
-their pooled F1 and their false change on stable open land per city, and where the default
-rule stands. OSCD's change labels are used here only to choose thresholds on validation
-cities, never to train.
+their pooled F1 and their false change on stable open land per city (ties go to less false
+change, then the stricter context gate and the wider window: the rule that flags less), and
+where the default rule stands. OSCD's change labels are used here only to choose thresholds
+on validation cities, never to train.
 """
 
 import argparse
@@ -90,13 +91,14 @@ def main() -> None:
     ):
         rule = ChangeRule(float(magnitude), context, smooth_sigma=sigma, context_px=window)
         f1, false = score(layers, rule)
-        rows.append((f1, -max(false.values()), rule, false))
-    rows.sort(key=lambda r: r[:2], reverse=True)
+        rows.append((f1, -max(false.values()), context, window, rule, false))
+    # ties: the rule with less false change, then the stricter context gate, the wider window
+    rows.sort(key=lambda r: r[:4], reverse=True)
     print(f"{args.split} cities {cities}; pooled change F1 and false change on stable open land")
     print("| F1 | magnitude | context | sigma | context px | " + " | ".join(cities) + " |")
     print("|---:|---:|---:|---:|---:|" + "---:|" * len(cities))
     default_f1, default_false = score(layers, DEFAULT_RULE)
-    for f1, _, r, false in rows[: args.top]:
+    for f1, *_, r, false in rows[: args.top]:
         print(
             f"| {f1:.4f} | {r.magnitude} | {r.context} | {r.smooth_sigma} | {r.context_px} | "
             + " | ".join(f"{false[c]:.3%}" for c in cities)

@@ -88,10 +88,10 @@ class ChangeRule:
     0.05
     """
 
-    magnitude: float = 0.525  #: smallest smoothed relative RGB change of new ISA
+    magnitude: float = 0.45  #: smallest smoothed relative RGB change of new ISA
     context: float = 0.05  #: smallest mean ISA share around it (larger of the two dates)
     normalise_px: int = 201  #: window of the local radiometric normalisation
-    smooth_sigma: float = 2.0  #: Gaussian support of the change vector
+    smooth_sigma: float = 3.0  #: Gaussian support of the change vector
     context_px: int = 41  #: window of the built-up context
     water_ndwi: float | None = 0.0  #: NDWI above this on both dates: water, not new ISA
     vegetation_ndvi: float | None = 0.5  #: NDVI above this after: vegetation, not new ISA
