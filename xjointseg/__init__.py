@@ -5,15 +5,14 @@ does not import torch: the models (``Model``, ``load_model``, ``save_model``) lo
 use, so loading data, cubes and the analysis stay light.
 """
 
-__version__ = "0.1.0"
-
-from . import accessor as _accessor  # noqa: E402,F401  (registers .isa)
-from . import metrics  # noqa: E402,F401  (xjointseg.metrics.scores)
-from .change import new_isa  # noqa: E402
-from .cube import open_cube  # noqa: E402
-from .errors import XJointSegError  # noqa: E402
-from .segment import segment  # noqa: E402
-from .sentinel2 import load_sentinel2  # noqa: E402
+from . import accessor as _accessor  # noqa: F401  (registers .isa)
+from . import metrics  # noqa: F401  (xjointseg.metrics.scores)
+from ._version import __version__
+from .change import new_isa
+from .cube import open_cube
+from .errors import XJointSegError
+from .segment import segment
+from .sentinel2 import load_sentinel2
 
 _LAZY = {"Model", "load_model", "save_model"}  # from .models, which imports torch
 

@@ -26,7 +26,7 @@ def _info(args: argparse.Namespace) -> int:
     import torch
     import xarray
 
-    from . import __version__
+    from ._version import __version__
     from .models.model import registered_models
 
     print(f"xjointseg {__version__}")

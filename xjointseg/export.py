@@ -27,7 +27,7 @@ import numpy as np
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
-from . import __version__
+from ._version import __version__
 from .errors import OptionError, XJointSegError
 from .paths import check_writable
 from .progress import bar as progress_bar

@@ -19,9 +19,9 @@ import numpy as np
 import xarray as xr
 from odc.geo.xr import xr_coords
 
-from . import __version__
 from ._dask import plan_chunks, segment_array, split_chunks
 from ._system import available_memory, parallel_slots
+from ._version import __version__
 from .errors import (
     EmptyInputError,
     OptionError,

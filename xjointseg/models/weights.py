@@ -65,7 +65,7 @@ def save_weights(
     >>> len(save_weights(ToyNet(in_bands=3), path, name="toy", bands=["B04", "B03", "B02"]))
     64
     """
-    from .. import __version__
+    from .._version import __version__
 
     if len(bands) != network.in_bands:
         raise WeightsError(

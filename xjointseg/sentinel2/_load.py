@@ -23,7 +23,7 @@ from odc.geo import xy_
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry, box
 
-from .. import __version__
+from .._version import __version__
 from ..errors import (
     BandError,
     BBoxError,
