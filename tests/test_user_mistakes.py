@@ -406,7 +406,80 @@ MISTAKES = [
         errors.StagingStoreExistsError,
         "remove it yourself",
     ),
+    # --- round 3: option types (each once silently wrong or a bare traceback) ---
+    (
+        "to_zarr: overwrite='False'",
+        lambda t: to_zarr(ISA, t / "c.zarr", overwrite="False"),
+        errors.OptionError,
+        "True or False",
+    ),
+    ("to_zarr: part=5", lambda t: to_zarr(ISA, t / "c.zarr", part=5), errors.OptionError, "(k, n)"),
+    (
+        "to_zarr: part=(0,)",
+        lambda t: to_zarr(ISA, t / "c.zarr", part=(0,)),
+        errors.OptionError,
+        "(k, n)",
+    ),
+    (
+        "to_zarr: part=(True, 2)",
+        lambda t: to_zarr(ISA, t / "c.zarr", part=(True, 2)),
+        errors.OptionError,
+        "two ints",
+    ),
+    ("fraction: min_valid=2", lambda t: fraction(ISA, min_valid=2), errors.OptionError, "0 to 1"),
+    (
+        "fraction: min_valid='0.5'",
+        lambda t: fraction(ISA, min_valid="0.5"),
+        errors.OptionError,
+        "a number",
+    ),
+    (
+        "growth: min_valid='0.5'",
+        lambda t: growth(ISA2, min_valid="0.5"),
+        errors.OptionError,
+        "a number",
+    ),
+    (
+        "growth: min_valid NaN",
+        lambda t: growth(ISA2, min_valid=float("nan")),
+        errors.OptionError,
+        "0 to 1",
+    ),
+    (
+        "save_model: bands='B04'",
+        lambda t: _save(t, bands="B04"),
+        errors.WeightsError,
+        "list of band names",
+    ),
+    (
+        "save_model: a torch module that is not ours",
+        lambda t: _save(t, network=_conv()),
+        errors.WeightsError,
+        "not an xjointseg network",
+    ),
+    ("save_model: path=None", lambda t: _save(t, path=None), errors.WeightsError, "file path"),
+    (
+        "save_model: under a file",
+        lambda t: _save(t, path=_file(t) / "w.safetensors"),
+        errors.StorePathError,
+        "not a folder",
+    ),
 ]
+
+
+def _conv():
+    import torch
+
+    return torch.nn.Conv2d(3, 1, 1)
+
+
+def _save(tmp_path, *, network=None, path="default", bands=("B04", "B03", "B02")):
+    from xjointseg.models import save_model
+    from xjointseg.testing import ToyNet
+
+    network = ToyNet(in_bands=3) if network is None else network
+    path = tmp_path / "w.safetensors" if path == "default" else path
+    return save_model(network, path, name="mine", bands=bands)
 
 
 def _odd_weights(tmp_path, meta) -> str:

@@ -335,6 +335,27 @@ def _map(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, not {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, not {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xjointseg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -408,11 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--arch", default="jointseg", choices=["jointseg", "bilinear"])
     t.add_argument("--size", default="lite")
-    t.add_argument("--steps", type=int, default=2000)
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--crop", type=int, default=16, help="crop side in 10 m pixels")
-    t.add_argument("--lr", type=float, default=2e-3)
-    t.add_argument("--sr-warmup", type=int, default=300)
+    t.add_argument("--steps", type=_positive_int, default=2000)
+    t.add_argument("--batch-size", type=_positive_int, default=8)
+    t.add_argument("--crop", type=_positive_int, default=16, help="crop side in 10 m pixels")
+    t.add_argument("--lr", type=_positive_float, default=2e-3)
+    t.add_argument("--sr-warmup", type=_non_negative_int, default=300)
     t.add_argument("--sr-weight", type=float, default=1.0, help="weight of the SR L1 loss")
     t.add_argument("--adv-weight", type=float, default=0.0)
     t.add_argument(
@@ -420,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="simulate every crop with the default gain, no haze, MTF 0.25",
     )
-    t.add_argument("--eval-every", type=int, default=200)
+    t.add_argument("--eval-every", type=_positive_int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")

@@ -1,18 +1,22 @@
-"""Local paths xjointseg writes: refused before any work is done when they cannot be written.
+"""Paths xjointseg writes: refused before any work is done when they cannot be written, and
+replaced only as far as xjointseg wrote them.
 
 One check for every writer (cube stores, staged composites, COGs, the demo's files), so a
 path under a file or in a read-only folder always fails the same way, with a
-:class:`~xjointseg.errors.StorePathError` that names the culprit.
+:class:`~xjointseg.errors.StorePathError` that names the culprit. One removal for every Zarr
+store xjointseg replaces (cubes, staged composites): its Zarr nodes go, a user's notes or
+sidecar files in the same folder stay.
 """
 
 from __future__ import annotations
 
 import os
+import posixpath
 from pathlib import Path
 
 from .errors import StorePathError
 
-__all__ = ["check_writable"]
+__all__ = ["check_writable", "remove_zarr_store"]
 
 
 def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
@@ -28,3 +32,26 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
         raise StorePathError(f"cannot write {path}: {nearest} is a file, not a folder")
     if not os.access(nearest, os.W_OK):
         raise StorePathError(f"cannot write {path}: {nearest} is read-only. Pick another path")
+
+
+def remove_zarr_store(fs, root: str, own: tuple[str, ...] = ()) -> None:
+    """Delete the Zarr store at ``root`` that xjointseg wrote, keeping what it did not write.
+
+    Removed: the ``own`` entries (bookkeeping folders) first, then every child that is a Zarr
+    node (a folder with its own ``zarr.json``), then the root ``zarr.json`` last, so a store
+    cut short by a kill still says it was ours. Anything else (a user's notes, a sidecar file,
+    a folder that is not a Zarr node) stays where it is.
+    """
+    children = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False))
+    ordered = [c for c in own if c in children] + [c for c in children if c not in own]
+    for name in ordered:
+        path = f"{root}/{name}"
+        if name in own or (fs.isdir(path) and fs.exists(f"{path}/zarr.json")):
+            fs.rm(path, recursive=True)
+    if fs.exists(f"{root}/zarr.json"):
+        fs.rm(f"{root}/zarr.json")
+    for name in fs.ls(root, detail=False):  # zarr's temporary files beside the root metadata
+        if posixpath.basename(name.rstrip("/")).startswith("zarr.json.") and name.endswith(
+            ".partial"
+        ):
+            fs.rm(name)

@@ -17,7 +17,7 @@ import numpy as np
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
-from ..errors import RegionCRSError, RegionError, RegionOutsideError
+from ..errors import OptionError, RegionCRSError, RegionError, RegionOutsideError
 from ..schema import NODATA, isa_map_of, metres_per_unit
 
 ANALYSIS_BLOCK = 2048  # largest block side when an analysis has to chunk the input itself
@@ -284,3 +284,12 @@ def aligned_chunks(chunks: tuple[int, ...], factor: int) -> tuple[int, ...]:
     bounds = sorted({(b // factor) * factor for b in np.cumsum(chunks)[:-1]} - {0})
     edges = [0, *bounds, int(sum(chunks))]
     return tuple(int(b - a) for a, b in zip(edges[:-1], edges[1:], strict=True))
+
+
+def share_option(name: str, value: Any) -> float:
+    """A share of pixels given as an option (``min_valid``): a real number in [0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise OptionError(f"{name} is a share from 0 to 1 (a number), not {value!r}")
+    if not 0 <= value <= 1:  # NaN fails too
+        raise OptionError(f"{name} is a share of the valid pixels, 0 to 1; got {value}")
+    return float(value)

@@ -14,7 +14,7 @@ import xarray as xr
 
 from ..errors import FactorError, OptionError
 from ..schema import NEVER, NODATA, period_labels
-from ._zonal import ANALYSIS_BLOCK, _dask, _isa, aligned_chunks, change_rule_of
+from ._zonal import ANALYSIS_BLOCK, _dask, _isa, aligned_chunks, change_rule_of, share_option
 
 
 def _first_block(block: np.ndarray, gaps: str) -> np.ndarray:
@@ -160,7 +160,7 @@ def fraction(
     data = data.rechunk(
         {1: aligned_chunks(data.chunks[1], factor), 2: aligned_chunks(data.chunks[2], factor)}
     )
-    least = max(1, math.ceil(min_valid * factor * factor))
+    least = max(1, math.ceil(share_option("min_valid", min_valid) * factor * factor))
     out = data.map_blocks(
         _fraction_block,
         factor,

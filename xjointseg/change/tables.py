@@ -18,7 +18,7 @@ import xarray as xr
 
 from ..errors import NotEnoughPeriodsError, OptionError
 from ..schema import period_labels
-from ._zonal import _isa, _pixel_km2, _region_stats, change_rule_of
+from ._zonal import _isa, _pixel_km2, _region_stats, change_rule_of, share_option
 
 #: Expansion classes of :func:`growth`: the first class whose threshold the annual growth rate
 #: reaches (rate >= threshold). Rates are fractions per year (0.03 = 3 %/year).
@@ -227,8 +227,7 @@ def growth(
     if len(yrs) != nt or any(b <= a for a, b in zip(yrs[:-1], yrs[1:], strict=True)):
         raise OptionError(f"years must be {nt} increasing values, one per period; got {yrs}")
     classes = _growth_classes(classes)
-    if not 0 <= min_valid <= 1:
-        raise OptionError(f"min_valid is a share of the region, 0 to 1; got {min_valid}")
+    min_valid = share_option("min_valid", min_valid)
     stats = _region_stats(cube, regions, name_column)
     km2 = _pixel_km2(cube.odc.geobox)
     rows = []

@@ -19,7 +19,7 @@ from ..schema import (
     key_value,
     period_key,
 )
-from ._store import BOOK, FORMAT, _records, _Target, _write_record
+from ._store import BOOK, FORMAT, _read_json, _records, _Target, _write_record
 from ._template import _coord_values, _describe_grid, _period_encoding, _root_attrs, _same_grid
 
 
@@ -181,3 +181,20 @@ def _sync_periods(target: _Target, meta: dict, records: list[dict]) -> None:
         arr[:] = np.asarray(encoded.values, dtype=arr.dtype)
     group = target.open_group()
     group.attrs.update({"source_items": _root_attrs(meta, records)["source_items"]})
+    _refresh_consolidated(target)
+
+
+def _refresh_consolidated(target: _Target) -> None:
+    """Rewrite consolidated metadata a user added (zarr.consolidate_metadata, as xarray's
+    warning suggests): left stale, plain xarray would show the periods before the append."""
+    fs, root = target.fs()
+    node = _read_json(fs, f"{root}/zarr.json") or {}
+    if node.get("consolidated_metadata") is None:
+        return
+    import warnings
+
+    import zarr
+
+    with warnings.catch_warnings():  # zarr warns that v3 consolidation is not in the spec yet
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(target.open_group().store)

@@ -71,6 +71,8 @@ def open_cube(
         consolidated=False,
         zarr_format=3,
         chunks={} if chunks is None else dict(chunks),
+        # isa stays uint8 with 255 (its _FillValue is for CF readers); probability decodes
+        mask_and_scale={"isa": False},
         storage_options=target.storage_options,
     )
     if variable not in ds.data_vars:
@@ -79,6 +81,7 @@ def open_cube(
         )
     out = ds[variable]
     out.attrs.update({k: v for k, v in ds.attrs.items() if k not in out.attrs})
+    out.attrs.pop("_FillValue", None)  # for CF readers; the attrs say nodata=255
     return out
 
 

@@ -153,11 +153,10 @@ def _check_store_path(target: _Target) -> None:
 def _is_partial_template(target: _Target) -> bool:
     """A template whose creation was cut short: ours, and no block written yet.
 
-    Only remote stores can hold one (a local template is built aside and renamed), and only
-    a root carrying the cube's own format attribute counts: other stores are never deleted.
+    Remote stores can hold one, and local ones where the template was being moved into a
+    folder that also holds a user's files (else it is built aside and renamed whole). Only a
+    root carrying the cube's own format attribute counts: other stores are never deleted.
     """
-    if target.local:
-        return False
     fs, root = target.fs()
     meta = _read_json(fs, f"{root}/zarr.json")
     attrs = (meta or {}).get("attributes", {})

@@ -207,7 +207,9 @@ def _template(
     data_vars = {
         "isa": xr.Variable(dims, da.full(shape, NODATA, dtype=np.uint8, chunks=chunks), attrs=attrs)
     }
-    encoding = {"isa": dict(enc_common)}
+    # _FillValue too: CF readers (plain xarray.open_zarr, GDAL) then read 255 as missing,
+    # so a client that never imports xjointseg averages the valid pixels only
+    encoding = {"isa": {**enc_common, "_FillValue": NODATA}}
     encoding |= {name: _period_encoding(kind) for name, kind in kinds.items()}
     if prob:
         data_vars["probability"] = xr.Variable(
@@ -271,6 +273,8 @@ def _create(
         node = {"zarr_format": 3, "node_type": "group", "attributes": {"xjointseg_cube": meta}}
         _put(tfs, f"{troot}/{BOOK}/zarr.json", _dumps(node))
 
+    # files of a user's that a replaced cube left in the folder stay (never deleted)
+    kept = fs.exists(root) and bool(fs.ls(root))
     if target.local:
         # build beside the store, then rename: a kill leaves no half template in the store,
         # and of two writers creating it at once exactly one rename wins
@@ -279,7 +283,10 @@ def _create(
         try:
             write(_Target(tmp), "w-")
             try:
-                os.rename(tmp, root)
+                if kept:
+                    _move_into(tmp, root)
+                else:
+                    os.rename(tmp, root)
             except OSError:
                 if _book(fs, root) is None:
                     raise
@@ -287,5 +294,13 @@ def _create(
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return True
-    write(target, "w")
+    write(target, "a" if kept else "w")  # "w" would delete the user's files too
     return True
+
+
+def _move_into(tmp: str, root: str) -> None:
+    """Move a template's entries into a folder that holds other files: the arrays, then the
+    root metadata, the bookkeeping group last (its presence says the template is whole)."""
+    names = sorted(os.listdir(tmp), key=lambda n: (n == BOOK, n == "zarr.json", n))
+    for name in names:
+        os.rename(os.path.join(tmp, name), os.path.join(root, name))

@@ -21,6 +21,7 @@ from ..errors import (
     CubeMismatchError,
     OptionError,
 )
+from ..paths import remove_zarr_store
 from ..progress import compute as compute_job
 from ..schema import (
     check_isa_map,
@@ -31,6 +32,7 @@ from ..schema import (
 from ._periods import _claim_periods, _compatible, _mismatch_message, _record, _sources
 from ._read import open_cube
 from ._store import (
+    BOOK,
     FORMAT,
     _book,
     _check_store_path,
@@ -91,7 +93,8 @@ def to_zarr(
         Replace what conflicts instead of refusing: periods written by a different
         computation are rewritten; an xjointseg cube for another grid, variables or model is
         deleted and created anew. Default False: such a write raises. Anything at ``store``
-        that is not an xjointseg cube is never deleted, whatever ``overwrite`` says.
+        that is not an xjointseg cube is never deleted, whatever ``overwrite`` says, and
+        replacing a cube removes only its own Zarr nodes (a user's files inside stay).
     sources : sequence of str, or mapping period -> sequence of str, optional
         Source item ids recorded with each period (and in the ``source_items`` attribute).
         Default: ``isa.attrs["source_items"]`` if present.
@@ -221,10 +224,19 @@ def plan_write(
     maps = [("isa", isa)]
     if probability is not None:
         maps.append(("probability", _check_probability(probability, isa, keys, kind)))
+    if not isinstance(overwrite, bool | np.bool_):
+        raise OptionError(f"overwrite must be True or False, not {overwrite!r}")
     if part is not None:
-        k, n = part
-        if not (isinstance(n, int) and isinstance(k, int) and n >= 1 and 0 <= k < n):
-            raise OptionError(f"part must be (k, n) with 0 <= k < n, got {part!r}")
+        ints = (
+            isinstance(part, tuple | list)
+            and len(part) == 2
+            and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in part)
+        )
+        if not (ints and part[1] >= 1 and 0 <= part[0] < part[1]):
+            raise OptionError(
+                f"part must be (k, n), two ints with 0 <= k < n (job k of n), got {part!r}"
+            )
+        part = (int(part[0]), int(part[1]))
     meta = {
         "format": FORMAT,
         "dim": str(pdim),
@@ -288,10 +300,11 @@ def _prepare_store(plan: WritePlan) -> tuple[dict, list[int]]:
     if existing is not None and not _compatible(existing, meta):
         if not plan.overwrite:
             raise CubeMismatchError(_mismatch_message(existing, meta, target.url))
-        fs.rm(root, recursive=True)  # a cube of ours (its bookkeeping says so)
+        remove_zarr_store(fs, root, own=(BOOK,))  # a cube of ours (its bookkeeping says so)
         existing = None
-    if existing is None:
+    elif existing is None:
         _clear_for_template(target, plan.overwrite)
+    if existing is None:
         data = plan.arrays[0][1]
         if not (_regular(data.chunks[1]) and _regular(data.chunks[2])):
             # a Zarr chunk grid is regular: make the dask blocks so (each still one shard)
@@ -331,7 +344,7 @@ def _clear_for_template(target: _Target, overwrite: bool) -> None:
             f"{target.url} holds an incomplete xjointseg cube: pass overwrite=True to "
             "replace it, or pick another path"
         )
-    fs.rm(root, recursive=True)
+    remove_zarr_store(fs, root, own=(BOOK,))
 
 
 def _write_job(plan: WritePlan, meta: dict, indices: list[int]):
@@ -411,7 +424,15 @@ def _write_block(
     check_isa_values(isa_block)  # lazy maps: their values are first seen here
     part = xr.Dataset({"isa": (dims, np.asarray(isa_block, dtype=np.uint8))})
     if prob_block is not None:
-        # xarray encodes it as the store says (scale_factor, _FillValue 255 for NaN)
+        finite = prob_block[np.isfinite(prob_block)]
+        if finite.size and (finite.min() < -1e-6 or finite.max() > 1 + 1e-6):
+            raise CubeInputError(
+                f"probability values in block ({iy}, {ix}) of period {index} lie in "
+                f"[{finite.min():g}, {finite.max():g}], not [0, 1]: pass segment(..., "
+                "output='probability') as it is (not in percent)"
+            )
+        # xarray encodes it as the store says (scale_factor, _FillValue 255 for NaN);
+        # the clip only removes rounding outside [0, 1]
         part["probability"] = (dims, np.clip(prob_block, 0.0, 1.0))
     for var in part.data_vars:
         _sweep_partials(target, str(var), index, iy, ix)

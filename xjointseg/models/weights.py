@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +49,7 @@ def sha256_bytes(data: bytes) -> str:
 
 def save_weights(
     network: ISANetwork,
-    path: str | Path,
+    path: str | os.PathLike,
     *,
     name: str,
     bands: tuple[str, ...] | list[str],
@@ -66,7 +68,22 @@ def save_weights(
     64
     """
     from .._version import __version__
+    from ..paths import check_writable
 
+    missing = [a for a in ("arch", "config", "in_bands", "scale") if not hasattr(network, a)]
+    if missing:
+        raise WeightsError(
+            f"{type(network).__name__} is not an xjointseg network (it has no {missing}): "
+            "save a network from xjointseg.models (JointSegNet, BilinearSegNet, ToyNet...)"
+        )
+    if isinstance(bands, str) or not all(isinstance(b, str) for b in bands):
+        raise WeightsError(
+            f"bands must be a list of band names, one per input band, e.g. "
+            f"('B04', 'B03', 'B02'), not {bands!r}"
+        )
+    if not isinstance(path, str | os.PathLike):
+        raise WeightsError(f"path must be a file path, not {type(path).__name__}")
+    check_writable(path)
     if len(bands) != network.in_bands:
         raise WeightsError(
             f"{len(bands)} band names given for a network with {network.in_bands} input bands"
@@ -89,9 +106,14 @@ def save_weights(
             f"{path} exists and is not an xjointseg weights file: xjointseg replaces only "
             "weights it wrote. Pick another path, or remove the file yourself"
         )
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # never leave a half-written weights file under the final name
+    # a unique temporary name: a user's file named like it is never touched
+    path.parent.mkdir(parents=True, exist_ok=True)  # checked writable above
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)  # never leave a half-written weights file under the final name
+    finally:
+        tmp.unlink(missing_ok=True)
     return sha256_bytes(data)
 
 

@@ -35,7 +35,7 @@ from ..errors import (
     StagingStoreExistsError,
     StorePathError,
 )
-from ..paths import check_writable
+from ..paths import check_writable, remove_zarr_store
 from ._catalog import Signer, find_period_items, open_source
 from ._items import (
     SCL,
@@ -483,10 +483,18 @@ def _stage(ds: xr.Dataset, store: Any, overwrite: bool) -> xr.Dataset:
     for name in ("time", "period_start", "period_end"):
         if name in out.coords:
             encoding[name] = dict(_TIME_ENCODING)
+    mode = "w" if overwrite else "w-"
+    if overwrite and isinstance(store, str | os.PathLike) and _staged_by_us(store):
+        # replace only what load_sentinel2 wrote: a user's files in the folder stay
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(os.fspath(store))
+        remove_zarr_store(fs, root.rstrip("/"))
+        mode = "a"
     try:
         out.to_zarr(
             store,
-            mode="w" if overwrite else "w-",
+            mode=mode,
             zarr_format=3,
             consolidated=False,
             encoding=encoding,

@@ -1,0 +1,171 @@
+"""Nothing the library did not write is deleted or replaced: a user's notes and sidecar files
+inside a cube or a staging store survive overwrite=True, and temporary names never collide
+with a user's file."""
+
+from __future__ import annotations
+
+import fsspec
+import numpy as np
+import pytest
+
+import xjointseg  # noqa: F401  (registers .isa)
+from xjointseg.cube import open_cube, status, to_zarr
+from xjointseg.errors import CubeInputError, CubeMismatchError
+from xjointseg.testing import synthetic_scene, toy_model
+
+MODEL = toy_model()
+
+
+def _maps(size: int, times: int = 2):
+    return synthetic_scene(size, size, times=times).isa.segment(model=MODEL)
+
+
+def test_replacing_a_cube_keeps_the_users_files(tmp_path):
+    store = tmp_path / "c.zarr"
+    to_zarr(_maps(16), store)
+    (store / "notes.txt").write_text("field notes")
+    (store / "extra").mkdir()
+    (store / "extra" / "sidecar.json").write_text("{}")
+    with pytest.raises(CubeMismatchError):  # another grid, no overwrite: refused
+        to_zarr(_maps(24), store)
+    cube = to_zarr(_maps(24), store, overwrite=True)
+    assert cube.shape[1:] == (24 * 10, 24 * 10)
+    assert (store / "notes.txt").read_text() == "field notes"
+    assert (store / "extra" / "sidecar.json").read_text() == "{}"
+    assert np.array_equal(open_cube(store).values, _maps(24).values)
+    assert status(store)["complete"].all()
+    # and the replaced cube appends, resumes and replaces again as any other
+    again = to_zarr(_maps(16), store, overwrite=True)
+    assert again.shape[1:] == (160, 160) and (store / "notes.txt").exists()
+
+
+def test_replacing_a_cube_on_an_object_store_keeps_the_users_files():
+    fs = fsspec.filesystem("memory")
+    url = "memory://safety/c.zarr"
+    to_zarr(_maps(16), url)
+    fs.pipe_file("/safety/c.zarr/notes.txt", b"field notes")
+    cube = to_zarr(_maps(24), url, overwrite=True)
+    assert cube.shape[1:] == (240, 240)
+    assert fs.cat_file("/safety/c.zarr/notes.txt") == b"field notes"
+    assert np.array_equal(open_cube(url).values, _maps(24).values)
+    fs.rm("/safety", recursive=True)
+
+
+def test_an_incomplete_template_beside_user_files_is_replaced(tmp_path):
+    """A kill while a template was moved in beside a user's files leaves the root metadata
+    without bookkeeping: the next write replaces it and keeps the files."""
+    store = tmp_path / "c.zarr"
+    to_zarr(_maps(16), store)
+    (store / "notes.txt").write_text("field notes")
+    import shutil
+
+    shutil.rmtree(store / "_xjointseg")  # what a kill before the last move leaves
+    cube = to_zarr(_maps(16), store)
+    assert status(store)["complete"].all() and cube.shape[0] == 2
+    assert (store / "notes.txt").read_text() == "field notes"
+
+
+def test_restaging_composites_keeps_the_users_files(tmp_path):
+    from tests.test_sentinel2 import build_catalog
+    from xjointseg import load_sentinel2
+
+    catalog = build_catalog(tmp_path / "cat")
+    store = tmp_path / "stage.zarr"
+    load_sentinel2(str(catalog), periods=2019, store=store)
+    (store / "notes.txt").write_text("field notes")
+    again = load_sentinel2(str(catalog), periods=[2019, 2023], store=store, overwrite=True)
+    assert again.sizes["time"] == 2
+    assert (store / "notes.txt").read_text() == "field notes"
+
+
+def test_save_model_never_touches_a_file_named_like_a_temporary(tmp_path):
+    from xjointseg.models import save_model
+    from xjointseg.testing import ToyNet
+
+    net = ToyNet(in_bands=3)
+    bands = ("B04", "B03", "B02")
+    path = tmp_path / "w.safetensors"
+    for name in ("w.safetensors.partial", ".w.safetensors.partial"):
+        (tmp_path / name).write_text("the user's own")
+    save_model(net, path, name="mine", bands=bands)
+    save_model(net, path, name="mine", bands=bands)  # replacing its own file
+    for name in ("w.safetensors.partial", ".w.safetensors.partial"):
+        assert (tmp_path / name).read_text() == "the user's own"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["w.safetensors", "w.safetensors.partial", ".w.safetensors.partial"]
+    )
+
+
+# --- clients that never import xjointseg ----------------------------------------------------
+
+
+def test_plain_xarray_reads_nodata_as_missing(tmp_path):
+    import xarray as xr
+
+    isa = _maps(16)
+    isa[0, :40, :60] = 255
+    store = tmp_path / "c.zarr"
+    cube = to_zarr(isa, store)
+    assert cube.dtype == np.uint8 and "_FillValue" not in cube.attrs  # open_cube: unchanged
+    assert np.array_equal(cube.values, isa.values)
+    values = isa.values
+    plain = xr.open_zarr(store, consolidated=False)["isa"]
+    assert float(plain.mean()) == pytest.approx(values[values != 255].mean(), rel=1e-6)
+    assert int(plain.isnull().sum()) == int((values == 255).sum())
+
+
+def test_consolidated_metadata_a_user_added_stays_true_after_an_append(tmp_path):
+    import warnings
+
+    import xarray as xr
+    import zarr
+
+    isa = _maps(16, times=3)
+    store = tmp_path / "c.zarr"
+    to_zarr(isa.isel(time=[0]), store)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(str(store))
+    to_zarr(isa.isel(time=[1, 2]), store)
+    plain = xr.open_zarr(store, consolidated=True)
+    assert plain.sizes["time"] == 3
+    assert np.array_equal(plain["isa"].fillna(255).astype(np.uint8).values, isa.values)
+    assert open_cube(store).sizes["time"] == 3
+
+
+# --- values and options once taken silently -------------------------------------------------
+
+
+def test_probability_in_percent_is_refused_not_clipped(tmp_path):
+    ds = synthetic_scene(16, 16, times=1)
+    isa = ds.isa.segment(model=MODEL)
+    prob = ds.isa.segment(model=MODEL, output="probability")
+    with pytest.raises(CubeInputError, match="not in percent"):
+        to_zarr(isa, tmp_path / "c.zarr", probability=prob * 100)
+    cube = to_zarr(isa, tmp_path / "c.zarr", probability=prob)  # the right one resumes
+    stored = open_cube(tmp_path / "c.zarr", variable="probability")
+    assert cube.shape == stored.shape
+    assert float(abs(stored - prob).max()) <= 0.002 + 1e-6  # uint8 steps of 0.004
+
+
+def test_save_model_makes_the_folders_it_needs(tmp_path):
+    from xjointseg.models import load_model, save_model
+    from xjointseg.testing import ToyNet
+
+    path = tmp_path / "new" / "deeper" / "w.safetensors"
+    digest = save_model(ToyNet(in_bands=3), path, name="mine", bands=("B04", "B03", "B02"))
+    assert load_model(path, device="cpu").sha256 == digest
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--steps", "-5"), ("--steps", "0"), ("--batch-size", "0"), ("--lr", "-1"), ("--crop", "0")],
+)
+def test_train_refuses_counts_that_train_nothing(tmp_path, capsys, flag, value):
+    from xjointseg.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--data", f"dubai={tmp_path}", "--out", str(tmp_path / "o"), flag, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and flag in err and "must be" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
