@@ -498,3 +498,25 @@ def test_to_cog_errors(tmp_path, small_isa):
     to_cog(small_isa, path, period=1, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.tif"]  # no scratch files left
     assert isinstance(ExportError("x"), xjointseg.XJointSegError)
+
+
+def test_to_cog_tags_name_the_period_label_and_its_source_items(tmp_path, small_isa):
+    import json
+
+    import rasterio
+
+    years = [str(t)[:4] for t in small_isa.time.values]
+    isa = small_isa.assign_coords(period=("time", years))
+    isa.attrs["source_items"] = json.dumps({years[0]: ["S2A_a"], years[1]: ["S2B_b", "S2A_c"]})
+    path = to_cog(isa, tmp_path / "x.tif", period=1)
+    with rasterio.open(path) as src:
+        tags = src.tags()
+    assert tags["period_label"] == years[1]
+    assert json.loads(tags["source_items"]) == ["S2B_b", "S2A_c"]
+    # a partial date that matches one period picks it; one matching several says so
+    one = to_cog(isa, tmp_path / "y.tif", period=str(isa.time.values[0])[:7])
+    with rasterio.open(one) as src:
+        assert src.tags()["period_label"] == years[0]
+    same_year = isa.assign_coords(time=np.array(["2017-03-01", "2017-09-01"], "datetime64[ns]"))
+    with pytest.raises(OptionError, match="matches 2 periods"):
+        to_cog(same_year, tmp_path / "z.tif", period="2017")

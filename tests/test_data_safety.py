@@ -169,3 +169,14 @@ def test_train_refuses_counts_that_train_nothing(tmp_path, capsys, flag, value):
     err = capsys.readouterr().err
     assert info.value.code == 2 and flag in err and "must be" in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_scores_refuse_two_grids_a_kilometre_apart():
+    from xjointseg.errors import CubeInputError
+    from xjointseg.metrics import scores
+
+    isa = _maps(16).isel(time=0)
+    assert scores(isa, isa)["f1"] == 1.0
+    with pytest.raises(CubeInputError, match="different grids"):
+        scores(isa, isa.assign_coords(x=isa.x + 1000))
+    assert scores(isa.values, isa.values)["f1"] == 1.0  # plain arrays: shapes only

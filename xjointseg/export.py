@@ -15,6 +15,7 @@ workers). Here the blocks are computed wherever Dask runs them and written by th
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import uuid
@@ -107,8 +108,14 @@ def _one_map(isa: Any, period: Any) -> tuple[xr.DataArray, Any]:
                 f"no period {period!r} along {pdim!r}; it has "
                 f"{[str(v)[:10] for v in isa[pdim].values]}"
             ) from None
-        if one.ndim != 2:
-            raise OptionError(f"period={period!r} must pick exactly one period")
+        if one.ndim == 3 and one.sizes[pdim] == 1:  # a partial date such as "2017"
+            one = one.isel({pdim: 0})
+        elif one.ndim != 2:
+            raise OptionError(
+                f"period={period!r} matches {one.sizes[pdim]} periods "
+                f"{[str(v)[:10] for v in one[pdim].values]}: pick one (a position or a "
+                "full label)"
+            )
     label = one[pdim].values if pdim in one.coords else None
     return one, label
 
@@ -132,6 +139,22 @@ def _label_text(label: Any) -> str | None:
     if np.issubdtype(value.dtype, np.datetime64):
         return str(value.astype("datetime64[D]"))
     return str(value.item() if value.ndim == 0 else value)
+
+
+def _sources_text(sources: Any, labels: tuple[str, ...]) -> str:
+    """The source item ids of the period written, as JSON: from a mapping period -> items,
+    the entry of this period's label; else what the map says (a list of ids)."""
+    if sources is None:
+        return ""
+    if isinstance(sources, str):
+        try:
+            sources = json.loads(sources)
+        except ValueError:
+            return sources
+    if isinstance(sources, dict):
+        mine = [sources[k] for k in labels if k in sources]
+        sources = mine[0] if mine else sources
+    return json.dumps(sources, default=str, sort_keys=True)
 
 
 def _aligned(data: da.Array, blocksize: int) -> da.Array:
@@ -213,7 +236,8 @@ def to_cog(
     path : str or path
         Local file to write (``.tif``); parent folders are created.
     period : int or label, optional
-        Which period of a multi-period map: a position (``-1`` is the last) or a label.
+        Which period of a multi-period map: a position (``-1`` is the last) or a label (a
+        partial date such as ``"2017"`` picks the one period it matches).
     overview_resampling : {"nearest", "mode"}
         How overview pixels are chosen; both keep the values 0/1/255 (``"mode"``: the most
         frequent valid value of the pixels covered, nodata excluded).
@@ -230,8 +254,8 @@ def to_cog(
     -------
     pathlib.Path
         The file written: tiled, with overviews, nodata 255 declared, the CRS and the
-        transform of the map, a colour table, and tags naming the model, its sha256 and the
-        period.
+        transform of the map, a colour table, and tags naming the model, its sha256, the
+        period (``period``, ``period_label``) and its source items (``source_items``).
 
     Raises
     ------
@@ -299,6 +323,8 @@ def to_cog(
         data = da.from_array(np.asarray(data), chunks=(2048, 2048))
     data = _aligned(data, blocksize)
     text = _label_text(label)
+    # the label a user knows the period by (load_sentinel2's "period", e.g. "2017")
+    label_text = str(one["period"].values) if "period" in one.coords else text or ""
     tags = {
         "long_name": "impervious surface (ISA)",
         "flag_values": "0 1",
@@ -307,6 +333,10 @@ def to_cog(
         "model": str(one.attrs.get("model", "")),
         "model_sha256": str(one.attrs.get("model_sha256", "")),
         "period": text or "",
+        "period_label": label_text,
+        "source_items": _sources_text(
+            one.attrs.get("source_items", one.attrs.get("stac_items")), (label_text, text or "")
+        ),
         SOFTWARE_TAG: f"xjointseg {__version__}",
     }
     target.parent.mkdir(parents=True, exist_ok=True)

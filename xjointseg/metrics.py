@@ -32,6 +32,32 @@ def _excluded(x, ignore: Sequence[float]):
     return bad
 
 
+def _check_same_grid(pred: Any, reference: Any) -> None:
+    """Two georeferenced maps must lie on one grid: equal shapes alone may be 1 km apart."""
+    if not (isinstance(pred, xr.DataArray) and isinstance(reference, xr.DataArray)):
+        return
+    import odc.geo.xr  # noqa: F401  (the .odc accessor)
+
+    a, b = pred.odc.geobox, reference.odc.geobox
+    if a is None or b is None or a.crs is None or b.crs is None:
+        return
+    if a.shape != b.shape:
+        return  # the shape check below says so
+    tol = 1e-6 * abs(a.affine.a)
+    same = a.crs == b.crs and np.allclose(tuple(a.affine)[:6], tuple(b.affine)[:6], atol=tol)
+    if not same:
+
+        def where(g) -> str:
+            crs = f"EPSG:{g.crs.epsg}" if g.crs.epsg else "a custom CRS"
+            return f"origin ({g.affine.c:g}, {g.affine.f:g}), {g.affine.a:g} m pixels, {crs}"
+
+        raise CubeInputError(
+            f"pred and reference are on different grids ({where(a)} vs {where(b)}): put "
+            "them on one grid first (e.g. read_worldcover(path, like=pred), or "
+            "reference.odc.reproject(pred.odc.geobox))"
+        )
+
+
 def confusion(pred: Any, reference: Any, ignore: Any = None) -> dict[str, int]:
     """Counts ``tp, fp, fn, tn`` of a binary map (nonzero = ISA) against a reference.
 
@@ -42,6 +68,7 @@ def confusion(pred: Any, reference: Any, ignore: Any = None) -> dict[str, int]:
     >>> confusion([1, 1, 0, 255], [1, 0, 0, 1], ignore=255)
     {'tp': 1, 'fp': 1, 'fn': 0, 'tn': 1}
     """
+    _check_same_grid(pred, reference)
     p, r = _array(pred), _array(reference)
     if p.shape != r.shape:
         raise CubeInputError(
