@@ -266,6 +266,39 @@ MISTAKES = [
         "to_zarr",
     ),
     ("open_cube: a file", lambda t: open_cube(_file(t)), errors.NotACubeError, "to_zarr"),
+    ("status: a file", lambda t: status(_file(t)), errors.NotACubeError, "no xjointseg cube"),
+    ("to_zarr: unknown protocol", lambda t: to_zarr(ISA, "foo://x"), errors.OptionError, "s3://"),
+    ("open_cube: unknown protocol", lambda t: open_cube("foo://x"), errors.OptionError, "s3://"),
+    (
+        "open_cube: chunks=5",
+        lambda t: open_cube(_cube(t), chunks=5),
+        errors.OptionError,
+        "chunks={'y': 2048",
+    ),
+    (
+        "open_cube: chunks of a dim it lacks",
+        lambda t: open_cube(_cube(t), chunks={"q": 3}),
+        errors.OptionError,
+        "its dims are",
+    ),
+    (
+        "open_cube: chunks negative",
+        lambda t: open_cube(_cube(t), chunks={"x": -3}),
+        errors.OptionError,
+        ">= 1",
+    ),
+    (
+        "read_worldcover: like an ndarray",
+        lambda t: read_worldcover(_file(t), np.zeros((4, 4))),
+        errors.OptionError,
+        "GeoBox",
+    ),
+    (
+        "register_model: client None",
+        lambda t: _register(None),
+        errors.OptionError,
+        "distributed Client",
+    ),
     (
         "status: not a cube",
         lambda t: status(t / "none.zarr"),
@@ -465,6 +498,20 @@ MISTAKES = [
         "not a folder",
     ),
 ]
+
+
+def _cube(tmp_path):
+    """A cube of the user's, outside the folders the census checks stay untouched."""
+    store = tmp_path / "users-cube.zarr"
+    if not store.exists():
+        to_zarr(ISA, store)
+    return store
+
+
+def _register(client):
+    from xjointseg.distributed import register_model
+
+    return register_model(client, "toy")
 
 
 def _conv():

@@ -59,6 +59,13 @@ def register_model(client: Client, model: str | os.PathLike | Model, device: str
     str
         The plugin name.
     """
+    if not hasattr(client, "register_plugin"):
+        from .errors import OptionError
+
+        raise OptionError(
+            f"client must be a dask.distributed Client, not {type(client).__name__}: "
+            "client = distributed.Client(...); register_model(client, model)"
+        )
     local = load_model(model, device="cpu")
     if local.source is None:
         from .errors import UnknownModelError

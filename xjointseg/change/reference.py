@@ -6,7 +6,7 @@ import numpy as np
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
-from ..errors import ReferenceRasterError, RegionOutsideError
+from ..errors import OptionError, ReferenceRasterError, RegionOutsideError
 from ..schema import NODATA
 
 
@@ -51,7 +51,14 @@ def read_worldcover(
     from odc.geo.xr import wrap_xr
     from rioxarray.exceptions import NoDataInBounds, OneDimensionalRaster
 
+    if not isinstance(like, _GeoBox | xr.DataArray | xr.Dataset):
+        raise OptionError(
+            f"like must be an xarray object with a CRS or an odc-geo GeoBox (the grid to read "
+            f"onto), not {type(like).__name__}"
+        )
     gbox = like if isinstance(like, _GeoBox) else like.odc.geobox
+    if gbox is None:
+        raise OptionError("like has no georeferenced grid: give a map with a CRS, or a GeoBox")
     try:
         # lazy: only the clipped window below is ever read
         tile = rioxarray.open_rasterio(path).squeeze("band", drop=True)

@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -66,6 +67,7 @@ def open_cube(
             + (" (something is there, but not a complete cube)" if fs.exists(root) else "")
             + ": write one with isa.isa.to_zarr(store)"
         )
+    _check_chunks(chunks, [meta["dim"], *meta["grid"]["dims"]])
     ds = xr.open_zarr(
         target.url,
         consolidated=False,
@@ -102,7 +104,7 @@ def status(
     """
     target = _Target.make(store, storage_options)
     fs, root = target.fs()
-    meta = _book(fs, root)
+    meta = _book(fs, root) if not fs.isfile(root) else None
     if meta is None:
         raise NotACubeError(f"no xjointseg cube at {target.url}")
     ny, nx = meta["grid"]["shape"]
@@ -122,3 +124,22 @@ def status(
             }
         )
     return pd.DataFrame(rows)
+
+
+def _check_chunks(chunks: Any, dims: list[str]) -> None:
+    """``chunks`` as open_cube takes it: dims of the cube -> a block side (or -1: whole)."""
+    if chunks is None:
+        return
+    example = f"e.g. chunks={{{dims[1]!r}: 2048, {dims[2]!r}: 2048}}"
+    if not isinstance(chunks, Mapping):
+        raise OptionError(f"chunks must map the cube's dims {dims} to block sides, {example}")
+    unknown = [d for d in chunks if d not in dims]
+    if unknown:
+        raise OptionError(f"chunks names {unknown}, which the cube lacks: its dims are {dims}")
+    bad = {
+        d: c
+        for d, c in chunks.items()
+        if isinstance(c, bool) or not isinstance(c, int | np.integer) or not (c >= 1 or c == -1)
+    }
+    if bad:
+        raise OptionError(f"chunks must be whole numbers >= 1 (or -1: whole), got {bad}; {example}")
