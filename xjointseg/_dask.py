@@ -60,11 +60,11 @@ def split_chunks(
     and moves only 10 m halo pixels between tasks; it lets that many tasks run at once and
     keeps the last ones short. A piece is never smaller than ``max(tile, halo)``.
     """
-    plans = [list(p) for p in plans]
+    pieces = [list(p) for p in plans]  # mutable copies, split in place below
     minimum = max(tile, halo)
-    while math.prod(len(p) for p in plans) < min_blocks:
+    while math.prod(len(p) for p in pieces) < min_blocks:
         best = None  # (size, axis, index, where the first piece ends)
-        for axis, plan in enumerate(plans):
+        for axis, plan in enumerate(pieces):
             for i, size in enumerate(plan):
                 # cut at a multiple of tile (blocks start on the tile grid) near the middle,
                 # leaving both pieces at least `minimum`
@@ -74,8 +74,8 @@ def split_chunks(
         if best is None:
             break
         size, axis, i, cut = best
-        plans[axis][i : i + 1] = [cut, size - cut]
-    return [tuple(p) for p in plans]
+        pieces[axis][i : i + 1] = [cut, size - cut]
+    return [tuple(p) for p in pieces]
 
 
 def _segment_task(

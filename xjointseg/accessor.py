@@ -28,7 +28,10 @@ def _bind(func: Callable) -> Callable:
 
     sig = inspect.signature(func)
     params = list(sig.parameters.values())
-    method.__signature__ = sig.replace(parameters=[params[0].replace(name="self"), *params[1:]])
+    # functools.wraps' result type does not declare __signature__, which inspect reads
+    method.__signature__ = sig.replace(  # type: ignore[attr-defined]
+        parameters=[params[0].replace(name="self"), *params[1:]]
+    )
     return method
 
 

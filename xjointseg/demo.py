@@ -161,7 +161,8 @@ def _figures(ds, cube, frac, out: Path, model_name: str) -> dict[str, Path]:
 
     fig = Figure(figsize=(6.5, 6), layout="constrained")
     ax = fig.add_subplot()
-    ax.imshow(_rgb(ds), extent=scene_extent, interpolation="nearest")
+    # matplotlib's stubs want extent as a tuple; imshow takes any 4-sequence
+    ax.imshow(_rgb(ds), extent=scene_extent, interpolation="nearest")  # type: ignore[arg-type]
     ax.set_title(f"Sentinel-2 input, 10 m, true colour\n{SCENE.split(',')[1].strip()}")
     ax.set_xlabel("x (m, EPSG:32633)")
     ax.set_ylabel("y (m)")
@@ -205,7 +206,7 @@ def _figures(ds, cube, frac, out: Path, model_name: str) -> dict[str, Path]:
     ax = fig.add_subplot()
     im = ax.imshow(
         np.ma.masked_invalid(frac.values[0]),
-        extent=extent(frac),
+        extent=extent(frac),  # type: ignore[arg-type]  # matplotlib's stubs: tuple only
         cmap="magma_r",
         vmin=0,
         vmax=1,

@@ -20,7 +20,7 @@ import math
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import dask
 import dask.array as da
@@ -33,6 +33,9 @@ from .errors import OptionError, XJointSegError
 from .paths import check_writable
 from .progress import bar as progress_bar
 from .schema import NODATA, check_isa_values
+
+if TYPE_CHECKING:
+    from odc.geo.crs import CRS
 
 __all__ = ["ExportError", "ExportExistsError", "to_cog"]
 
@@ -178,7 +181,7 @@ def _write_scratch(
         "height": gbox.shape[0],
         "count": 1,
         "dtype": "uint8",
-        "crs": gbox.crs.to_wkt(),
+        "crs": cast("CRS", gbox.crs).to_wkt(),  # to_cog refused a map without a CRS
         "transform": gbox.affine,
         "nodata": NODATA,
         "tiled": True,

@@ -8,6 +8,7 @@ bad input with the same errors.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from typing import cast
 
 import numpy as np
 import xarray as xr
@@ -89,7 +90,7 @@ def _stack_bands(obj: xr.Dataset | xr.DataArray, bands: Sequence[str]):
         found = find_band(band, labels)
         if found is None:
             raise BandError(f"band {band} is missing: the DataArray has bands {labels}")
-        picks.append(labels.index(found))
+        picks.append(labels.index(cast(str, found)))  # one of labels
     nd = _nodata_of(obj)
     return obj.isel(band=picks).assign_coords(band=list(bands)), [nd] * len(bands)
 

@@ -7,7 +7,7 @@ scene is never computed whole for a picture. matplotlib is imported only when pl
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -135,7 +135,7 @@ def plot_first_period(
     *,
     ax=None,
     max_pixels: int = 1200,
-    gaps: str = "nodata",
+    gaps: Literal["nodata", "ignore"] = "nodata",
     cmap: str = "viridis",
 ):
     """Map the period in which each pixel first became ISA (a change map).

@@ -12,7 +12,7 @@ import inspect
 import json
 import math
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -295,7 +295,7 @@ def segment(
 
     s = m.scale
     hr = gbox.zoom_to(shape=(gbox.shape[0] * s, gbox.shape[1] * s))
-    coords = dict(xr_coords(hr, crs_coord_name="spatial_ref"))
+    coords: dict[Hashable, Any] = dict(xr_coords(hr, crs_coord_name="spatial_ref"))
     dims: tuple[Hashable, ...] = (*others, *hr.dimensions)
     for name, coord in arr.coords.items():  # time and its companions (e.g. period labels)
         if name in ("band", "spatial_ref") or name in coords:

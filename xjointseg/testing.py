@@ -7,7 +7,9 @@ quickly, with inputs whose correct answer is known.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Hashable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -71,7 +73,7 @@ def synthetic_scene(
     gbox = GeoBox.from_bbox(
         (x0, y0 - ny * resolution, x0 + nx * resolution, y0), crs=crs, resolution=resolution
     )
-    coords = xr_coords(gbox, crs_coord_name="spatial_ref")
+    coords: dict[Hashable, Any] = xr_coords(gbox, crs_coord_name="spatial_ref")
     shape = (times, ny, nx) if times else (ny, nx)
     dims = ("time", "y", "x") if times else ("y", "x")
     if times:

@@ -9,7 +9,7 @@ so no 1 m scene is ever held in memory whole.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import dask
 import dask.array as da
@@ -244,7 +244,7 @@ def _region_stats(cube: xr.DataArray, regions: Any, name_column: str | None):
     reg = _prepare_regions(regions, cube, data, name_column)
     gbox = cube.odc.geobox
     blocks = data.to_delayed(optimize_graph=True)
-    label_blocks = reg.labels.to_delayed() if reg.kind == "labels" else None
+    label_blocks = cast(da.Array, reg.labels).to_delayed() if reg.kind == "labels" else None
     ys = np.cumsum((0, *data.chunks[1]))
     xs = np.cumsum((0, *data.chunks[2]))
     tasks = []

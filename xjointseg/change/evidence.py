@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 import dask.array as da
 import numpy as np
@@ -187,7 +187,7 @@ def _evidence_block(block: np.ndarray, rule: ChangeRule) -> np.ndarray:
     float32: the change magnitude and the built-up context of the core."""
     b = block.astype(np.float64)
     ok = np.isfinite(b)
-    valid = ok.all(axis=0)
+    valid = cast(np.ndarray, ok.all(axis=0))  # an array: ``b`` is 3-D
     with np.errstate(invalid="ignore", divide="ignore"):
         diffs = []
         for band in range(3):

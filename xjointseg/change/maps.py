@@ -71,8 +71,13 @@ def first_period(
     if nt > NEVER:
         raise OptionError(f"first_period codes at most {NEVER} periods; the cube has {nt}")
     data = _dask(cube)
+    # dask types the method Array.map_blocks as the function map_blocks (func as an Array)
     out = data.map_blocks(
-        _first_block, gaps, drop_axis=0, dtype=np.uint8, meta=np.empty((0, 0), np.uint8)
+        _first_block,  # type: ignore[arg-type]
+        gaps,
+        drop_axis=0,
+        dtype=np.uint8,
+        meta=np.empty((0, 0), np.uint8),
     )
     labels = [str(v)[:10] if isinstance(v, pd.Timestamp) else str(v) for v in period_labels(cube)]
     ydim, xdim = cube.dims[1:]

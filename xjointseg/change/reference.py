@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import xarray as xr
 from odc.geo.geobox import GeoBox
@@ -61,7 +63,8 @@ def read_worldcover(
         raise OptionError("like has no georeferenced grid: give a map with a CRS, or a GeoBox")
     try:
         # lazy: only the clipped window below is ever read
-        tile = rioxarray.open_rasterio(path).squeeze("band", drop=True)
+        # a single GeoTIFF opens as a DataArray (not a Dataset or a list of them)
+        tile = cast(xr.DataArray, rioxarray.open_rasterio(path)).squeeze("band", drop=True)
     except (rasterio.errors.RasterioIOError, OSError) as exc:
         raise ReferenceRasterError(
             f"cannot read {path} as a raster ({exc}): give the path of a WorldCover GeoTIFF "

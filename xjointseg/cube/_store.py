@@ -9,7 +9,7 @@ import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -68,7 +68,7 @@ class _Target:
             config={"write_empty_chunks": False},
         )
 
-    def open_group(self, path: str = "", mode: str = "r+"):
+    def open_group(self, path: str = "", mode: Literal["r", "r+", "a", "w", "w-"] = "r+"):
         import zarr
 
         return zarr.open_group(
@@ -125,7 +125,7 @@ def _jsonable(value: Any) -> Any:
 
 def _records(fs, root: str) -> list[dict]:
     """The period records 0..n-1 (contiguous); a missing or torn record ends the list."""
-    out = []
+    out: list[dict] = []
     while (rec := _read_json(fs, f"{root}/{BOOK}/periods/{len(out):04d}.json")) is not None:
         out.append(rec)
     return out

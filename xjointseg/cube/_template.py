@@ -7,7 +7,8 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
+from typing import Literal
 
 import dask.array as da
 import numpy as np
@@ -43,7 +44,7 @@ COMPRESSOR = {
 }
 
 
-def _coord_values(records: list[dict], name: str, kind: str, pdim: str) -> np.ndarray:
+def _coord_values(records: list[dict], name: str, kind: str, pdim: Hashable) -> np.ndarray:
     """The values of a coordinate along the period dimension, rebuilt from the records."""
     keys = [r["period"] if name == pdim else r.get("coords", {}).get(name) for r in records]
     values = [key_value(k, kind) for k in keys]
@@ -254,7 +255,7 @@ def _create(
     fs, root = target.fs()
     ds = ds.assign_attrs(_root_attrs(meta, records))
 
-    def write(t: _Target, mode: str) -> None:
+    def write(t: _Target, mode: Literal["w-", "w", "a"]) -> None:
         ds.to_zarr(
             t.url,
             mode=mode,

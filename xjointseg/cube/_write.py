@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import dask
 import dask.array as da
@@ -237,7 +237,7 @@ def plan_write(
                 f"part must be (k, n), two ints with 0 <= k < n (job k of n), got {part!r}"
             )
         part = (int(part[0]), int(part[1]))
-    meta = {
+    meta: dict[str, Any] = {
         "format": FORMAT,
         "dim": str(pdim),
         "period_kind": kind,
@@ -317,7 +317,8 @@ def _prepare_store(plan: WritePlan) -> tuple[dict, list[int]]:
         ]
         ds, encoding = _template(plan.isa, len(plan.arrays) > 1, block, inner, records, meta)
         if not _create(target, ds, encoding, meta, records):
-            existing = _book(fs, root)  # a concurrent writer created it first: check theirs
+            # a concurrent writer created it first (_create found its book): check theirs
+            existing = cast(dict, _book(fs, root))
             if not _compatible(existing, meta):
                 raise CubeMismatchError(_mismatch_message(existing, meta, target.url))
     if existing is not None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -91,6 +91,9 @@ class ISANetwork(nn.Module):
     arch: str = "base"
     scale: int = 10
     align: int = 1
+    # buffers registered in __init__ (declared for type checkers only)
+    band_mean: torch.Tensor
+    band_std: torch.Tensor
 
     def __init__(
         self,
@@ -143,4 +146,4 @@ class ISANetwork(nn.Module):
 
     def segment_logits(self, x: torch.Tensor, margin: int = 0) -> torch.Tensor:
         """ISA logits only (inference); networks may skip work the mask does not need."""
-        return self.forward(x, margin)["logits"]
+        return cast(torch.Tensor, self.forward(x, margin)["logits"])

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import copy
 import weakref
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
+
+if TYPE_CHECKING:
+    from .base import ISANetwork
 
 
 def count_macs(
@@ -43,11 +47,11 @@ def count_macs(
     """
     twin = _meta_twin(net)
     dtype = next(net.parameters()).dtype
-    x = torch.empty(1, net.in_bands, h, w, device="meta", dtype=dtype)
+    x = torch.empty(1, cast(int, net.in_bands), h, w, device="meta", dtype=dtype)
     counter = FlopCounterMode(display=False)
     with torch.no_grad(), counter:
         if logits_only:
-            twin.segment_logits(x, margin)
+            cast("ISANetwork", twin).segment_logits(x, margin)
         else:
             twin(x, margin)
     return counter.get_total_flops() // 2
@@ -115,10 +119,10 @@ def peak_activation_bytes(net: nn.Module, h: int, w: int, margin: int = 0) -> in
     """
     twin = _meta_twin(net)
     dtype = next(net.parameters()).dtype
-    x = torch.empty(1, net.in_bands, h, w, device="meta", dtype=dtype)
+    x = torch.empty(1, cast(int, net.in_bands), h, w, device="meta", dtype=dtype)
     live = _LiveBytes()
     with torch.inference_mode(), live:
-        twin.segment_logits(x, margin)
+        cast("ISANetwork", twin).segment_logits(x, margin)
     return live.peak
 
 

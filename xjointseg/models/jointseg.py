@@ -190,6 +190,7 @@ class JointSegNet(ISANetwork):
         with torch.no_grad():  # SR residual heads start small: the SR image starts bilinear
             for conv in (self.s1_last, self.sr_last):
                 conv.weight.mul_(0.1)
+                assert conv.bias is not None  # conv3 makes a bias
                 conv.bias.zero_()
         self._needs = {sr: self._context_needs(sr) for sr in (True, False)}
 

@@ -12,6 +12,8 @@ before each sub-block. See :func:`fit`.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -173,7 +175,7 @@ class RRDB(nn.Module):
     def span(self, out: Span) -> Span:
         s = out
         for block in reversed(self.blocks):
-            s = block.span(s)
+            s = cast(ResidualDenseBlock, block).span(s)
         return s.union(out)
 
 
@@ -196,7 +198,7 @@ class RRDBTrunk(nn.Module):
     def span(self, out: Span) -> Span:
         s = out.conv(3)
         for block in reversed(self.blocks):
-            s = block.span(s)
+            s = cast(RRDB, block).span(s)
         return s.union(out)
 
 
@@ -207,7 +209,7 @@ def init_rrdb(module: nn.Module, scale: float = 0.1) -> None:
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, a=0.0, mode="fan_in")
             m.weight.data.mul_(scale)
-            nn.init.zeros_(m.bias)
+            nn.init.zeros_(cast(torch.Tensor, m.bias))
 
 
 # --- exact x2.5 up-sampling -------------------------------------------------------------
@@ -239,6 +241,7 @@ class Up2p5(nn.Module):
             nn.init.kaiming_normal_(base.weight, a=SLOPE)
             # PixelShuffle reads channel c*25 + sub for sub-pixel ``sub`` of channel ``c``
             self.conv.weight.copy_(base.weight.repeat_interleave(25, dim=0))
+            assert self.conv.bias is not None  # conv3 makes a bias
             nn.init.zeros_(self.conv.bias)
 
     @property
@@ -330,6 +333,7 @@ class CoarseHead(nn.Module):
         self.out = conv1(channels, 1)
         with torch.no_grad():  # starts near 0: the prior adds nothing before it is trained
             self.out.weight.mul_(0.1)
+            assert self.out.bias is not None  # conv1 makes a bias
             self.out.bias.zero_()
 
     def forward(self, feat10: torch.Tensor) -> torch.Tensor:

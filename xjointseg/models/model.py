@@ -17,7 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -108,7 +108,8 @@ class Model:
         self.network = network.eval().to(self.device)
         if self.device.type == "cpu":
             # channels_last runs oneDNN's fastest convolution path (~1.5x on this class of CPU)
-            self.network = self.network.to(memory_format=torch.channels_last)
+            # torch's stubs lack Module.to(memory_format=...), which torch accepts
+            self.network = self.network.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.name = name
         self.bands = tuple(bands)
         self.scale = int(network.scale)
@@ -352,7 +353,7 @@ def _known_sha256(name_or_path: str | os.PathLike, sha256: str | None) -> str | 
     text = str(name_or_path)
     if "://" in text:
         frag = urllib.parse.parse_qs(urllib.parse.urlsplit(text).fragment)
-        return (frag.get("sha256") or [None])[0]
+        return cast("list[str | None]", frag.get("sha256") or [None])[0]
     registry = registered_models()
     if text in registry:
         return registry[text]["sha256"]
@@ -396,7 +397,7 @@ def _resolve(name_or_path: str | os.PathLike, sha256: str | None) -> tuple[Path,
     if "://" in text:
         parsed = urllib.parse.urlsplit(text)
         frag = urllib.parse.parse_qs(parsed.fragment)
-        sha256 = sha256 or (frag.get("sha256") or [None])[0]
+        sha256 = sha256 or cast("list[str | None]", frag.get("sha256") or [None])[0]
         if not sha256:
             raise WeightsError(
                 f"a weights URL needs its checksum: load_model('{text}', sha256='...') "
@@ -450,7 +451,7 @@ def load_model(
     (10, ('B04', 'B03', 'B02'))
     """
     if isinstance(name_or_path, Model) or _is_model_like(name_or_path):
-        return name_or_path
+        return cast(Model, name_or_path)  # a model-like object stands in for a Model
     dev = resolve_device(device)
     # The cache first: when the checksum is known without reading the file (a ModelRef, a
     # registered name, a URL, a path already hashed) a cached model costs a dict look-up,

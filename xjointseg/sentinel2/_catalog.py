@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pystac
 from odc.geo.geom import Geometry
@@ -280,7 +280,7 @@ def open_source(
         items = []
         for entry in obj:
             if isinstance(entry, Mapping):
-                entry = pystac.Item.from_dict(entry)
+                entry = pystac.Item.from_dict(cast("dict[str, Any]", entry))
             elif isinstance(entry, str | os.PathLike):  # an item's JSON file
                 entry = _read_item(entry)
             if not isinstance(entry, pystac.Item):
@@ -312,7 +312,11 @@ def _footprint(item: pystac.Item) -> Geometry | None:
     if item.bbox:
         from odc.geo.geom import box
 
-        return box(*item.bbox[:2], *item.bbox[-2:], crs="EPSG:4326")
+        return box(
+            *cast("tuple[float, float]", item.bbox[:2]),
+            *cast("tuple[float, float]", item.bbox[-2:]),
+            crs="EPSG:4326",
+        )
     return None
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import odc.stac
@@ -374,9 +374,9 @@ def _load_group(
         bad = scl.isin(sorted(mask_classes))
         if dilation:
             bad = bad | _dilated(scl.isin(sorted(mask_classes & _SCL_CLOUDS)), dilation)
-        valid = valid & ~bad
+        valid = cast(xr.DataArray, valid) & ~bad
     if brightness and scl_key is None:
-        valid = valid & ~_dilated(values["B02"] >= BRIGHTNESS_DN, dilation)
+        valid = cast(xr.DataArray, valid) & ~_dilated(values["B02"] >= BRIGHTNESS_DN, dilation)
     out = xr.Dataset({b: v.where(valid) for b, v in values.items()})
     out["valid"] = valid
     return out.drop_vars([c for c in out.coords if c not in ("time", "y", "x", "spatial_ref")])
@@ -475,7 +475,7 @@ def _stage(ds: xr.Dataset, store: Any, overwrite: bool) -> xr.Dataset:
     for name, var in out.data_vars.items():
         if var.chunks is not None:
             out[name] = var.chunk({d: c[0] for d, c in zip(var.dims, var.chunks, strict=True)})
-    encoding: dict[str, dict[str, Any]] = {
+    encoding: dict[Hashable, dict[str, Any]] = {
         name: {"chunks": tuple(c[0] for c in var.chunks)}
         for name, var in out.data_vars.items()
         if var.chunks is not None
@@ -483,7 +483,7 @@ def _stage(ds: xr.Dataset, store: Any, overwrite: bool) -> xr.Dataset:
     for name in ("time", "period_start", "period_end"):
         if name in out.coords:
             encoding[name] = dict(_TIME_ENCODING)
-    mode = "w" if overwrite else "w-"
+    mode: Literal["w", "w-", "a"] = "w" if overwrite else "w-"
     if overwrite and isinstance(store, str | os.PathLike) and _staged_by_us(store):
         # replace only what load_sentinel2 wrote: a user's files in the folder stay
         import fsspec

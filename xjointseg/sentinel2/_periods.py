@@ -69,7 +69,8 @@ def _bound(value: Any) -> tuple[np.datetime64, np.datetime64, str]:
     if isinstance(value, int | np.integer):
         value = f"{int(value):04d}"
     if isinstance(value, _dt.datetime):
-        value = np.datetime64(_to_ns(value), "us")
+        # numpy's stubs lack datetime64(datetime64, unit), which numpy accepts
+        value = np.datetime64(_to_ns(value), "us")  # type: ignore[call-overload]
     elif isinstance(value, _dt.date):
         value = np.datetime64(value, "D")
     if isinstance(value, str):
@@ -95,7 +96,8 @@ def _bound(value: Any) -> tuple[np.datetime64, np.datetime64, str]:
     # One unit more than the value itself: '2017' ends with 2017, '2017-06' with June.
     return (
         value.astype("datetime64[ns]"),
-        (value + np.timedelta64(1, unit)).astype("datetime64[ns]"),
+        # numpy's stubs: datetime_data gives the unit as a plain str, not a unit literal
+        (value + np.timedelta64(1, unit)).astype("datetime64[ns]"),  # type: ignore[call-overload]
         text,
     )
 
@@ -164,8 +166,8 @@ def parse_periods(periods: Any) -> list[Period]:
     out = sorted(_one(s) for s in specs)
     if not out:
         raise InvalidPeriodError("no period given: pass e.g. periods=[2017, 2019, 2021, 2023]")
-    starts = [p.start for p in out]
-    labels = [p.label for p in out]
+    starts: list[Any] = [p.start for p in out]
+    labels: list[Any] = [p.label for p in out]
     for name, values in (("start", starts), ("label", labels)):
         if len(set(values)) != len(values):
             dup = sorted({str(v) for v in values if values.count(v) > 1})

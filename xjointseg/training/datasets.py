@@ -280,6 +280,7 @@ def read_sentinel2_rgb(item_path: str | Path) -> tuple[np.ndarray, dict]:
             raise TrainingDataError(f"{item_path}: band {key} is on another grid than red")
         grid = grid or this
         bands.append(band)
+    assert grid is not None  # set by the first of the (non-empty) S2_RGB_ASSETS
     return np.stack(bands), grid
 
 

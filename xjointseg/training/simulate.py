@@ -28,6 +28,7 @@ one radiometry.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -172,7 +173,7 @@ def simulate_sentinel2(
     if noise_dn > 0:
         lr = lr + rng.normal(scale=noise_dn, size=lr.shape)
     lr = np.clip(np.round(lr), 1, 10000).astype(np.float32)
-    out = [lr]
+    out: list[Any] = [lr]
     if return_hr:
         out.append(hr_dn[0].numpy().astype(np.float32))
     if return_radiometry:

@@ -37,6 +37,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -169,8 +170,9 @@ class SimulationCache:
         key = (index, int(rng.integers(self.versions)))
         if key not in self._made:
             draw = np.random.default_rng([self.seed, *key])
+            # a scene without lr has hr
             self._made[key] = simulate_sentinel2(
-                scene.hr, augment=self.augment, rng=draw, return_radiometry=True
+                cast(np.ndarray, scene.hr), augment=self.augment, rng=draw, return_radiometry=True
             )
         return self._made[key]
 
@@ -201,7 +203,10 @@ def sample_batch(
         ys, xs_ = slice(y0 * SCALE, (y0 + yy) * SCALE), slice(x0 * SCALE, (x0 + xx) * SCALE)
         label[: yy * SCALE, : xx * SCALE] = scene.label[ys, xs_]
         if radiometry:
-            hr_crop[:, : yy * SCALE, : xx * SCALE] = hr_dn(scene.hr[ys, xs_], **radiometry)
+            # radiometry comes only with a simulation from hr
+            hr_crop[:, : yy * SCALE, : xx * SCALE] = hr_dn(
+                cast(np.ndarray, scene.hr)[ys, xs_], **radiometry
+            )
         big, label, hr_crop = _augment([big, label, hr_crop], rng)
         xs.append(big)
         labels.append(label)
@@ -209,7 +214,7 @@ def sample_batch(
     has_hr = all(h is not None for h in hrs)
     return (
         torch.from_numpy(np.stack(xs)),
-        torch.from_numpy(np.stack(hrs)) if has_hr else None,
+        torch.from_numpy(np.stack(cast("list[np.ndarray]", hrs))) if has_hr else None,
         torch.from_numpy(np.stack(labels)),
     )
 
@@ -338,7 +343,10 @@ def validation_inputs(scenes: list[Scene], seed: int = 1234, **radiometry) -> li
         if scene.lr is not None:
             out.append((scene.lr, None, scene.label))
         else:
-            lr, hr = simulate_sentinel2(scene.hr, rng=rng, return_hr=True, **radiometry)
+            # a scene without lr has hr
+            lr, hr = simulate_sentinel2(
+                cast(np.ndarray, scene.hr), rng=rng, return_hr=True, **radiometry
+            )
             out.append((lr, hr, scene.label))
     return out
 
@@ -366,7 +374,7 @@ def scores_at(outputs: list[dict], inputs: list[tuple], rule: MaskRule = PLAIN) 
     image's PSNR (DN, peak 10000) against the 1 m target, next to bilinear and bicubic
     upsampling of the same input."""
     conf = dict.fromkeys(("tp", "fp", "fn", "tn"), 0)
-    psnr = {"model": [], "bilinear": [], "bicubic": []}
+    psnr: dict[str, list[float]] = {"model": [], "bilinear": [], "bicubic": []}
     for out, (lr, hr, label) in zip(outputs, inputs, strict=True):
         pred = rule.numpy(out["logits"]).astype(np.uint8)
         # only clean labels are scored: weak negatives (2) and ignored pixels (255) are not
@@ -379,9 +387,9 @@ def scores_at(outputs: list[dict], inputs: list[tuple], rule: MaskRule = PLAIN) 
                 up = F.interpolate(t, scale_factor=SCALE, mode=mode, align_corners=False)
                 psnr[mode].append(_psnr(up[0].numpy(), hr))
     result = scores_from_counts(conf)
-    for k, v in psnr.items():
-        if v:
-            result[f"psnr_{k}"] = float(np.mean(v))
+    for k, values in psnr.items():
+        if values:
+            result[f"psnr_{k}"] = float(np.mean(values))
     return result
 
 
@@ -437,7 +445,8 @@ def train(
     from ..models.model import resolve_device, save_model
     from ..progress import bar as progress_bar
 
-    rule = MaskRule(cfg.mask_rule)  # the mask that selection scores (checked before any work)
+    # the mask that selection scores (checked before any work: MaskRule refuses other kinds)
+    rule = MaskRule(cast("Literal['threshold', 'fraction']", cfg.mask_rule))
     if not train_scenes:
         raise TrainingDataError("the training set is empty after filtering")
     if not val_scenes:
@@ -458,7 +467,8 @@ def train(
     net = build_network(cfg.arch, **config)
     if start is not None:
         _load_matching(net, start, cfg.init_from)
-    net = net.to(device, memory_format=torch.channels_last)
+    # torch's stubs lack Module.to(memory_format=...), which torch accepts
+    net = net.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, cfg.steps))
     disc = disc_opt = None
@@ -468,7 +478,7 @@ def train(
         disc = UNetDiscriminatorSN(in_channels=3).to(device)
         disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr / 2, betas=(0.5, 0.999))
 
-    state = {"step": 0, "best": -1.0, "best_eval": None, "stale": 0, "history": []}
+    state: dict[str, Any] = {"step": 0, "best": -1.0, "best_eval": None, "stale": 0, "history": []}
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
         state = _resume(ckpt, cfg, net, opt, sched, disc, disc_opt)
@@ -542,6 +552,7 @@ def train(
         opt.step()
         if disc is not None and hr is not None and pred["sr"] is not None and not warm:
             # after the generator step, on the detached SR image: the two never share a graph
+            assert disc_opt is not None  # made with disc
             disc_opt.zero_grad()
             discriminator_loss(disc, pred["sr"], hr, std_t).backward()
             disc_opt.step()
