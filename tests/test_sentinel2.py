@@ -54,7 +54,7 @@ from xjointseg.sentinel2 import (
     processing_baseline,
     search_items,
 )
-from xjointseg.sentinel2._load import _period_stack
+from xjointseg.sentinel2._composite import _period_stack
 
 pytestmark = [
     # odc-loader's 20 m -> 10 m SCL warp of tiny files: rasterio's in-memory dataset warns.
@@ -369,8 +369,8 @@ def test_period_coordinates_and_metadata(composites):
 
 
 def test_each_period_loads_with_whole_time_axis_in_one_chunk(items):
+    from xjointseg.sentinel2._composite import _geobox
     from xjointseg.sentinel2._items import band_assets, find_asset
-    from xjointseg.sentinel2._load import _geobox
 
     its = [i for i in items if i.id.startswith("es-2019-") and i.id != "es-2019-0-old"]
     bands = ("B04",)

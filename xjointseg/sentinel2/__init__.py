@@ -6,7 +6,8 @@ periods, which archive, which DN offset an item gets).
 
 from ._catalog import CATALOGS, CatalogPreset
 from ._items import Sentinel2Warning, canonical_band, dn_offset, processing_baseline
-from ._load import BRIGHTNESS_DN, DEFAULT_BANDS, DEFAULT_SCL_MASK, load_sentinel2, search_items
+from ._load import load_sentinel2, search_items
+from ._options import BRIGHTNESS_DN, DEFAULT_BANDS, DEFAULT_SCL_MASK
 from ._periods import Period, parse_periods
 
 __all__ = [

@@ -1,0 +1,111 @@
+"""Staging composites in a Zarr v3 store (``load_sentinel2(store=...)``): written once,
+reopened lazily; replaced only when load_sentinel2 staged it, and then only its Zarr nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any, Literal
+
+import xarray as xr
+
+from ..errors import (
+    StagingStoreExistsError,
+    StorePathError,
+)
+from ..paths import check_writable, remove_zarr_store
+
+_TIME_ENCODING = {
+    "units": "milliseconds since 1970-01-01",
+    "calendar": "proleptic_gregorian",
+    "dtype": "int64",
+}
+
+STAGED_MARK = "xjointseg_composites"  # root attribute of the stores _stage writes
+
+
+def _staged_by_us(store: Any) -> bool:
+    """The store's root says load_sentinel2 wrote it (the only kind overwrite may replace)."""
+    if isinstance(store, str | os.PathLike) and "://" not in os.fspath(store):
+        try:
+            meta = json.loads((Path(store) / "zarr.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(meta.get("attributes", {}).get(STAGED_MARK))
+    try:
+        import zarr
+
+        return bool(zarr.open_group(store, mode="r").attrs.get(STAGED_MARK))
+    except Exception:  # nothing there, or not Zarr: not ours either way
+        return False
+
+
+def _check_stage_target(store: Any, overwrite: bool) -> None:
+    """Refuse a store that exists, unless overwrite and load_sentinel2 made it."""
+    if isinstance(store, str | os.PathLike) and "://" not in os.fspath(store):
+        path = Path(store)
+        check_writable(path, folder=True)
+        if not path.exists() or not any(path.iterdir()):
+            return
+    elif not overwrite:
+        return  # zarr's mode "w-" refuses an existing store below
+    if not overwrite:
+        raise StagingStoreExistsError(
+            f"{store} exists: pass overwrite=True to replace it, or another path"
+        )
+    if not _staged_by_us(store):
+        raise StagingStoreExistsError(
+            f"{store} exists and was not written by load_sentinel2: xjointseg does not delete "
+            "what it did not create. Pick another path, or remove it yourself"
+        )
+
+
+def _stage(ds: xr.Dataset, store: Any, overwrite: bool) -> xr.Dataset:
+    """Write composites to a Zarr v3 store (one Zarr chunk per dask chunk) and reopen lazily."""
+    _check_stage_target(store, overwrite)
+    out = ds.copy()
+    out = out.assign_coords(period=out["period"].astype(object))  # variable-length strings
+    out.attrs[STAGED_MARK] = 1
+    # Zarr chunks are regular (the last may be smaller): make every variable's chunking so
+    for name, var in out.data_vars.items():
+        if var.chunks is not None:
+            out[name] = var.chunk({d: c[0] for d, c in zip(var.dims, var.chunks, strict=True)})
+    encoding: dict[Hashable, dict[str, Any]] = {
+        name: {"chunks": tuple(c[0] for c in var.chunks)}
+        for name, var in out.data_vars.items()
+        if var.chunks is not None
+    }
+    for name in ("time", "period_start", "period_end"):
+        if name in out.coords:
+            encoding[name] = dict(_TIME_ENCODING)
+    mode: Literal["w", "w-", "a"] = "w" if overwrite else "w-"
+    if overwrite and isinstance(store, str | os.PathLike) and _staged_by_us(store):
+        # replace only what load_sentinel2 wrote: a user's files in the folder stay
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(os.fspath(store))
+        remove_zarr_store(fs, root.rstrip("/"))
+        mode = "a"
+    try:
+        out.to_zarr(
+            store,
+            mode=mode,
+            zarr_format=3,
+            consolidated=False,
+            encoding=encoding,
+        )
+    except (FileExistsError, ValueError) as exc:
+        if "exist" in str(exc).lower():
+            raise StagingStoreExistsError(
+                f"{store} already holds data: pass overwrite=True or another store"
+            ) from None
+        raise
+    except PermissionError as exc:
+        raise StorePathError(f"cannot write {store}: {exc.strerror}. Pick another path") from None
+    staged = xr.open_zarr(store, zarr_format=3, consolidated=False, chunks={})
+    if "spatial_ref" in staged.data_vars:  # the CRS travels as a scalar variable
+        staged = staged.set_coords("spatial_ref")
+    staged.attrs.pop(STAGED_MARK, None)
+    return staged.odc.assign_crs(ds.odc.crs)
