@@ -24,7 +24,7 @@ import xjointseg
 from xjointseg.models.decision import MaskRule
 from xjointseg.training import load_dubai, load_oscd, split_by_place
 from xjointseg.training.splits import DUBAI_SPLITS, OSCD_SPLITS
-from xjointseg.training.trainer import (
+from xjointseg.training.validation import (
     real_scores_at,
     real_validation_logits,
     real_validation_windows,

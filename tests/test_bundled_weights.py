@@ -42,7 +42,7 @@ def test_registered_validation_scores_are_reproduced():
     """The default model's recorded validation scores, recomputed from the shipped file: the
     simulated validation place and the real validation windows."""
     from xjointseg.training import evaluate, load_dubai, load_oscd, split_by_place
-    from xjointseg.training.trainer import (
+    from xjointseg.training.validation import (
         evaluate_real,
         real_validation_windows,
         validation_inputs,
@@ -66,7 +66,7 @@ def test_baseline_scores_are_reproduced_with_its_own_radiometry():
     """The baseline was trained and scored before the simulator was calibrated: its recorded
     scores hold on the simulation it was scored with (recorded beside them)."""
     from xjointseg.training import evaluate, load_dubai, split_by_place
-    from xjointseg.training.trainer import validation_inputs
+    from xjointseg.training.validation import validation_inputs
 
     entry = registered_models()["bilinear"]
     model = xjointseg.load_model("bilinear", device="cpu")

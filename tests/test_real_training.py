@@ -16,6 +16,7 @@ from test_training import stripes as aerial_stripes
 
 from xjointseg.metrics import roc_auc
 from xjointseg.models.jointseg import JointSegNet
+from xjointseg.training.batches import SimulationCache
 from xjointseg.training.datasets import (
     IGNORE,
     TrainingDataError,
@@ -30,11 +31,7 @@ from xjointseg.training.losses import (
     segmentation_loss,
     weak_loss,
 )
-from xjointseg.training.trainer import (
-    CheckpointError,
-    SimulationCache,
-    train,
-)
+from xjointseg.training.trainer import CheckpointError, train
 
 # --- data -------------------------------------------------------------------------------
 

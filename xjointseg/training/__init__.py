@@ -17,7 +17,8 @@ from .datasets import (
     split_by_place,
 )
 from .simulate import simulate_sentinel2
-from .trainer import CheckpointError, TrainConfig, evaluate, train
+from .trainer import CheckpointError, TrainConfig, train
+from .validation import evaluate
 
 __all__ = [
     "CheckpointError",

@@ -52,7 +52,7 @@ def aerial_scores(
     or ``gain`` / ``offset`` given, a fixed seed), with the network's own halo of context,
     the mask by the model's rule."""
     from .datasets import load_dubai
-    from .trainer import evaluate, validation_inputs
+    from .validation import evaluate, validation_inputs
 
     scenes = [s for s in load_dubai(dubai_root) if s.place in places]
     if not scenes:

@@ -41,14 +41,15 @@ from typing import Any, Literal, cast
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .._system import cpu_has_bf16 as _cpu_has_bf16
 from ..errors import OutputExistsError, XJointSegError
-from ..metrics import confusion, roc_auc, scores_from_counts
 from ..models.base import ISANetwork
 from ..models.decision import MaskRule
-from .datasets import IGNORE, SCALE, WEAK_BUILT, WEAK_NEGATIVE, Scene, TrainingDataError, WeakScene
+
+#: The mask of logits before a model's rule is chosen: probability >= 0.5.
+from .batches import SimulationCache, sample_batch, sample_real_batch
+from .datasets import Scene, TrainingDataError, WeakScene
 from .losses import (
     discriminator_loss,
     fraction_loss,
@@ -58,10 +59,13 @@ from .losses import (
     sr_l1,
     weak_loss,
 )
-from .simulate import DEFAULT_OFFSET, hr_dn, simulate_sentinel2
-
-#: The mask of logits before a model's rule is chosen: probability >= 0.5.
-PLAIN = MaskRule()
+from .validation import (
+    band_statistics,
+    evaluate,
+    evaluate_real,
+    real_validation_windows,
+    validation_inputs,
+)
 
 
 class CheckpointError(XJointSegError, ValueError):
@@ -113,311 +117,6 @@ class TrainConfig:
 def _set_seed(seed: int) -> None:
     random.seed(seed)
     torch.manual_seed(seed)
-
-
-def _augment(arrs: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
-    """The same random flip / rot90 on every (..., H, W) array."""
-    k = int(rng.integers(4))
-    flip = bool(rng.integers(2))
-    out = []
-    for a in arrs:
-        a = np.rot90(a, k, axes=(-2, -1))
-        out.append(np.ascontiguousarray(a[..., ::-1] if flip else a))
-    return out
-
-
-def scene_weights(scenes: list[Scene], weak_weight: float) -> np.ndarray:
-    """Sampling probabilities in proportion to how much supervision a scene carries: clean
-    labels count fully, weak negatives by their loss weight, ignored pixels not at all."""
-    w = np.array(
-        [
-            np.count_nonzero(s.label <= 1)
-            + weak_weight * np.count_nonzero(s.label == WEAK_NEGATIVE)
-            for s in scenes
-        ],
-        dtype=np.float64,
-    )
-    if w.sum() == 0:
-        raise TrainingDataError("no scene has a usable label: every pixel is ignored")
-    return w / w.sum()
-
-
-def _crop_origin(n: int, p: int, c: int, rng: np.random.Generator) -> int:
-    """First pixel of a crop of ``p`` in a scene of ``n``, with ``c`` pixels of context inside
-    the scene on both sides where it fits (else as much as the scene has)."""
-    if n >= p + 2 * c:
-        return int(rng.integers(n - p - 2 * c + 1)) + c
-    return int(rng.integers(max(n - p, 0) + 1))
-
-
-class SimulationCache:
-    """Simulated 10 m versions of the training scenes, made once and reused.
-
-    Simulating the window around every crop would cost more than the training step (the
-    blur runs at 1 m over the whole receptive field). Instead each scene is simulated whole,
-    ``versions`` times with its own random radiometry (drawn from ``(seed, scene, version)``,
-    so a resumed run sees the same inputs), when first drawn; a crop then takes its input
-    from one version and makes its 1 m target with that version's gain and offset.
-    """
-
-    def __init__(self, versions: int, augment: bool, seed: int) -> None:
-        self.versions, self.augment, self.seed = versions, augment, seed
-        self._made: dict[tuple[int, int], tuple[np.ndarray, dict]] = {}
-
-    def get(self, index: int, scene: Scene, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
-        if scene.lr is not None:  # a real 10 m input: nothing to simulate
-            return scene.lr, {}
-        key = (index, int(rng.integers(self.versions)))
-        if key not in self._made:
-            draw = np.random.default_rng([self.seed, *key])
-            # a scene without lr has hr
-            self._made[key] = simulate_sentinel2(
-                cast(np.ndarray, scene.hr), augment=self.augment, rng=draw, return_radiometry=True
-            )
-        return self._made[key]
-
-
-def sample_batch(
-    scenes: list[Scene],
-    cfg: TrainConfig,
-    context: int,
-    fill: np.ndarray,
-    rng: np.random.Generator,
-    cache: SimulationCache | None = None,
-):
-    """Random crops aligned to the 10 m grid: (input with context, 1 m target or None, label)."""
-    xs, hrs, labels = [], [], []
-    p, c = cfg.crop, context
-    cache = cache or SimulationCache(1, cfg.radiometry_augment, cfg.seed)
-    weights = scene_weights(scenes, cfg.weak_weight)
-    for _ in range(cfg.batch_size):
-        index = int(rng.choice(len(scenes), p=weights))
-        scene = scenes[index]
-        h, w = scene.label.shape[0] // SCALE, scene.label.shape[1] // SCALE
-        y0, x0 = _crop_origin(h, p, c, rng), _crop_origin(w, p, c, rng)
-        lr, radiometry = cache.get(index, scene, rng)
-        big = _window(lr, y0, x0, p, c, fill)
-        label = np.full((p * SCALE, p * SCALE), IGNORE, np.uint8)
-        hr_crop = np.zeros((3, p * SCALE, p * SCALE), np.float32)
-        yy, xx = min(p, h - y0), min(p, w - x0)
-        ys, xs_ = slice(y0 * SCALE, (y0 + yy) * SCALE), slice(x0 * SCALE, (x0 + xx) * SCALE)
-        label[: yy * SCALE, : xx * SCALE] = scene.label[ys, xs_]
-        if radiometry:
-            # radiometry comes only with a simulation from hr
-            hr_crop[:, : yy * SCALE, : xx * SCALE] = hr_dn(
-                cast(np.ndarray, scene.hr)[ys, xs_], **radiometry
-            )
-        big, label, hr_crop = _augment([big, label, hr_crop], rng)
-        xs.append(big)
-        labels.append(label)
-        hrs.append(hr_crop if radiometry else None)
-    has_hr = all(h is not None for h in hrs)
-    return (
-        torch.from_numpy(np.stack(xs)),
-        torch.from_numpy(np.stack(cast("list[np.ndarray]", hrs))) if has_hr else None,
-        torch.from_numpy(np.stack(labels)),
-    )
-
-
-def _window(lr: np.ndarray, y0: int, x0: int, p: int, c: int, fill: np.ndarray) -> np.ndarray:
-    """``lr[:, y0-c : y0+p+c, x0-c : x0+p+c]`` with ``fill`` beyond the scene and for NaN."""
-    h, w = lr.shape[1:]
-    big = np.broadcast_to(fill[:, None, None], (3, p + 2 * c, p + 2 * c)).copy()
-    ya, yb, xa, xb = max(y0 - c, 0), min(y0 + p + c, h), max(x0 - c, 0), min(x0 + p + c, w)
-    part = lr[:, ya:yb, xa:xb]
-    big[:, ya - (y0 - c) : yb - (y0 - c), xa - (x0 - c) : xb - (x0 - c)] = np.where(
-        np.isnan(part), fill[:, None, None], part
-    )
-    return big
-
-
-def _crop_labels(labels: np.ndarray, y0: int, x0: int, p: int) -> np.ndarray:
-    out = np.full((p, p), IGNORE, np.uint8)
-    part = labels[y0 : y0 + p, x0 : x0 + p]
-    out[: part.shape[0], : part.shape[1]] = part
-    return out
-
-
-def sample_real_batch(
-    scenes: list[WeakScene],
-    cfg: TrainConfig,
-    context: int,
-    fill: np.ndarray,
-    rng,
-    crop: int | None = None,
-    batch_size: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real crops with ``context`` pixels of real context, and their weak 10 m labels.
-
-    Radiometric augmentation (with ``radiometry_augment``): a gain of x0.9-1.1 per crop, and
-    up to the simulator's whole path-radiance offset removed, so L1C training images also
-    stand in for atmospherically corrected ones.
-    """
-    p = crop or cfg.crop
-    counts = np.array([s.labelled for s in scenes], np.float64)
-    xs, labels = [], []
-    for _ in range(batch_size or cfg.real_batch_size):
-        scene = scenes[int(rng.choice(len(scenes), p=counts / counts.sum()))]
-        h, w = scene.weak.shape
-        y0, x0 = _crop_origin(h, p, context, rng), _crop_origin(w, p, context, rng)
-        x = _window(scene.lr, y0, x0, p, context, fill)
-        if cfg.radiometry_augment:
-            haze = 10000 * np.asarray(DEFAULT_OFFSET, np.float32) * rng.uniform(0, 1)
-            x = np.clip((x - haze[:, None, None]) * rng.uniform(0.9, 1.1), 1, None)
-        x, label = _augment([x.astype(np.float32), _crop_labels(scene.weak, y0, x0, p)], rng)
-        xs.append(x)
-        labels.append(label)
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(labels))
-
-
-def real_validation_windows(
-    scenes: list[WeakScene], context: int, size: int = 32, per_scene: int = 4, seed: int = 1234
-) -> list[tuple]:
-    """Fixed windows of each real validation scene: (scene, origin, built class, weak)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for scene in scenes:
-        if scene.built_class is None:
-            raise TrainingDataError(f"{scene.name}: a validation scene needs its built class")
-        h, w = scene.weak.shape
-        for _ in range(per_scene):
-            y0, x0 = _crop_origin(h, size, context, rng), _crop_origin(w, size, context, rng)
-            built = _crop_labels(scene.built_class, y0, x0, size)
-            out.append((scene, (y0, x0), built, _crop_labels(scene.weak, y0, x0, size)))
-    return out
-
-
-@torch.inference_mode()
-def real_validation_logits(net: ISANetwork, windows: list[tuple], context: int) -> list:
-    """The 1 m logits of each real validation window (as float32 numpy)."""
-    net.eval()
-    fill = net.band_mean.view(-1).cpu().numpy()
-    device = next(net.parameters()).device
-    out = []
-    for scene, (y0, x0), built, _ in windows:
-        x = _window(scene.lr, y0, x0, built.shape[0], context, fill)
-        out.append(net.segment_logits(torch.from_numpy(x)[None].to(device), context)[0, 0])
-    net.train()
-    return [t.float().cpu().numpy() for t in out]
-
-
-def real_scores_at(logits: list, windows: list[tuple], rule: MaskRule = PLAIN) -> dict:
-    """ROC AUC of each 10 m pixel's share of 1 m ISA (the mask ``rule`` makes) against
-    the built class, pooled over windows; and the mean ISA share in confidently built-up and
-    in confidently not built-up 10 m pixels."""
-    fracs = [
-        rule.numpy(lg).reshape(lg.shape[0] // SCALE, SCALE, -1, SCALE).mean(axis=(1, 3)).ravel()
-        for lg in logits
-    ]
-    frac = np.concatenate(fracs)
-    ref = np.concatenate([w[2].ravel() for w in windows])
-    weak = np.concatenate([w[3].ravel() for w in windows])
-    return {
-        "real_auc": roc_auc(frac, ref),
-        "real_share_built": float(frac[weak == WEAK_BUILT].mean()),
-        "real_share_not_built": float(frac[weak == 0].mean()),
-    }
-
-
-def evaluate_real(
-    net: ISANetwork, windows: list[tuple], context: int, rule: MaskRule = PLAIN
-) -> dict:
-    """:func:`real_scores_at` of the network's logits on the windows."""
-    return real_scores_at(real_validation_logits(net, windows, context), windows, rule)
-
-
-def _psnr(a: np.ndarray, b: np.ndarray, peak: float = 10000.0) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    if not np.isfinite(mse):
-        return float("nan")  # a diverged SR branch: reported, not a crash
-    return 10 * math.log10(peak**2 / mse) if mse > 0 else float("inf")
-
-
-def validation_inputs(scenes: list[Scene], seed: int = 1234, **radiometry) -> list[tuple]:
-    """Simulate each held-out scene once, with a fixed seed: (10 m input, 1 m target, label).
-
-    ``radiometry``: ``gain`` / ``offset`` of the simulation, if not the defaults."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for scene in scenes:
-        if scene.lr is not None:
-            out.append((scene.lr, None, scene.label))
-        else:
-            # a scene without lr has hr
-            lr, hr = simulate_sentinel2(
-                cast(np.ndarray, scene.hr), rng=rng, return_hr=True, **radiometry
-            )
-            out.append((lr, hr, scene.label))
-    return out
-
-
-@torch.inference_mode()
-def validation_outputs(net: ISANetwork, inputs: list[tuple], context: int) -> list[dict]:
-    """The network on whole held-out scenes: 1 m logits and SR image (float32 numpy)."""
-    net.eval()
-    fill = net.band_mean.view(-1).cpu().numpy()
-    device = next(net.parameters()).device
-    outs = []
-    for lr, _, _ in inputs:
-        shape = (3, lr.shape[1] + 2 * context, lr.shape[2] + 2 * context)
-        x = np.broadcast_to(fill[:, None, None], shape).copy()
-        x[:, context : context + lr.shape[1], context : context + lr.shape[2]] = lr
-        out = net(torch.from_numpy(x)[None].to(device), context)
-        sr = out["sr"][0].float().cpu().numpy() if out["sr"] is not None else None
-        outs.append({"logits": out["logits"][0, 0].float().cpu().numpy(), "sr": sr})
-    net.train()
-    return outs
-
-
-def scores_at(outputs: list[dict], inputs: list[tuple], rule: MaskRule = PLAIN) -> dict:
-    """Scores of the mask ``rule`` makes of :func:`validation_outputs`' logits, plus the SR
-    image's PSNR (DN, peak 10000) against the 1 m target, next to bilinear and bicubic
-    upsampling of the same input."""
-    conf = dict.fromkeys(("tp", "fp", "fn", "tn"), 0)
-    psnr: dict[str, list[float]] = {"model": [], "bilinear": [], "bicubic": []}
-    for out, (lr, hr, label) in zip(outputs, inputs, strict=True):
-        pred = rule.numpy(out["logits"]).astype(np.uint8)
-        # only clean labels are scored: weak negatives (2) and ignored pixels (255) are not
-        for k, v in confusion(pred, label, ignore=(WEAK_NEGATIVE, IGNORE)).items():
-            conf[k] += v
-        if hr is not None and out["sr"] is not None:
-            t = torch.from_numpy(lr)[None]
-            psnr["model"].append(_psnr(out["sr"], hr))
-            for mode in ("bilinear", "bicubic"):
-                up = F.interpolate(t, scale_factor=SCALE, mode=mode, align_corners=False)
-                psnr[mode].append(_psnr(up[0].numpy(), hr))
-    result = scores_from_counts(conf)
-    for k, values in psnr.items():
-        if values:
-            result[f"psnr_{k}"] = float(np.mean(values))
-    return result
-
-
-def evaluate(net: ISANetwork, inputs: list[tuple], context: int, rule: MaskRule = PLAIN) -> dict:
-    """:func:`scores_at` of the network on whole held-out scenes."""
-    return scores_at(validation_outputs(net, inputs, context), inputs, rule)
-
-
-def band_statistics(
-    scenes: list[Scene], seed: int = 0, real: list[WeakScene] | None = None
-) -> tuple[list[float], list[float]]:
-    """Per-band mean and std of the 10 m inputs (simulated, and real when given, half and
-    half): the network's normalisation."""
-    rng = np.random.default_rng(seed)
-
-    def pooled(items, get):
-        values = [get(s).reshape(3, -1) for s in items[:: max(1, len(items) // 20)]]
-        v = np.concatenate(values, axis=1)
-        return v[:, ~np.isnan(v).any(0)]
-
-    parts = [
-        pooled(scenes, lambda s: s.lr if s.lr is not None else simulate_sentinel2(s.hr, rng=rng))
-    ]
-    if real:
-        parts.append(pooled(real, lambda s: s.lr))
-    mean = np.mean([p.mean(1) for p in parts], axis=0)
-    var = np.mean([p.var(1) + (p.mean(1) - mean) ** 2 for p in parts], axis=0)
-    return mean.tolist(), np.maximum(np.sqrt(var), 1.0).tolist()
 
 
 def train(
