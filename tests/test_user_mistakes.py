@@ -322,6 +322,37 @@ MISTAKES = [
     ),
     ("growth: min_valid 5", lambda t: growth(ISA2, min_valid=5), errors.OptionError, "0 to 1"),
     (
+        "growth: years with NaN",
+        lambda t: growth(ISA2, years=[float("nan"), 2019]),
+        errors.OptionError,
+        "increasing values",
+    ),
+    (
+        "growth: years a string",
+        lambda t: growth(ISA2, years="20172019"),
+        errors.OptionError,
+        "numbers",
+    ),
+    (
+        "growth: years of words",
+        lambda t: growth(ISA2, years=["a", "b"]),
+        errors.OptionError,
+        "numbers",
+    ),
+    ("growth: years=5", lambda t: growth(ISA2, years=5), errors.OptionError, "numbers"),
+    (
+        "growth: years a dict missing a period",
+        lambda t: growth(ISA2, years={}),
+        errors.OptionError,
+        "no entry",
+    ),
+    (
+        "first_period: periods out of order",
+        lambda t: first_period(ISA2.isel(time=[1, 0])),
+        errors.OptionError,
+        "sortby",
+    ),
+    (
         "growth: thresholds increase",
         lambda t: growth(ISA2, classes=[("slow", 0.0), ("fast", 0.1)]),
         errors.OptionError,

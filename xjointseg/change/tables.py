@@ -98,6 +98,21 @@ def area(
     return pd.DataFrame(rows)
 
 
+def _given_years(years: Any, cube: xr.DataArray, nt: int) -> list[float]:
+    """``years=`` as decimal years, one per period (a sequence, or a mapping label -> year)."""
+    example = f"e.g. years={[2017 + 2 * i for i in range(nt)]}"
+    if isinstance(years, str) or not isinstance(years, Mapping | Sequence | np.ndarray):
+        raise OptionError(f"years must be {nt} numbers, one per period, {example}; got {years!r}")
+    try:
+        if isinstance(years, Mapping):
+            return [float(years[k]) for k in cube[cube.dims[0]].values]
+        return [float(y) for y in years]
+    except KeyError as exc:
+        raise OptionError(f"years has no entry for period {exc.args[0]!r}; {example}") from None
+    except (TypeError, ValueError):
+        raise OptionError(f"years must be {nt} numbers, {example}; got {years!r}") from None
+
+
 def _decimal_years(labels: Sequence) -> list[float]:
     def one(value) -> float:
         if isinstance(value, pd.Timestamp | np.datetime64):
@@ -220,11 +235,13 @@ def growth(
     labels = period_labels(cube)
     if years is None:
         yrs = _decimal_years(labels)
-    elif isinstance(years, Mapping):
-        yrs = [float(years[k]) for k in cube[cube.dims[0]].values]
     else:
-        yrs = [float(y) for y in years]
-    if len(yrs) != nt or any(b <= a for a, b in zip(yrs[:-1], yrs[1:], strict=True)):
+        yrs = _given_years(years, cube, nt)
+    if (
+        len(yrs) != nt
+        or not all(math.isfinite(y) for y in yrs)
+        or any(b <= a for a, b in zip(yrs[:-1], yrs[1:], strict=True))
+    ):
         raise OptionError(f"years must be {nt} increasing values, one per period; got {yrs}")
     classes = _growth_classes(classes)
     min_valid = share_option("min_valid", min_valid)
