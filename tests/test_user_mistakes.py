@@ -615,6 +615,16 @@ CLI_MISTAKES = [
         "not a folder",
     ),
     (
+        "train --data dubai=FOLDER without classes.json",
+        lambda t, w: ["train", "--data", f"dubai={_folder(t)}", "--out", str(t / "o")],
+        "classes.json",
+    ),
+    (
+        "train --out FILE",
+        lambda t, w: ["train", "--data", f"dubai={_folder(t)}", "--out", str(_file(t))],
+        "is a file",
+    ),
+    (
         "train --data paris=PATH",
         lambda t, w: ["train", "--data", "paris=/x", "--out", str(t)],
         "dubai=PATH",

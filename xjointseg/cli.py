@@ -41,10 +41,12 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .paths import check_writable
     from .training.datasets import load_dubai, load_massachusetts, load_oscd, split_by_place
     from .training.splits import DUBAI_SPLITS, OSCD_SPLITS
     from .training.trainer import TrainConfig, train
 
+    check_writable(args.out, folder=True)  # a file or a read-only folder: refused before loading
     scenes = []
     for spec in args.data:
         kind, _, path = spec.partition("=")
@@ -53,6 +55,11 @@ def _train(args: argparse.Namespace) -> int:
             raise OptionError(f"--data takes dubai=PATH or massachusetts=PATH, not {spec!r}")
         if not Path(path).expanduser().is_dir():
             raise OptionError(f"--data {spec}: {path} is not a folder: give the dataset's folder")
+        if kind == "dubai" and not (Path(path).expanduser() / "classes.json").is_file():
+            raise OptionError(
+                f"--data {spec}: {path} has no classes.json: give the Dubai set's folder (the "
+                "one holding classes.json and tile1 ... tile7)"
+            )
         scenes += loader(path)
     # test places are never seen: neither in training nor in checkpoint selection
     scenes = [s for s in scenes if s.place not in DUBAI_SPLITS["test"]]
