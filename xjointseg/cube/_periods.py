@@ -11,14 +11,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..errors import (
-    CubeMismatchError,
-    PeriodConflictError,
-)
-from ..schema import (
-    key_value,
-    period_key,
-)
+from ..errors import CubeMismatchError, PeriodConflictError
+from ..schema import key_value, period_key
 from ._store import BOOK, FORMAT, _read_json, _records, _Target, _write_record
 from ._template import _coord_values, _describe_grid, _period_encoding, _root_attrs, _same_grid
 

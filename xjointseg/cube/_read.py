@@ -10,10 +10,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from ..errors import (
-    NotACubeError,
-    OptionError,
-)
+from ..errors import NotACubeError, OptionError
 from ._store import _book, _done_blocks, _records, _Target
 
 

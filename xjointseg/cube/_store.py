@@ -13,9 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..errors import (
-    OptionError,
-)
+from ..errors import OptionError
 from ..paths import check_writable
 
 BOOK = "_xjointseg"
@@ -178,6 +176,4 @@ def _is_partial_template(target: _Target) -> bool:
     root carrying the cube's own format attribute counts: other stores are never deleted.
     """
     fs, root = target.fs()
-    meta = _read_json(fs, f"{root}/zarr.json")
-    attrs = (meta or {}).get("attributes", {})
-    return attrs.get("xjointseg_cube_format") == FORMAT and not fs.exists(f"{root}/{BOOK}/done")
+    return _is_ours(target) and not fs.exists(f"{root}/{BOOK}/done")

@@ -15,9 +15,7 @@ import numpy as np
 import xarray as xr
 
 from .._version import __version__
-from ..errors import (
-    OptionError,
-)
+from ..errors import OptionError
 from ..schema import (
     FINGERPRINT_COORD,
     FLAG_MEANINGS,

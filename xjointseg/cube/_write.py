@@ -15,20 +15,10 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..errors import (
-    CubeError,
-    CubeInputError,
-    CubeMismatchError,
-    OptionError,
-)
+from ..errors import CubeError, CubeInputError, CubeMismatchError, OptionError
 from ..paths import remove_zarr_store
 from ..progress import compute as compute_job
-from ..schema import (
-    check_isa_map,
-    check_isa_values,
-    period_key,
-    period_kind,
-)
+from ..schema import check_isa_map, check_isa_values, period_key, period_kind
 from ._periods import _claim_periods, _compatible, _mismatch_message, _record, _sources
 from ._read import open_cube
 from ._store import (

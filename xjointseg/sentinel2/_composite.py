@@ -14,11 +14,7 @@ from odc.geo import xy_
 from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
-from ..errors import (
-    CatalogError,
-    MixedCRSError,
-    ProjectionError,
-)
+from ..errors import CatalogError, MixedCRSError, ProjectionError
 from ._options import _SCL_CLOUDS, BRIGHTNESS_DN
 
 

@@ -20,9 +20,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from .._version import __version__
-from ..errors import (
-    OptionError,
-)
+from ..errors import OptionError
 from ._catalog import Signer, find_period_items, open_source
 from ._composite import _check_items, _composite, _geobox, _period_stack
 from ._items import (

@@ -9,16 +9,8 @@ from typing import Any
 import numpy as np
 from odc.geo.geom import Geometry, box
 
-from ..errors import (
-    BandError,
-    BBoxError,
-    CRSError,
-    OptionError,
-)
-from ._items import (
-    SCL,
-    canonical_band,
-)
+from ..errors import BandError, BBoxError, CRSError, OptionError
+from ._items import SCL, canonical_band
 
 DEFAULT_BANDS = ("B02", "B03", "B04", "B08")
 

@@ -11,10 +11,7 @@ from typing import Any, Literal
 
 import xarray as xr
 
-from ..errors import (
-    StagingStoreExistsError,
-    StorePathError,
-)
+from ..errors import StagingStoreExistsError, StorePathError
 from ..paths import check_writable, remove_zarr_store
 
 _TIME_ENCODING = {
