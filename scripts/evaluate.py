@@ -76,6 +76,12 @@ def print_model(name: str, r: dict) -> None:
         f"| {a['f1']:.3f} | {a['precision']:.3f} | {a['recall']:.3f} | {a['macro_f1']:.3f} "
         f"| {psnr} | {a.get('psnr_bicubic', float('nan')):.2f} |"
     )
+    fine, smooth = a["placement_auc"], a["placement_auc_smooth"]
+    print(
+        f"Placement inside mixed 10 m pixels (within-pixel AUC, 0.5 = no skill): 1 m "
+        f"probability {fine:.3f}, its own 10 m field up-sampled {smooth:.3f} "
+        f"(gain {fine - smooth:+.3f})"
+    )
     u = a["uncalibrated"]
     print(
         f"Same places simulated with the uncalibrated radiometry (gain {UNCALIBRATED['gain']} "

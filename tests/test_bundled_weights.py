@@ -120,3 +120,18 @@ def test_demo_with_the_default_model_follows_land_use(tmp_path):
     assert share["residential"] > 0.25, share
     for other in ("forest", "meadow", "water"):  # ISA concentrates where people live
         assert share[other] < share["residential"] / 4, share
+
+
+def test_registered_placement_is_reproduced_and_shown():
+    """Model.placement (the registry's within-pixel AUC of the shipped weights on the Dubai
+    test places) holds when recomputed from the bundled file, and captions say it."""
+    from xjointseg.models.model import placement_note
+    from xjointseg.training.evaluation import aerial_scores
+
+    model = xjointseg.load_model("jointseg", device="cpu")
+    recorded = model.placement
+    assert recorded is not None and recorded["places"] == DUBAI_SPLITS["test"]
+    scores = aerial_scores(model, shared_path("hr", "dubai"), recorded["places"])
+    assert scores["placement_auc"] == pytest.approx(recorded["within_pixel_auc"], abs=2e-3)
+    assert scores["placement_auc_smooth"] == pytest.approx(recorded["smooth_field_auc"], abs=2e-3)
+    assert f"{recorded['within_pixel_auc']:.3f}" in placement_note(model)

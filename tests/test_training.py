@@ -221,3 +221,49 @@ def test_adversarial_term_trains_generator_and_discriminator_after_warmup(tmp_pa
     assert any(not torch.equal(a, b) for a, b in zip(after, counted_disc.before, strict=True))
     blob = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert blob["disc"] is not None and blob["disc_opt"] is not None
+
+
+def test_placement_loss_ranks_inside_cells_and_ignores_their_share():
+    import torch
+
+    from xjointseg.training.losses import placement_loss
+
+    rng = np.random.default_rng(3)
+    label = torch.from_numpy((rng.random((2, 20, 20)) < 0.4).astype(np.uint8))
+    right = label[:, None].float() * 2 - 1  # ISA pixels above the others in every cell
+    assert placement_loss(right * 3, label) < placement_loss(-right * 3, label)
+    # a constant per 10 m pixel (its share) changes neither the loss nor the ranking
+    logits = torch.from_numpy(rng.normal(size=(2, 1, 20, 20)).astype(np.float32))
+    logits.requires_grad_(True)
+    shift = torch.from_numpy(np.kron(rng.normal(size=(2, 1, 2, 2)), np.ones((10, 10))))
+    assert placement_loss(logits + shift.float(), label).item() == pytest.approx(
+        placement_loss(logits, label).item(), rel=1e-5
+    )
+    placement_loss(logits, label).backward()
+    per_cell = logits.grad[:, 0].reshape(2, 2, 10, 2, 10).sum(dim=(2, 4))
+    assert torch.allclose(per_cell, torch.zeros_like(per_cell), atol=1e-6)
+    # ignored labels or a cell without a mix leave nothing to rank: zero, with a graph
+    ignored = torch.full((2, 20, 20), IGNORE, dtype=torch.uint8)
+    zero = placement_loss(logits, ignored)
+    assert zero.item() == 0.0 and zero.requires_grad
+
+
+def test_train_only_freezes_every_other_layer(tmp_path):
+    import xjointseg
+    from xjointseg.models.weights import read_weights
+
+    train(TRAIN, VAL, small_cfg(steps=10), tmp_path / "start", progress=False)
+    start = tmp_path / "start" / "best.safetensors"
+    cfg = small_cfg(steps=10, init_from=str(start), train_only=["head."], placement_weight=1.0)
+    result = train(TRAIN, VAL, cfg, tmp_path / "head", progress=False)
+    before = read_weights(start).tensors
+    after = read_weights(tmp_path / "head" / "best.safetensors")
+    changed = {k for k in before if not np.array_equal(before[k].numpy(), after.tensors[k].numpy())}
+    assert changed and all(k.startswith("head.") for k in changed)
+    # validation reports the placement skill next to its smooth baseline
+    assert {"placement_auc", "placement_auc_smooth"} <= set(result["best"])
+    assert xjointseg.load_model(tmp_path / "head" / "best.safetensors").metadata["training"][
+        "train_only"
+    ] == ["head."]
+    with pytest.raises(TrainingDataError, match="names no layer.*body"):
+        train(TRAIN, VAL, small_cfg(train_only=["trunk."]), tmp_path / "none", progress=False)

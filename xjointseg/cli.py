@@ -93,6 +93,8 @@ def _train(args: argparse.Namespace) -> int:
         built_floor=args.built_floor,
         mask_sharpness=args.mask_sharpness,
         consistency_weight=args.consistency_weight,
+        placement_weight=args.placement_weight,
+        train_only=list(args.train_only),
         mask_rule=args.mask_rule,
         fraction_weight=args.fraction_weight,
         pos_weight=args.pos_weight,
@@ -490,6 +492,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="real crops: hold the 1 m map's share of each 10 m pixel to the 10 m prior",
+    )
+    t.add_argument(
+        "--placement-weight",
+        type=float,
+        default=0.0,
+        help="ranking loss inside mixed 10 m pixels: where the ISA of a pixel lies",
+    )
+    t.add_argument(
+        "--train-only",
+        nargs="+",
+        default=[],
+        metavar="PREFIX",
+        help="train only the layers whose names start so (e.g. fusion.); the rest is frozen",
     )
     t.add_argument(
         "--mask-rule",

@@ -149,7 +149,7 @@ def _plain(*axes) -> None:
         ax.ticklabel_format(useOffset=False, style="plain")
 
 
-def _figures(ds, cube, frac, out: Path, model_name: str) -> dict[str, Path]:
+def _figures(ds, cube, frac, out: Path, model_name: str, placement: str) -> dict[str, Path]:
     from matplotlib.colors import ListedColormap
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
@@ -185,7 +185,9 @@ def _figures(ds, cube, frac, out: Path, model_name: str) -> dict[str, Path]:
     codes = window.values
     shown = np.where(codes == NODATA, 2, codes)
     right.imshow(shown, extent=win_extent, cmap=colours, vmin=0, vmax=2, interpolation="nearest")
-    right.set_title(f"{ZOOM_M} m x {ZOOM_M} m at full 1 m resolution (red: ISA)")
+    right.set_title(
+        f"{ZOOM_M} m x {ZOOM_M} m at full 1 m resolution (red: ISA)\n{placement}", fontsize=9
+    )
     right.set_xlabel("x (m)")
     right.set_ylabel("y (m)")
     left.add_patch(
@@ -275,7 +277,7 @@ def run_demo(
     """
 
     from .data import demo_item_path, load_demo_scene
-    from .models.model import load_model
+    from .models.model import load_model, placement_note
     from .pipeline import write_cube
     from .segment import segment
 
@@ -315,7 +317,7 @@ def run_demo(
     say(f"4/5 COG    {cog}")
 
     frac = cube.isa.fraction(10)
-    figures = _figures(ds, cube, frac, out, m.name)
+    figures = _figures(ds, cube, frac, out, m.name, placement_note(m))
     say(f"5/5 plots  {', '.join(p.name for p in figures.values())}")
 
     table = cube.isa.area()

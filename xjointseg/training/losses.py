@@ -150,3 +150,34 @@ def prior_consistency_loss(
     log_m, log_not = _log_block_means(logits, sharpness)
     target = torch.sigmoid(logits10.float()[:, 0]).detach()
     return -(target * log_m + (1 - target) * log_not).mean()
+
+
+def placement_loss(
+    logits: torch.Tensor, label: torch.Tensor, shares: tuple[float, float] = (0.05, 0.95)
+) -> torch.Tensor:
+    """Where, not how much: a pairwise ranking loss inside each mixed 10 m pixel.
+
+    For every 10 x 10 cell whose labels are all clean (0 or 1) and whose ISA share lies in
+    ``shares``, each (ISA pixel, non-ISA pixel) pair of the cell adds
+    ``softplus(logit_non_isa - logit_isa)`` (RankNet's logistic pair loss; Burges et al.
+    2005, "Learning to rank using gradient descent", ICML), averaged over all pairs. A
+    constant added to a cell's logits changes nothing, so the term is blind to each 10 m
+    pixel's share — what the segmentation and fraction losses train — and only teaches the
+    ranking inside the cell that :func:`xjointseg.metrics.within_pixel_auc` scores and the
+    fraction mask rule uses to place a pixel's ISA. Zero (with a graph) without a mixed cell.
+    """
+    z = logits.float()[:, 0]
+    n, h, w = z.shape
+    as_cells = lambda t: (  # noqa: E731
+        t.reshape(n, h // SCALE, SCALE, w // SCALE, SCALE).transpose(2, 3).reshape(-1, SCALE**2)
+    )
+    cells, y = as_cells(z), as_cells(label)
+    clean = ((y == 0) | (y == 1)).all(dim=1)
+    share = (y == 1).float().mean(dim=1)
+    keep = clean & (share >= shares[0]) & (share <= shares[1])
+    if not keep.any():
+        return z.sum() * 0.0
+    s, pos = cells[keep], (y[keep] == 1).float()
+    pairs = pos[:, :, None] * (1 - pos)[:, None, :]  # [cell, ISA pixel, other pixel]
+    loss = F.softplus(s[:, None, :] - s[:, :, None]) * pairs
+    return loss.sum() / pairs.sum()

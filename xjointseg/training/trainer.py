@@ -54,6 +54,7 @@ from .losses import (
     discriminator_loss,
     fraction_loss,
     generator_adversarial_loss,
+    placement_loss,
     prior_consistency_loss,
     segmentation_loss,
     sr_l1,
@@ -96,6 +97,8 @@ class TrainConfig:
     built_floor: float = 0.4  # ISA share a confidently built-up 10 m pixel must reach
     mask_sharpness: float = 1.0  # weak loss on sigmoid(k * logit): k > 1 nears the 0/1 mask
     consistency_weight: float = 0.0  # real crops: 1 m share held to the 10 m prior's
+    placement_weight: float = 0.0  # ranking inside mixed 10 m pixels (losses.placement_loss)
+    train_only: list[str] = field(default_factory=list)  # layer-name prefixes; []: all
     mask_rule: str = "fraction"  # how the saved weights' mask is made (models.decision)
     prior_batch_size: int = 8  # real crops per step that train the 10 m prior alone
     prior_crop: int = 48  # their side, in 10 m pixels (only the 10 m layers run on them)
@@ -168,7 +171,7 @@ def train(
         _load_matching(net, start, cfg.init_from)
     # torch's stubs lack Module.to(memory_format=...), which torch accepts
     net = net.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    opt = torch.optim.Adam(_trainable(net, cfg.train_only), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, cfg.steps))
     disc = disc_opt = None
     if cfg.adv_weight > 0:
@@ -215,6 +218,8 @@ def train(
             loss = loss + cfg.seg_weight * segmentation_loss(
                 pred["logits"], label, cfg.weak_weight, cfg.pos_weight, cfg.dice_weight
             )
+            if cfg.placement_weight:
+                loss = loss + cfg.placement_weight * placement_loss(pred["logits"], label)
             if pred.get("logits10") is not None:
                 loss = loss + cfg.fraction_weight * fraction_loss(pred["logits10"], label)
             if real_train and cfg.real_batch_size > 0:
@@ -247,7 +252,9 @@ def train(
                 )
         opt.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)  # RRDB trunks can spike
+        torch.nn.utils.clip_grad_norm_(
+            opt.param_groups[0]["params"], cfg.clip_grad
+        )  # RRDB trunks can spike
         opt.step()
         if disc is not None and hr is not None and pred["sr"] is not None and not warm:
             # after the generator step, on the detached SR image: the two never share a graph
@@ -332,6 +339,26 @@ def _load_matching(net: ISANetwork, start, path) -> None:
             f"other shapes {wrong[:3]}"
         )
     net.load_state_dict(start.tensors, strict=False)
+
+
+def _trainable(net: ISANetwork, prefixes: list[str]) -> list[torch.nn.Parameter]:
+    """The parameters to train: every one, or those whose names start with one of
+    ``prefixes`` (the others are frozen: e.g. ``["fusion."]`` trains the 1 m head alone on
+    a trunk that already ranks built-up land)."""
+    if not prefixes:
+        return list(net.parameters())
+    chosen = []
+    for name, param in net.named_parameters():
+        param.requires_grad_(name.startswith(tuple(prefixes)))
+        if param.requires_grad:
+            chosen.append(param)
+    if not chosen:
+        layers = sorted({name.split(".")[0] for name, _ in net.named_parameters()})
+        raise TrainingDataError(
+            f"train_only {prefixes} names no layer of this '{net.arch}' network; its layers: "
+            f"{', '.join(layers)}"
+        )
+    return chosen
 
 
 def _lr_factor(step: int, total: int) -> float:

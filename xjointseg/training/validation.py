@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..metrics import confusion, roc_auc, scores_from_counts
+from ..metrics import confusion, placement_counts, roc_auc, scores_from_counts, smooth_placement
 from ..models.base import ISANetwork
 from ..models.decision import MaskRule
 
@@ -125,14 +125,22 @@ def validation_outputs(net: ISANetwork, inputs: list[tuple], context: int) -> li
 def scores_at(outputs: list[dict], inputs: list[tuple], rule: MaskRule = PLAIN) -> dict:
     """Scores of the mask ``rule`` makes of :func:`validation_outputs`' logits, plus the SR
     image's PSNR (DN, peak 10000) against the 1 m target, next to bilinear and bicubic
-    upsampling of the same input."""
+    upsampling of the same input, and the placement skill inside mixed 10 m pixels
+    (:func:`~xjointseg.metrics.within_pixel_auc`) of the 1 m probability
+    (``placement_auc``) and of its own 10 m field up-sampled (``placement_auc_smooth``)."""
     conf = dict.fromkeys(("tp", "fp", "fn", "tn"), 0)
     psnr: dict[str, list[float]] = {"model": [], "bilinear": [], "bicubic": []}
+    placement = {kind: {"wins": 0.0, "pairs": 0.0} for kind in ("", "_smooth")}
     for out, (lr, hr, label) in zip(outputs, inputs, strict=True):
         pred = rule.numpy(out["logits"]).astype(np.uint8)
         # only clean labels are scored: weak negatives (2) and ignored pixels (255) are not
         for k, v in confusion(pred, label, ignore=(WEAK_NEGATIVE, IGNORE)).items():
             conf[k] += v
+        prob = 1 / (1 + np.exp(-out["logits"].astype(np.float64)))
+        for kind, score in (("", prob), ("_smooth", smooth_placement(prob))):
+            counts = placement_counts(score, label)
+            placement[kind]["wins"] += counts["wins"]
+            placement[kind]["pairs"] += counts["pairs"]
         if hr is not None and out["sr"] is not None:
             t = torch.from_numpy(lr)[None]
             psnr["model"].append(_psnr(out["sr"], hr))
@@ -140,6 +148,8 @@ def scores_at(outputs: list[dict], inputs: list[tuple], rule: MaskRule = PLAIN) 
                 up = F.interpolate(t, scale_factor=SCALE, mode=mode, align_corners=False)
                 psnr[mode].append(_psnr(up[0].numpy(), hr))
     result = scores_from_counts(conf)
+    for kind, c in placement.items():
+        result[f"placement_auc{kind}"] = c["wins"] / c["pairs"] if c["pairs"] else float("nan")
     for k, values in psnr.items():
         if values:
             result[f"psnr_{k}"] = float(np.mean(values))
