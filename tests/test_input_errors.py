@@ -116,3 +116,17 @@ def test_zero_sized_array():
 def test_errors_are_value_errors_too():
     assert issubclass(errors.BandError, ValueError)
     assert issubclass(errors.UnknownModelError, KeyError)
+
+
+def test_plausible_dn_that_the_range_checks_must_accept():
+    """What real DN look like stays accepted: harmonised values down to -1000, fractional
+    DN of a resampled or composited load, a dark water scene of small whole DN."""
+    from xjointseg.testing import synthetic_scene, toy_model
+
+    model = toy_model()
+    ds = synthetic_scene(16, 16).astype("float32")
+    harmonised = ds - 1000  # processing baseline 04.00 offset: dark pixels go negative
+    resampled = ds + 0.37
+    water = (ds * 0 + 90).astype("uint16")  # a dark block: whole DN, below any percent
+    for scene in (harmonised, resampled, water):
+        assert segment(scene, model).shape == (160, 160)

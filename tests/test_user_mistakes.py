@@ -52,6 +52,29 @@ def _twice():
     return ds
 
 
+def _filled(fill):
+    ds = DS.astype("int16")
+    for band in ("B02", "B03", "B04"):
+        ds[band][..., :4, :] = fill
+    return ds
+
+
+def _one_band_scaled():
+    ds = DS.astype("float32")
+    ds["B02"] = ds["B02"] / 1e4
+    return ds
+
+
+def _mostly_masked():
+    ds = DS.astype("float32") / 1e4
+    return ds.where((ds.x < ds.x[2]) & (ds.y > ds.y[2]))
+
+
+def _same_labels():
+    da = DS.to_array("band").assign_coords(band=["red", "red", "blue", "nir"])
+    return da.isel(time=0)
+
+
 def _isa_in(crs):
     return ISA.drop_vars("spatial_ref").odc.assign_crs(crs)
 
@@ -101,6 +124,72 @@ MISTAKES = [
         lambda t: segment(DS.coarsen(x=2, y=2).mean(), MODEL),
         errors.GridError,
         "resolution=10",
+    ),
+    (
+        "segment: undeclared -9999 fill",
+        lambda t: segment(_filled(-9999), MODEL),
+        errors.ValueRangeError,
+        "nodata=",
+    ),
+    (
+        "segment: DN x 1000",
+        lambda t: segment(DS.astype("float64") * 1000, MODEL),
+        errors.ValueRangeError,
+        "scaled twice",
+    ),
+    (
+        "segment: percent reflectance",
+        lambda t: segment(DS.astype("float32") / 100, MODEL),
+        errors.ValueRangeError,
+        "ds * 100",
+    ),
+    (
+        "segment: one band in reflectance",
+        lambda t: segment(_one_band_scaled(), MODEL),
+        errors.ValueRangeError,
+        "B02",
+    ),
+    (
+        "segment: one band in reflectance, lazy",
+        lambda t: segment(_one_band_scaled().chunk(16), MODEL).compute(),
+        errors.ValueRangeError,
+        "B02",
+    ),
+    (
+        "segment: reflectance on a 3 x 3 scene",
+        lambda t: segment(synthetic_scene(3, 3).astype("float32") / 1e4, MODEL),
+        errors.ValueRangeError,
+        "ds * 10000",
+    ),
+    (
+        "segment: reflectance, all but 6 pixels masked",
+        lambda t: segment(_mostly_masked(), MODEL),
+        errors.ValueRangeError,
+        "ds * 10000",
+    ),
+    (
+        "segment: two bands labelled alike",
+        lambda t: segment(_same_labels(), MODEL),
+        errors.BandError,
+        "own label",
+    ),
+    (
+        "predict: NaN input",
+        lambda t: MODEL.predict(np.full((1, 3, 8, 8), np.nan, np.float32), margin=2),
+        errors.PredictInputError,
+        "fill_values",
+    ),
+    (
+        "synthetic_scene: 0 rows",
+        lambda t: synthetic_scene(0, 8),
+        errors.OptionError,
+        "positive integer",
+    ),
+    (
+        "synthetic_scene: resolution 0",
+        lambda t: synthetic_scene(8, 8, resolution=0),
+        errors.OptionError,
+        "positive",
     ),
     ("segment: chunks=0", lambda t: segment(DS, MODEL, chunks=0), errors.OptionError, "int >= 1"),
     ("segment: tile='a'", lambda t: segment(DS, MODEL, tile="a"), errors.OptionError, "int"),

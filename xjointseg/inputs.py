@@ -85,6 +85,12 @@ def _stack_bands(obj: xr.Dataset | xr.DataArray, bands: Sequence[str]):
             "use da.chunk(band=-1)"
         )
     labels = [str(b) for b in obj["band"].values]
+    twice = sorted({b for b in labels if labels.count(b) > 1})
+    if twice:
+        raise BandError(
+            f"the DataArray labels several bands {twice[0]!r} (bands {labels}): each band "
+            "needs its own label, e.g. da.assign_coords(band=['B02', 'B03', 'B04', 'B08'])"
+        )
     picks = []
     for band in bands:
         found = find_band(band, labels)
@@ -175,27 +181,77 @@ def _scale_message(top: float) -> str:
     )
 
 
-def _valid_max(block: np.ndarray, nodata: Sequence[float | None]) -> tuple[float, int]:
-    """The largest valid value of a (..., band, y, x) block and how many values are valid."""
-    top, count = -np.inf, 0
+#: Below this no valid Sentinel-2 DN lies: raw DN are >= 1 (0 is nodata) and the
+#: processing-baseline 04.00 offset (-1000) is the most any harmonisation subtracts.
+DN_MIN = -1000.0
+#: Above this no DN lies: the bands are uint16 (reflectance x 10000).
+DN_MAX = 65535.0
+#: Largest value of a band in percent reflectance (0..100, bright clouds a little above).
+PERCENT_MAX = 110.0
+
+
+def _band_ranges(block: np.ndarray, nodata: Sequence[float | None]) -> list[tuple]:
+    """(min, max, valid count, any fractional value) of each band of a (..., band, y, x)
+    block, over its valid values (finite, not the band's nodata); None for an empty band."""
+    out: list[tuple] = []
     for b, nd in enumerate(nodata):
         v = np.asarray(block[..., b, :, :], dtype="float64")
         ok = np.isfinite(v) if nd is None else np.isfinite(v) & (v != nd)
-        n = int(ok.sum())
-        if n:
-            top, count = max(top, float(v[ok].max())), count + n
-    return top, count
+        valid = v[ok]
+        if valid.size == 0:
+            out.append(None)
+            continue
+        # DN are whole numbers (a median of two is a half): a finer fraction is a scale
+        fractional = bool(np.any(np.abs(valid * 2 - np.round(valid * 2)) > 1e-6))
+        out.append((float(valid.min()), float(valid.max()), int(valid.size), fractional))
+    return out
 
 
-def check_scale(data: np.ndarray, nodata: Sequence[float | None]) -> None:
-    top, count = _valid_max(data, nodata)
-    if count >= DN_MIN_PIXELS and top <= DN_FLOOR:
-        raise ValueRangeError(_scale_message(top))
+def check_scale(
+    data: np.ndarray, nodata: Sequence[float | None], names: Sequence[str] | None = None
+) -> None:
+    """Refuse values that are not Sentinel-2 DN (reflectance x 10000): an undeclared fill,
+    values scaled up, reflectance 0..1 or percent, or bands of different scales."""
+    ranges = _band_ranges(data, nodata)
+    bands = [r for r in ranges if r is not None]
+    if not bands:
+        return
+    low = min(r[0] for r in bands)
+    if low < DN_MIN:
+        raise ValueRangeError(
+            f"the input holds {low:g}, below any Sentinel-2 DN: an undeclared fill value? "
+            "Declare it (segment(..., nodata=...) or the band's 'nodata' attribute), or "
+            "mask it first (ds.where(ds != fill))"
+        )
+    high = max(r[1] for r in bands)
+    if high > DN_MAX:
+        raise ValueRangeError(
+            f"the input holds {high:g}, above any Sentinel-2 DN (uint16, reflectance x "
+            "10000): were the values scaled twice (e.g. DN x 1000)? Give the DN as loaded"
+        )
+    count = sum(r[2] for r in bands)
+    fractional = any(r[3] for r in bands)
+    small = [r[1] <= DN_FLOOR and r[3] for r in bands]
+    if any(small) and not all(small):
+        labels = list(names) if names is not None else [str(i) for i in range(len(ranges))]
+        present = [labels[i] for i, r in enumerate(ranges) if r is not None]
+        scaled = [name for name, is_small in zip(present, small, strict=True) if is_small]
+        raise ValueRangeError(
+            f"band(s) {', '.join(scaled)} of the input hold reflectance 0..1 and the others "
+            f"DN: give every band as DN (reflectance x 10000), e.g. ds['{scaled[0]}'] * 10000"
+        )
+    if high <= DN_FLOOR and (count >= DN_MIN_PIXELS or fractional):
+        raise ValueRangeError(_scale_message(high))
+    if high <= PERCENT_MAX and fractional and count >= DN_MIN_PIXELS:
+        raise ValueRangeError(
+            f"the input's largest valid value is {high:g}: that is reflectance in percent, "
+            "not Sentinel-2 DN (reflectance x 10000). Multiply by 100 (ds * 100)"
+        )
 
 
-def checked_block(block: np.ndarray, nodata: tuple) -> np.ndarray:
+def checked_block(block: np.ndarray, nodata: tuple, names: tuple = ()) -> np.ndarray:
     """The block itself, after checking it holds DN (lazy input is checked block by block)."""
-    check_scale(block, nodata)
+    check_scale(block, nodata, names or None)
     return block
 
 
@@ -266,11 +322,14 @@ def read_bands(
             "the input is not north-up (y must decrease, x increase): flip it first, e.g. "
             "ds.isel(y=slice(None, None, -1))"
         )
+    names = tuple(str(b) for b in arr.band.values)
     if arr.chunks is None:
-        check_scale(arr.values, nodata)
+        check_scale(arr.values, nodata, names)
     else:
         arr = arr.chunk({"band": -1})  # the DN-scale check reads all bands of a pixel at once
-        arr = arr.copy(data=arr.data.map_blocks(checked_block, tuple(nodata), dtype=arr.dtype))
+        arr = arr.copy(
+            data=arr.data.map_blocks(checked_block, tuple(nodata), names, dtype=arr.dtype)
+        )
     fills = [np.nan if nd is None else nd for nd in nodata]
     fill = xr.DataArray(np.asarray(fills, np.float32), dims="band", coords={"band": arr.band})
     arr = arr.astype(np.float32)

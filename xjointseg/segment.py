@@ -256,7 +256,7 @@ def segment(
         data = data[None]
     identity = _input_identity(obj, arr, data, others)
     if not isinstance(data, da.Array):
-        check_scale(np.asarray(data), nodata)
+        check_scale(np.asarray(data), nodata, m.bands)
         size = DEFAULT_BLOCK if chunks in ("auto", "keep") else int(chunks)
         data = da.from_array(data, chunks=(1, -1, size, size))
         checked = True
@@ -278,7 +278,9 @@ def segment(
         )
     data = data.rechunk((1, -1, *plan))
     if not checked:  # lazy input: each block checks its own values when it is computed
-        data = data.map_blocks(checked_block, nodata=tuple(nodata), dtype=data.dtype)
+        data = data.map_blocks(
+            checked_block, nodata=tuple(nodata), names=tuple(m.bands), dtype=data.dtype
+        )
     result = segment_array(
         data,
         model=m,

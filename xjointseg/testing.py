@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from .errors import OptionError
 from .models.model import Model, save_model
 from .models.toy import ToyNet
 
@@ -68,6 +69,13 @@ def synthetic_scene(
     from odc.geo.geobox import GeoBox
     from odc.geo.xr import xr_coords
 
+    for what, n in (("ny", ny), ("nx", nx), ("times", times)):
+        if n is None and what == "times":
+            continue
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+            raise OptionError(f"synthetic_scene: {what} must be a positive integer, not {n!r}")
+    if not (isinstance(resolution, int | float) and np.isfinite(resolution) and resolution > 0):
+        raise OptionError(f"synthetic_scene: resolution must be positive, not {resolution!r}")
     rng = np.random.default_rng(seed)
     x0, y0 = origin
     gbox = GeoBox.from_bbox(
@@ -83,7 +91,11 @@ def synthetic_scene(
     base = rng.normal(size=shape)
     kernel = np.ones(5) / 5
     for ax in (-1, -2):  # smooth along y and x: blobs a few pixels wide, like fields and towns
-        base = np.apply_along_axis(lambda v: np.convolve(v, kernel, mode="same"), ax, base)
+        # the centred part of the full convolution: numpy's mode="same" for any size (its
+        # "same" returns 5 values for a line shorter than the kernel)
+        base = np.apply_along_axis(
+            lambda v: np.convolve(v, kernel, mode="full")[2 : 2 + v.size], ax, base
+        )
     data = {}
     for i, band in enumerate(bands):
         values = 800 + 300 * i + 1500 * base + rng.normal(scale=60, size=shape)

@@ -297,6 +297,12 @@ class Model:
             )
         if min(batch.shape[2:]) <= 2 * margin:
             raise PredictInputError(f"tiles of {batch.shape[2:]} px leave nothing inside margin")
+        if not np.isfinite(batch).all():
+            # a network maps NaN to some class: missing pixels must be filled and masked
+            raise PredictInputError(
+                "predict got NaN or infinite values: fill missing pixels first (e.g. with "
+                "model.fill_values per band) and mask their outputs; segment() does both"
+            )
         x = torch.from_numpy(np.ascontiguousarray(batch))
         if self.device.type == "cuda":
             x = x.pin_memory().to(self.device, non_blocking=True)
