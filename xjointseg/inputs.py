@@ -190,10 +190,10 @@ DN_MAX = 65535.0
 PERCENT_MAX = 110.0
 
 
-def _band_ranges(block: np.ndarray, nodata: Sequence[float | None]) -> list[tuple]:
+def _band_ranges(block: np.ndarray, nodata: Sequence[float | None]) -> list[tuple | None]:
     """(min, max, valid count, any fractional value) of each band of a (..., band, y, x)
     block, over its valid values (finite, not the band's nodata); None for an empty band."""
-    out: list[tuple] = []
+    out: list[tuple | None] = []
     for b, nd in enumerate(nodata):
         v = np.asarray(block[..., b, :, :], dtype="float64")
         ok = np.isfinite(v) if nd is None else np.isfinite(v) & (v != nd)
