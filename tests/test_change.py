@@ -427,3 +427,21 @@ def test_accessor_matches_functions(cube):
     import inspect
 
     assert list(inspect.signature(cube.isa.growth).parameters)[:2] == ["regions", "name_column"]
+
+
+def test_area_is_counted_on_equal_area_grids_and_refused_on_mercator():
+    """A pixel of an equal-area CRS is its nominal area wherever it lies; a Web-Mercator
+    pixel at 52 N is 2.6 x its ground area, so area() refuses it rather than inflate it."""
+    from xjointseg.change import area
+    from xjointseg.errors import CRSError
+    from xjointseg.testing import synthetic_scene, toy_model
+
+    isa = xjointseg.segment(synthetic_scene(16, 16, times=1), toy_model()).compute()
+    base = isa.drop_vars("spatial_ref")
+    laea = base.odc.assign_crs("EPSG:3035")
+    laea = laea.assign_coords(x=laea.x + 2_000_000 - float(laea.x[0]), y=laea.y - 4_000_000)
+    assert float(area(laea)["region_km2"].iloc[0]) == pytest.approx(160 * 160 / 1e6)
+    mercator = base.odc.assign_crs("EPSG:3857")
+    mercator = mercator.assign_coords(y=mercator.y + 6_800_000 - float(mercator.y[0]))
+    with pytest.raises(CRSError, match="2.6"):
+        area(mercator)

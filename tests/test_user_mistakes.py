@@ -75,6 +75,22 @@ def _same_labels():
     return da.isel(time=0)
 
 
+def _mercator_scene():
+    return synthetic_scene(16, 16, crs="EPSG:3857", origin=(1450000.0, 6800000.0))
+
+
+def _mercator_isa(year=0):
+    isa = _isa_in("EPSG:3857")
+    isa = isa.assign_coords(y=isa.y + 6800000 - float(isa.y[0]))
+    return isa.assign_coords(time=isa.time + np.timedelta64(365 * year, "D"))
+
+
+def _zoned(isa):
+    import pandas as pd
+
+    return isa.assign_coords(time=pd.DatetimeIndex(isa.time.values).tz_localize("UTC"))
+
+
 def _isa_in(crs):
     return ISA.drop_vars("spatial_ref").odc.assign_crs(crs)
 
@@ -190,6 +206,24 @@ MISTAKES = [
         lambda t: synthetic_scene(8, 8, resolution=0),
         errors.OptionError,
         "positive",
+    ),
+    (
+        "segment: Web-Mercator grid at 52 N",
+        lambda t: segment(_mercator_scene(), MODEL),
+        errors.CRSError,
+        "utm",
+    ),
+    (
+        "segment: one row of pixels",
+        lambda t: segment(DS.isel(y=0), MODEL),
+        errors.DimensionError,
+        "y and x",
+    ),
+    (
+        "segment: one pixel",
+        lambda t: segment(DS.isel(y=[0], x=[0]), MODEL),
+        errors.GridError,
+        "2 x 2",
     ),
     ("segment: chunks=0", lambda t: segment(DS, MODEL, chunks=0), errors.OptionError, "int >= 1"),
     ("segment: tile='a'", lambda t: segment(DS, MODEL, tile="a"), errors.OptionError, "int"),
@@ -402,6 +436,36 @@ MISTAKES = [
         "reproject",
     ),
     ("area: regions as text", lambda t: area(ISA, "Berlin"), errors.RegionError, "GeoDataFrame"),
+    (
+        "area: Web-Mercator cube at 52 N",
+        lambda t: area(_mercator_isa()),
+        errors.CRSError,
+        "equal-area",
+    ),
+    (
+        "growth: Web-Mercator cube",
+        lambda t: growth(xr.concat([_mercator_isa(), _mercator_isa(1)], "time")),
+        errors.CRSError,
+        "utm",
+    ),
+    (
+        "growth: zone-aware period labels",
+        lambda t: growth(_zoned(ISA2)),
+        errors.CubeInputError,
+        "tz_convert(None)",
+    ),
+    (
+        "to_zarr: zone-aware period labels",
+        lambda t: to_zarr(_zoned(ISA), t / "c.zarr"),
+        errors.CubeInputError,
+        "time zone",
+    ),
+    (
+        "to_zarr: a NaT period label",
+        lambda t: to_zarr(ISA.assign_coords(time=[np.datetime64("NaT", "ns")]), t / "c.zarr"),
+        errors.CubeInputError,
+        "no label",
+    ),
     ("growth: one period", lambda t: growth(ISA), errors.NotEnoughPeriodsError, "to_zarr"),
     (
         "growth: classes a dict",

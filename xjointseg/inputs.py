@@ -24,7 +24,13 @@ from .errors import (
     GridError,
     ValueRangeError,
 )
-from .schema import INPUT_RESOLUTION, band_names, find_band, metres_per_unit
+from .schema import (
+    INPUT_RESOLUTION,
+    band_names,
+    check_ground_scale,
+    find_band,
+    metres_per_unit,
+)
 
 # Sentinel-2 DN (reflectance x 10000) of a block of real land or water are far above this;
 # reflectance in 0..1 (a scaled load) never is. Judged only on enough valid pixels.
@@ -103,6 +109,11 @@ def _stack_bands(obj: xr.Dataset | xr.DataArray, bands: Sequence[str]):
 
 def _check_grid(arr: xr.DataArray) -> tuple[GeoBox, tuple[Hashable, ...]]:
     """Return the 10 m GeoBox and the non-spatial leading dims; raise on a bad grid."""
+    if arr.odc.spatial_dims is None:
+        raise DimensionError(
+            f"the input needs y and x dimensions (a raster); it has dims {arr.dims}: "
+            "select a window (ds.isel(y=slice(a, b))) rather than one row or column"
+        )
     crs = arr.odc.crs
     if crs is None:
         raise CRSError(
@@ -141,12 +152,20 @@ def _check_grid(arr: xr.DataArray) -> tuple[GeoBox, tuple[Hashable, ...]]:
                     f"the {dim} coordinate is not evenly spaced: the input must be a regular "
                     "raster (resample with odc-geo or rioxarray first)"
                 )
+    thin = [str(d) for d in (ydim, xdim) if arr.sizes[d] < 2]
+    if thin:
+        raise GridError(
+            f"the input is one pixel along {' and '.join(thin)}: a grid needs at least 2 x 2 "
+            "pixels to know its resolution; take a larger window (the model needs context "
+            "anyway)"
+        )
     gbox = arr.odc.geobox
     if gbox is None or not isinstance(gbox, GeoBox):
         raise GridError("cannot derive a regular grid from the input coordinates")
     aff = gbox.affine
     if abs(aff.b) > 1e-9 * abs(aff.a) or abs(aff.d) > 1e-9 * abs(aff.e):
         raise GridError("the grid is rotated; reproject it to a north-up grid first")
+    check_ground_scale(gbox, "the input")
     res = gbox.resolution
     if not (np.isclose(abs(res.x), INPUT_RESOLUTION) and np.isclose(abs(res.y), INPUT_RESOLUTION)):
         raise GridError(

@@ -17,6 +17,7 @@ This module imports no torch and no other xjointseg module except :mod:`errors`.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 from collections.abc import Hashable, Sequence
 from typing import Any
@@ -107,7 +108,66 @@ def metres_per_unit(crs: Any, what: str = "the input") -> float:
     return float(factors.pop())
 
 
+#: How far a CRS's pixels may be from their nominal size on the ground at the scene's
+#: centre: UTM stays within 0.1 % in its zone, Web Mercator is 1.6x at 52 N.
+SCALE_TOLERANCE = {"linear": 0.05, "areal": 0.01}
+
+
+def check_ground_scale(gbox: Any, what: str, kind: str = "linear") -> None:
+    """Refuse a grid whose pixels are not their nominal size on the ground.
+
+    ``kind="linear"``: a pixel's side (what a 10 m network needs), ``"areal"``: its area
+    (what ``area`` and ``growth`` count; an equal-area CRS passes anywhere). Measured at the
+    grid's centre with PROJ's scale factors (``pyproj.Proj.get_factors``).
+    """
+    from pyproj import Proj, Transformer
+
+    crs = gbox.crs
+    cx, cy = gbox.extent.centroid.coords[0]
+    lon, lat = Transformer.from_crs(crs.proj, "EPSG:4326", always_xy=True).transform(cx, cy)
+    try:
+        factors = Proj(crs.proj).get_factors(lon, lat)
+    except Exception:  # noqa: BLE001 - a CRS PROJ cannot differentiate: nothing to check
+        return
+    scale = (
+        factors.areal_scale
+        if kind == "areal"
+        else max(factors.meridional_scale, factors.parallel_scale)
+    )
+    if not np.isfinite(scale) or abs(scale - 1) <= SCALE_TOLERANCE[kind]:
+        return
+    size = "areas" if kind == "areal" else "pixel sides"
+    name = f"EPSG:{crs.epsg}" if crs.epsg else crs.proj.name
+    raise CRSError(
+        f"{what} is in {name}, whose {size} at the grid's centre ({lat:.1f}, {lon:.1f}) are "
+        f"{scale:.2f} x their size on the ground (a Mercator-like projection?): reproject to "
+        "the local UTM zone, e.g. obj.odc.reproject('utm', resolution=...) (odc-geo), or an "
+        "equal-area CRS for areas"
+    )
+
+
 # --- periods ------------------------------------------------------------------------------
+
+
+def _check_period_labels(labels: np.ndarray, pdim: Any, dtype: Any = None) -> None:
+    """Period labels a cube can key and order: no missing label, no time zone (xarray
+    keeps a zone-aware time as objects, which would be stored as text)."""
+    import pandas as pd
+
+    missing = [i for i, v in enumerate(labels.tolist()) if v is None or pd.isna(v)]
+    if missing:
+        raise CubeInputError(
+            f"period {missing[0]} along {pdim!r} has no label (NaT, NaN or None): give every "
+            "period its date or name"
+        )
+    zoned = getattr(dtype, "tz", None) is not None  # pandas' datetime64[ns, UTC]
+    if zoned or any(isinstance(v, pd.Timestamp | datetime.datetime) and v.tzinfo for v in labels):
+        raise CubeInputError(
+            f"the period labels along {pdim!r} carry a time zone: cubes store times in UTC "
+            f"without one, e.g. cube.assign_coords({pdim}=cube.indexes[{str(pdim)!r}]."
+            "tz_convert(None))"
+        )
+
 
 _MISSING = {"datetime": "NaT", "int": "-1", "float": "nan", "str": ""}
 
@@ -255,6 +315,7 @@ def check_isa_map(
             )
         if len(set(labels.tolist())) != labels.size:  # the coordinate may carry no index
             raise CubeInputError(f"the period labels along {pdim!r} repeat: each must be unique")
+        _check_period_labels(labels, pdim, isa[pdim].dtype)
     if dtype:
         if isa.dtype != np.uint8:
             hint = (

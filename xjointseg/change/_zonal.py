@@ -18,7 +18,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from ..errors import OptionError, RegionCRSError, RegionError, RegionOutsideError
-from ..schema import NODATA, isa_map_of, metres_per_unit
+from ..schema import NODATA, check_ground_scale, isa_map_of, metres_per_unit
 
 ANALYSIS_BLOCK = 2048  # largest block side when an analysis has to chunk the input itself
 
@@ -49,9 +49,11 @@ def _dask(cube: xr.DataArray) -> da.Array:
 
 
 def _pixel_km2(gbox: GeoBox) -> float:
-    """km² of one pixel: the resolution in CRS units times the units' length in metres."""
+    """km² of one pixel: the resolution in CRS units times the units' length in metres (on
+    a grid whose pixel areas are true on the ground; others are refused)."""
     res = gbox.resolution
     unit = metres_per_unit(gbox.crs, "the cube")
+    check_ground_scale(gbox, "the cube", "areal")
     return abs(res.x * res.y) * unit**2 / 1e6
 
 
