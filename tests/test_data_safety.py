@@ -114,6 +114,21 @@ def test_plain_xarray_reads_nodata_as_missing(tmp_path):
     assert int(plain.isnull().sum()) == int((values == 255).sum())
 
 
+def test_plain_xarray_sees_cf_axes(tmp_path):
+    import xarray as xr
+
+    store = tmp_path / "c.zarr"
+    to_zarr(_maps(16), store)
+    plain = xr.open_zarr(store, consolidated=False)
+    for dim, axis in (("x", "X"), ("y", "Y")):
+        assert plain[dim].attrs["axis"] == axis
+        assert plain[dim].attrs["standard_name"] == f"projection_{dim}_coordinate"
+        assert plain[dim].attrs["units"] == "metre"
+    assert plain["time"].attrs["axis"] == "T"
+    assert plain["time"].attrs["standard_name"] == "time"
+    assert plain["isa"].attrs["grid_mapping"] == "spatial_ref"
+
+
 def test_consolidated_metadata_a_user_added_stays_true_after_an_append(tmp_path):
     import warnings
 

@@ -369,3 +369,25 @@ def test_auto_chunks_give_every_parallel_slot_blocks(monkeypatch):
     assert segment(scene.chunk(y=64, x=48), MODEL, tile=TILE).data.npartitions == 2 * 2 * 2
     kept = segment(scene, MODEL, tile=TILE, chunks=128)
     assert kept.data.npartitions == 2  # an explicit chunking is not split
+
+
+def test_same_mask_whatever_the_torch_thread_count():
+    """The default precision ('auto') gives one mask with 1 and with 2 intra-op threads (a
+    1-thread distributed worker and the threaded scheduler must agree), on real Sentinel-2
+    with the shipped network."""
+    import torch
+
+    from xjointseg.data import load_demo_scene
+
+    scene = load_demo_scene()[["red", "green", "blue"]].isel(y=slice(0, 48), x=slice(0, 48))
+    model = xjointseg.load_model("jointseg", device="cpu")
+    before = torch.get_num_threads()
+    masks = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            masks.append(segment(scene, model).values)
+    finally:
+        torch.set_num_threads(before)
+    assert np.array_equal(masks[0], masks[1])
+    assert 0 < (masks[0] == 1).mean() < 1  # a real map, not an empty one

@@ -75,6 +75,12 @@ def _same_labels():
     return da.isel(time=0)
 
 
+def _nodata_attr(value):
+    ds = DS.copy()
+    ds["B02"] = ds["B02"].assign_attrs(nodata=value)
+    return ds
+
+
 def _mercator_scene():
     return synthetic_scene(16, 16, crs="EPSG:3857", origin=(1450000.0, 6800000.0))
 
@@ -224,6 +230,18 @@ MISTAKES = [
         lambda t: segment(DS.isel(y=[0], x=[0]), MODEL),
         errors.GridError,
         "2 x 2",
+    ),
+    (
+        "segment: nodata attribute 'x'",
+        lambda t: segment(_nodata_attr("x"), MODEL),
+        errors.ValueRangeError,
+        "attrs['nodata'] = 0",
+    ),
+    (
+        "segment: nodata attribute a list",
+        lambda t: segment(_nodata_attr([0, 1]), MODEL),
+        errors.ValueRangeError,
+        "not one number",
     ),
     ("segment: chunks=0", lambda t: segment(DS, MODEL, chunks=0), errors.OptionError, "int >= 1"),
     ("segment: tile='a'", lambda t: segment(DS, MODEL, tile="a"), errors.OptionError, "int"),

@@ -45,7 +45,14 @@ def _nodata_of(var: xr.DataArray) -> float | None:
         var.attrs.get("_FillValue"),
     ):
         if value is not None:
-            return float(value)
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise ValueRangeError(
+                    f"{var.name}: its nodata / _FillValue {value!r} is not one number: set "
+                    f"the band's fill value (e.g. ds[{str(var.name)!r}].attrs['nodata'] = 0) "
+                    "or remove the attribute"
+                ) from None
     return None
 
 

@@ -182,11 +182,16 @@ def _template(
         name: xr.Variable(pdim, _coord_values(records, name, kind, pdim))
         for name, kind in kinds.items()
     }
-    coords |= {
-        ydim: xr.Variable(ydim, grid[gbox.dimensions[0]].values, grid[gbox.dimensions[0]].attrs),
-        xdim: xr.Variable(xdim, grid[gbox.dimensions[1]].values, grid[gbox.dimensions[1]].attrs),
-        "spatial_ref": grid["spatial_ref"].variable,
-    }
+    # CF attributes, so clients that never import xjointseg know which axis is which
+    period_cf = {"axis": "T", "long_name": "period"}
+    if meta["period_kind"] == "datetime":
+        period_cf["standard_name"] = "time"
+    coords[pdim].attrs.update(period_cf)
+    space = {ydim: ("Y", gbox.dimensions[0]), xdim: ("X", gbox.dimensions[1])}
+    for dim, (axis, name) in space.items():
+        cf = {"standard_name": f"projection_{axis.lower()}_coordinate", "axis": axis}
+        coords[dim] = xr.Variable(dim, grid[name].values, {**grid[name].attrs, **cf})
+    coords["spatial_ref"] = grid["spatial_ref"].variable
     attrs = {
         k: _jsonable(v)
         for k, v in isa.attrs.items()
