@@ -584,6 +584,30 @@ MISTAKES = [
     ),
     # --- load_sentinel2 ---
     (
+        "load_sentinel2: resampling='bicubic'",
+        lambda t: xjointseg.load_sentinel2(ITEM, periods=2017, resampling="bicubic"),
+        errors.OptionError,
+        "cubic_spline",
+    ),
+    (
+        "load_sentinel2: sign='token'",
+        lambda t: xjointseg.load_sentinel2(ITEM, periods=2017, sign="token"),
+        errors.OptionError,
+        "function",
+    ),
+    (
+        "load_sentinel2: patch_url=5",
+        lambda t: xjointseg.load_sentinel2(ITEM, periods=2017, patch_url=5),
+        errors.OptionError,
+        "function",
+    ),
+    (
+        "load_sentinel2: staging store with an unknown protocol",
+        lambda t: xjointseg.load_sentinel2(ITEM, periods=2017, store="foo://stage"),
+        errors.OptionError,
+        "s3://",
+    ),
+    (
         "load_sentinel2: crs='bogus'",
         lambda t: xjointseg.load_sentinel2(ITEM, periods=2017, crs="bogus"),
         errors.CRSError,

@@ -14,9 +14,9 @@ import os
 import posixpath
 from pathlib import Path
 
-from .errors import StorePathError
+from .errors import OptionError, StorePathError
 
-__all__ = ["check_writable", "remove_zarr_store"]
+__all__ = ["check_protocol", "check_writable", "remove_zarr_store"]
 
 
 def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
@@ -55,3 +55,21 @@ def remove_zarr_store(fs, root: str, own: tuple[str, ...] = ()) -> None:
             ".partial"
         ):
             fs.rm(name)
+
+
+def check_protocol(url: str) -> None:
+    """An fsspec URL whose protocol fsspec knows, with its package installed."""
+    import fsspec
+
+    protocol = url.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        raise OptionError(
+            f"{url}: fsspec knows no protocol {protocol!r}; use a local path or a URL such as "
+            "s3://, gs://, az://, https://, memory://"
+        ) from None
+    except ImportError as exc:
+        raise OptionError(
+            f"{url}: the {protocol}:// protocol needs a package that is not installed ({exc})"
+        ) from None

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import OptionError
-from ..paths import check_writable
+from ..paths import check_protocol, check_writable
 
 BOOK = "_xjointseg"
 
@@ -38,7 +38,7 @@ class _Target:
         if "://" not in url:
             url = str(Path(url).expanduser().absolute())
         else:
-            _check_protocol(url)
+            check_protocol(url)
         return cls(url, tuple(sorted((storage_options or {}).items())))
 
     @property
@@ -72,24 +72,6 @@ class _Target:
         return zarr.open_group(
             self.url, path=path, mode=mode, storage_options=self.storage_options, zarr_format=3
         )
-
-
-def _check_protocol(url: str) -> None:
-    """An fsspec URL whose protocol fsspec knows, with its package installed."""
-    import fsspec
-
-    protocol = url.split("://", 1)[0]
-    try:
-        fsspec.get_filesystem_class(protocol)
-    except ValueError:
-        raise OptionError(
-            f"{url}: fsspec knows no protocol {protocol!r}; use a local path or a URL such as "
-            "s3://, gs://, az://, https://, memory://"
-        ) from None
-    except ImportError as exc:
-        raise OptionError(
-            f"{url}: the {protocol}:// protocol needs a package that is not installed ({exc})"
-        ) from None
 
 
 def _read_json(fs, path: str) -> dict | None:

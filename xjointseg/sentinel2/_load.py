@@ -225,6 +225,27 @@ def load_sentinel2(
     return plan.load()
 
 
+#: Resampling names odc-stac passes to GDAL (rasterio.enums.Resampling), for the 20 m bands
+#: and any reprojection.
+RESAMPLING = (
+    "nearest",
+    "bilinear",
+    "cubic",
+    "cubic_spline",
+    "lanczos",
+    "average",
+    "mode",
+    "gauss",
+    "min",
+    "max",
+    "med",
+    "q1",
+    "q3",
+    "sum",
+    "rms",
+)
+
+
 @dataclass(frozen=True)
 class LoadPlan:
     """What :func:`load_sentinel2` loads: options checked, items found, grid fixed.
@@ -377,6 +398,17 @@ def plan_load(
         raise OptionError(f"max_cloud_cover is a percentage (0-100), not {max_cloud_cover!r}")
     if not (isinstance(resolution, int | float) and resolution > 0):
         raise OptionError(f"resolution must be > 0, not {resolution!r}")
+    if resampling not in RESAMPLING:
+        raise OptionError(
+            f"resampling must be one of {', '.join(RESAMPLING)} (GDAL's names, as odc-stac "
+            f"takes them), not {resampling!r}"
+        )
+    for name, value in (("sign", sign), ("patch_url", patch_url)):
+        if value is not None and not callable(value):
+            raise OptionError(
+                f"{name} must be a function that takes and returns a URL (or an item), not "
+                f"{value!r}"
+            )
     _check_crs(crs)
     if store is not None:  # before any search: a store that cannot be written fails now
         _check_stage_target(store, overwrite)

@@ -12,7 +12,7 @@ from typing import Any, Literal
 import xarray as xr
 
 from ..errors import StagingStoreExistsError, StorePathError
-from ..paths import check_writable, remove_zarr_store
+from ..paths import check_protocol, check_writable, remove_zarr_store
 
 _TIME_ENCODING = {
     "units": "milliseconds since 1970-01-01",
@@ -41,6 +41,8 @@ def _staged_by_us(store: Any) -> bool:
 
 def _check_stage_target(store: Any, overwrite: bool) -> None:
     """Refuse a store that exists, unless overwrite and load_sentinel2 made it."""
+    if isinstance(store, str) and "://" in store:
+        check_protocol(store)
     if isinstance(store, str | os.PathLike) and "://" not in os.fspath(store):
         path = Path(store)
         check_writable(path, folder=True)
