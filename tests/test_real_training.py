@@ -373,3 +373,61 @@ def test_open_land_classes_are_classes_of_the_havelland_land_use():
 
     gpkg = shared_path("s2", "havelland_T33UUU_20170216_L1C", "osm_landuse_water.gpkg")
     assert set(OPEN_LAND) <= set(gpd.read_file(gpkg)["fclass"])
+
+
+# --- two dates of one place ---------------------------------------------------------------
+
+
+def test_date_consistency_pulls_stable_shares_together_and_ignores_the_rest():
+    from xjointseg.training.losses import date_consistency_loss
+
+    a = torch.zeros(1, 1, 20, 20)
+    b = torch.zeros(1, 1, 20, 20)
+    b[..., :10, :10] = 4.0  # date b: one 10 m pixel far more ISA-like
+    stable = torch.zeros(1, 2, 2, dtype=torch.bool)
+    assert date_consistency_loss(a, b, stable).item() == 0.0  # changed land: no pull
+    stable[0, 0, 0] = True
+    loss = date_consistency_loss(a, b.requires_grad_(True), stable)
+    share = torch.sigmoid(torch.tensor(4.0)) - 0.5
+    assert loss.item() == pytest.approx(share.item() ** 2, rel=1e-5)
+    loss.backward()
+    assert b.grad[..., :10, :10].sum() > 0 and b.grad[..., 10:, :].abs().sum() == 0
+    # the 10 m prior is held to the other date too
+    prior = date_consistency_loss(
+        None, None, stable, torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)
+    )
+    assert prior.item() == pytest.approx((torch.sigmoid(torch.tensor(1.0)) - 0.5).item() ** 2)
+
+
+def test_date_pairs_share_windows_and_mark_land_stable_on_both_dates():
+    from xjointseg.training.batches import date_pairs, sample_pair_batch
+
+    one, other = bright_is_built("c/date1", 1), bright_is_built("c/date2", 1)
+    other.weak[:20] = 1 - other.weak[:20]  # the north half changed its label
+    one = WeakScene("c/date1", "c", one.lr, one.weak)
+    other = WeakScene("c/date2", "c", other.lr, other.weak)
+    alone = bright_is_built("d", 2)
+    pairs = date_pairs([one, other, alone])
+    assert pairs == [(one, other)]
+    rng = np.random.default_rng(0)
+    xa, xb, stable = sample_pair_batch(pairs, 2, np.zeros(3, np.float32), rng, 8, 6)
+    assert xa.shape == xb.shape == (6, 3, 12, 12) and stable.shape == (6, 8, 8)
+    assert torch.equal(xa, xb)  # same window, same flip: both dates hold the same image here
+    assert stable.any() and not stable.all()
+
+
+def test_training_with_the_date_term_runs_and_needs_pairs(tmp_path):
+    sim = [stripes(f"t{i}", i) for i in range(2)]
+    real = [bright_is_built(f"r{i}", i) for i in range(3)]
+    with pytest.raises(TrainingDataError, match="two dates"):
+        train(sim, [stripes("v", 9)], real_cfg(date_weight=1.0), tmp_path / "x", real_train=real)
+    dated = [WeakScene(f"c/date{i}", "c", real[0].lr, real[0].weak) for i in (1, 2)]
+    result = train(
+        sim,
+        [stripes("v", 9)],
+        real_cfg(steps=10, date_weight=1.0),
+        tmp_path / "y",
+        real_train=dated,
+        progress=False,
+    )
+    assert result["steps"] == 10

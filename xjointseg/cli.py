@@ -94,6 +94,7 @@ def _train(args: argparse.Namespace) -> int:
         mask_sharpness=args.mask_sharpness,
         consistency_weight=args.consistency_weight,
         placement_weight=args.placement_weight,
+        date_weight=args.date_weight,
         train_only=list(args.train_only),
         mask_rule=args.mask_rule,
         fraction_weight=args.fraction_weight,
@@ -498,6 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=0.0,
         help="ranking loss inside mixed 10 m pixels: where the ISA of a pixel lies",
+    )
+    t.add_argument(
+        "--date-weight",
+        type=float,
+        default=0.0,
+        help="real crops (--oscd): the two dates of a city agree where the land is stable",
     )
     t.add_argument(
         "--train-only",

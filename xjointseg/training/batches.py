@@ -170,3 +170,47 @@ def sample_real_batch(
         xs.append(x)
         labels.append(label)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(labels))
+
+
+def date_pairs(scenes: list[WeakScene]) -> list[tuple[WeakScene, WeakScene]]:
+    """Scenes of one place on one grid, two by two (the dates of an OSCD city)."""
+    by_place: dict[str, list[WeakScene]] = {}
+    for scene in scenes:
+        by_place.setdefault(scene.place, []).append(scene)
+    pairs = []
+    for group in by_place.values():
+        for i, a in enumerate(group):
+            pairs += [(a, b) for b in group[i + 1 :] if b.lr.shape == a.lr.shape]
+    return pairs
+
+
+def sample_pair_batch(
+    pairs: list[tuple[WeakScene, WeakScene]],
+    context: int,
+    fill: np.ndarray,
+    rng: np.random.Generator,
+    crop: int,
+    batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The same window of both dates of a place (one flip / rotation for both), and where
+    the land is confidently in one state on both: weak labels equal and not ignored."""
+    if not pairs:
+        raise TrainingDataError("no two dates of one place on one grid to pair")
+    xa, xb, stable = [], [], []
+    for _ in range(batch_size):
+        a, b = pairs[int(rng.integers(len(pairs)))]
+        h, w = a.weak.shape
+        y0, x0 = crop_origin(h, crop, context, rng), crop_origin(w, crop, context, rng)
+        wa, wb = crop_labels(a.weak, y0, x0, crop), crop_labels(b.weak, y0, x0, crop)
+        same = ((wa == wb) & (wa != IGNORE)).astype(np.uint8)
+        pa = window_of(a.lr, y0, x0, crop, context, fill).astype(np.float32)
+        pb = window_of(b.lr, y0, x0, crop, context, fill).astype(np.float32)
+        pa, pb, same = _augment([pa, pb, same], rng)
+        xa.append(pa)
+        xb.append(pb)
+        stable.append(same)
+    return (
+        torch.from_numpy(np.stack(xa)),
+        torch.from_numpy(np.stack(xb)),
+        torch.from_numpy(np.stack(stable)).bool(),
+    )

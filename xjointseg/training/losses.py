@@ -181,3 +181,34 @@ def placement_loss(
     pairs = pos[:, :, None] * (1 - pos)[:, None, :]  # [cell, ISA pixel, other pixel]
     loss = F.softplus(s[:, None, :] - s[:, :, None]) * pairs
     return loss.sum() / pairs.sum()
+
+
+def date_consistency_loss(
+    logits_a: torch.Tensor | None,
+    logits_b: torch.Tensor | None,
+    stable: torch.Tensor,
+    logits10_a: torch.Tensor | None = None,
+    logits10_b: torch.Tensor | None = None,
+    sharpness: float = 1.0,
+) -> torch.Tensor:
+    """Two dates of one place agree where the land did not change.
+
+    ``stable`` (N, h, w) is True at 10 m pixels confidently in the same state on both dates
+    (e.g. Dynamic World confidently not built on both). There, each date's ISA share — the
+    10 x 10 mean of the (sharpened, as in :func:`weak_loss`) 1 m probability, and the 10 m
+    prior's probability when given — is pulled towards the other's: the squared difference,
+    averaged over the stable pixels. A date-to-date rise on such land is a false "new ISA"
+    in every growth table; this term is what ties the dates of a cube together in training.
+    """
+    weight = stable.float()
+    n = weight.sum().clamp_min(1.0)
+    total = torch.zeros((), device=stable.device)
+    if logits_a is not None and logits_b is not None:
+        share_a = _log_block_means(logits_a, sharpness)[0].exp()
+        share_b = _log_block_means(logits_b, sharpness)[0].exp()
+        total = total + ((share_a - share_b) ** 2 * weight).sum() / n
+    if logits10_a is not None and logits10_b is not None:
+        prior_a = torch.sigmoid(logits10_a.float()[:, 0])
+        prior_b = torch.sigmoid(logits10_b.float()[:, 0])
+        total = total + ((prior_a - prior_b) ** 2 * weight).sum() / n
+    return total

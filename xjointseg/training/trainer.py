@@ -48,9 +48,16 @@ from ..models.base import ISANetwork
 from ..models.decision import MaskRule
 
 #: The mask of logits before a model's rule is chosen: probability >= 0.5.
-from .batches import SimulationCache, sample_batch, sample_real_batch
+from .batches import (
+    SimulationCache,
+    date_pairs,
+    sample_batch,
+    sample_pair_batch,
+    sample_real_batch,
+)
 from .datasets import Scene, TrainingDataError, WeakScene
 from .losses import (
+    date_consistency_loss,
     discriminator_loss,
     fraction_loss,
     generator_adversarial_loss,
@@ -98,6 +105,8 @@ class TrainConfig:
     mask_sharpness: float = 1.0  # weak loss on sigmoid(k * logit): k > 1 nears the 0/1 mask
     consistency_weight: float = 0.0  # real crops: 1 m share held to the 10 m prior's
     placement_weight: float = 0.0  # ranking inside mixed 10 m pixels (losses.placement_loss)
+    date_weight: float = 0.0  # two dates of a real place agree on stable land
+    date_batch_size: int = 4  # window pairs per step for date_weight
     train_only: list[str] = field(default_factory=list)  # layer-name prefixes; []: all
     mask_rule: str = "fraction"  # how the saved weights' mask is made (models.decision)
     prior_batch_size: int = 8  # real crops per step that train the 10 m prior alone
@@ -153,6 +162,12 @@ def train(
         raise TrainingDataError("the training set is empty after filtering")
     if not val_scenes:
         raise TrainingDataError("the validation set is empty: hold out at least one place")
+    pairs = date_pairs(real_train or []) if cfg.date_weight else []
+    if cfg.date_weight and not pairs:
+        raise TrainingDataError(
+            "date_weight needs real scenes with two dates of one place on one grid "
+            "(e.g. load_oscd: both dates of each city)"
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _set_seed(cfg.seed)
@@ -238,6 +253,27 @@ def train(
                     loss = loss + cfg.consistency_weight * prior_consistency_loss(
                         real["logits"], real["logits10"], cfg.mask_sharpness
                     )
+            if cfg.date_weight and pairs:
+                xa, xb, stable = sample_pair_batch(
+                    pairs, context, fill, rng, cfg.crop, cfg.date_batch_size
+                )
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    outs = [
+                        net(
+                            t.to(device).contiguous(memory_format=torch.channels_last),
+                            context,
+                            sr=False,
+                        )
+                        for t in (xa, xb)
+                    ]
+                loss = loss + cfg.date_weight * date_consistency_loss(
+                    outs[0]["logits"],
+                    outs[1]["logits"],
+                    stable.to(device),
+                    outs[0].get("logits10"),
+                    outs[1].get("logits10"),
+                    cfg.mask_sharpness,
+                )
             if real_train and cfg.prior_batch_size > 0 and hasattr(net, "prior_logits"):
                 # many more real 10 m pixels, through the 10 m layers only
                 margin = net.prior_halo
