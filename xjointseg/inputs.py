@@ -227,9 +227,13 @@ def _band_ranges(block: np.ndarray, nodata: Sequence[float | None]) -> list[tupl
         if valid.size == 0:
             out.append(None)
             continue
-        # DN are whole numbers (a median of two is a half): a finer fraction is a scale
-        fractional = bool(np.any(np.abs(valid * 2 - np.round(valid * 2)) > 1e-6))
-        out.append((float(valid.min()), float(valid.max()), int(valid.size), fractional))
+        low, high = float(valid.min()), float(valid.max())
+        # DN are whole numbers (a median of two is a half): a finer fraction is a scale;
+        # only asked of bands small enough to be reflectance or percent
+        fractional = high <= PERCENT_MAX and bool(
+            np.any(np.abs(valid * 2 - np.round(valid * 2)) > 1e-6)
+        )
+        out.append((low, high, int(valid.size), fractional))
     return out
 
 
