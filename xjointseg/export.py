@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import dask
 import dask.array as da
 import numpy as np
+import pandas as pd
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
@@ -106,7 +107,7 @@ def _one_map(isa: Any, period: Any) -> tuple[xr.DataArray, Any]:
     else:
         try:
             one = isa.sel({pdim: period})
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, pd.errors.InvalidIndexError):
             raise OptionError(
                 f"no period {period!r} along {pdim!r}; it has "
                 f"{[str(v)[:10] for v in isa[pdim].values]}"

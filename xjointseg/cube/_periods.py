@@ -4,14 +4,14 @@ and growing the arrays in an order a kill cannot leave unreadable."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import xarray as xr
 
-from ..errors import CubeMismatchError, PeriodConflictError
+from ..errors import CubeMismatchError, OptionError, PeriodConflictError
 from ..schema import key_value, period_key
 from ._store import BOOK, FORMAT, _read_json, _records, _Target, _write_record
 from ._template import _coord_values, _describe_grid, _period_encoding, _root_attrs, _same_grid
@@ -27,6 +27,11 @@ def _sources(sources, isa: xr.DataArray, keys: list[str], kind: str) -> list[lis
         return [[] for _ in keys]
     if isinstance(sources, str):
         sources = [sources]
+    if not isinstance(sources, Mapping | Sequence):
+        raise OptionError(
+            "sources must be STAC item ids: a list of str, or a mapping period -> list of "
+            f"str, not {sources!r}"
+        )
     if isinstance(sources, Mapping):
         # keys may be period coordinate values or the labels of a "period" coordinate
         labels = [str(v) for v in isa["period"].values] if "period" in isa.coords else keys

@@ -74,7 +74,7 @@ def open_cube(
         mask_and_scale={"isa": False},
         storage_options=target.storage_options,
     )
-    if variable not in ds.data_vars:
+    if not isinstance(variable, str) or variable not in ds.data_vars:
         raise OptionError(
             f"the cube has no variable {variable!r}; it has {sorted(map(str, ds.data_vars))}"
         )

@@ -34,6 +34,11 @@ class _Target:
             raise OptionError(
                 f"store must be a local path or an fsspec URL (str), not {type(store).__name__}"
             )
+        if storage_options is not None and not isinstance(storage_options, Mapping):
+            raise OptionError(
+                "storage_options must be a mapping of fsspec options (e.g. {'anon': True}), "
+                f"not {storage_options!r}"
+            )
         url = os.fspath(store)
         if "://" not in url:
             url = str(Path(url).expanduser().absolute())

@@ -159,9 +159,15 @@ def _describe_grid(g: dict) -> str:
 
 def _block_layout(data: da.Array, inner: int | Sequence[int] | None) -> tuple[list, list]:
     block = [data.chunks[1][0], data.chunks[2][0]]
-    wanted = [None, None] if inner is None else list(np.broadcast_to(inner, 2))
-    if not all(w is None or isinstance(w, int | np.integer) for w in wanted):
-        raise OptionError(f"inner_chunks must be an int or (int, int), not {inner!r}")
+    message = f"inner_chunks must be an int or (int, int), not {inner!r}"
+    try:
+        wanted = [None, None] if inner is None else list(np.broadcast_to(inner, 2))
+    except ValueError:  # a sequence of another length
+        raise OptionError(message) from None
+    if not all(
+        w is None or (isinstance(w, int | np.integer) and not isinstance(w, bool)) for w in wanted
+    ):
+        raise OptionError(message)
     wanted = [None if w is None else int(w) for w in wanted]
     return [int(b) for b in block], [_inner(b, w) for b, w in zip(block, wanted, strict=True)]
 

@@ -480,6 +480,8 @@ def load_model(
     """
     if isinstance(name_or_path, Model) or _is_model_like(name_or_path):
         return cast(Model, name_or_path)  # a model-like object stands in for a Model
+    if sha256 is not None and not isinstance(sha256, str):
+        raise OptionError(f"sha256 must be the weights' checksum as hex text, not {sha256!r}")
     dev = resolve_device(device)
     # The cache first: when the checksum is known without reading the file (a ModelRef, a
     # registered name, a URL, a path already hashed) a cached model costs a dict look-up,

@@ -8,6 +8,7 @@ in one chunk so the median is blockwise (a task per spatial chunk, no shuffle).
 from __future__ import annotations
 
 import json
+import math
 import os
 import warnings
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -396,8 +397,8 @@ def plan_load(
         isinstance(max_cloud_cover, int | float) and 0 <= max_cloud_cover <= 100
     ):
         raise OptionError(f"max_cloud_cover is a percentage (0-100), not {max_cloud_cover!r}")
-    if not (isinstance(resolution, int | float) and resolution > 0):
-        raise OptionError(f"resolution must be > 0, not {resolution!r}")
+    if not (isinstance(resolution, int | float) and 0 < resolution < math.inf):
+        raise OptionError(f"resolution must be a number > 0, not {resolution!r}")
     if resampling not in RESAMPLING:
         raise OptionError(
             f"resampling must be one of {', '.join(RESAMPLING)} (GDAL's names, as odc-stac "

@@ -92,6 +92,8 @@ def _bands(bands: Sequence[str] | str | None) -> tuple[str, ...]:
         return DEFAULT_BANDS
     if isinstance(bands, str):
         bands = [bands]
+    if not isinstance(bands, Sequence):
+        raise BandError(f"bands must be band names, e.g. ['B02', 'B03', 'B04'], not {bands!r}")
     out: list[str] = []
     for b in bands:
         name = canonical_band(b)
