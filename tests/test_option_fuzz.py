@@ -66,7 +66,7 @@ SKIP = {
     "obj",
     "model",
     "isa",
-    "store",
+    "store",  # also load_sentinel2's staging store: junk text would be a folder here
     "cube",
     "before",
     "after",
@@ -75,7 +75,6 @@ SKIP = {
     "regions",
     "catalog_or_items",
     "path",
-    "store",  # load_sentinel2's staging store: a path (junk text would be a folder here)
 }
 # built, not computed: computing reads every pixel of the scene for each of the many calls
 LAZY_ONLY = {"load_sentinel2"}
