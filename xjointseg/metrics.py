@@ -249,7 +249,7 @@ def smooth_placement(prob: Any, scale: int = 10) -> np.ndarray:
 
     p = np.asarray(prob, np.float32)
     h, w = p.shape[-2:]
-    mean = p.reshape(h // scale, scale, w // scale, scale).mean(axis=(1, 3))
+    mean = _cells(p, scale).mean(axis=1).reshape(h // scale, w // scale)
     up = F.interpolate(
         torch.from_numpy(mean)[None, None], scale_factor=scale, mode="bilinear", align_corners=False
     )

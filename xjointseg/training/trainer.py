@@ -253,25 +253,21 @@ def train(
                     loss = loss + cfg.consistency_weight * prior_consistency_loss(
                         real["logits"], real["logits10"], cfg.mask_sharpness
                     )
-            if cfg.date_weight and pairs:
+            if pairs:  # both dates in one batch: the first half is date a, the rest b
                 xa, xb, stable = sample_pair_batch(
                     pairs, context, fill, rng, cfg.crop, cfg.date_batch_size
                 )
+                both = torch.cat([xa, xb]).to(device).contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    outs = [
-                        net(
-                            t.to(device).contiguous(memory_format=torch.channels_last),
-                            context,
-                            sr=False,
-                        )
-                        for t in (xa, xb)
-                    ]
+                    dated = net(both, context, sr=False)
+                n = len(xa)
+                prior = dated.get("logits10")
                 loss = loss + cfg.date_weight * date_consistency_loss(
-                    outs[0]["logits"],
-                    outs[1]["logits"],
+                    dated["logits"][:n],
+                    dated["logits"][n:],
                     stable.to(device),
-                    outs[0].get("logits10"),
-                    outs[1].get("logits10"),
+                    None if prior is None else prior[:n],
+                    None if prior is None else prior[n:],
                     cfg.mask_sharpness,
                 )
             if real_train and cfg.prior_batch_size > 0 and hasattr(net, "prior_logits"):
