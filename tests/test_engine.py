@@ -117,6 +117,20 @@ def test_building_the_result_computes_nothing():
         isa.compute()
 
 
+def test_the_plan_says_what_segment_will_do_and_runs_to_the_same_map():
+    from xjointseg.segment import plan_segment
+
+    ds = synthetic_scene(64, 64, times=2).chunk(y=32, x=32)
+    plan = plan_segment(ds, MODEL, tile=TILE, chunks="keep")
+    assert (plan.tile, plan.halo, plan.periods) == (TILE, MODEL.halo, ("time",))
+    assert plan.blocks.numblocks == (2, 1, 2, 2)  # a block per period and chunk
+    np.testing.assert_array_equal(
+        plan.run().values, segment(ds, MODEL, tile=TILE, chunks="keep").values
+    )
+    with pytest.raises(xjointseg.errors.OptionError, match="tile=0"):
+        plan_segment(ds, MODEL, tile=0)  # the same checks as segment, before any pixel
+
+
 def test_numpy_input_becomes_dask():
     isa = SCENE_2D.isa.segment(model=MODEL, tile=TILE)
     assert isinstance(isa.data, da.Array)

@@ -11,7 +11,8 @@ import hashlib
 import inspect
 import json
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import dask.array as da
@@ -222,6 +223,167 @@ def segment(
     >>> isa.shape, isa.dtype.name, float(isa.x[1] - isa.x[0])
     ((480, 400), 'uint8', 1.0)
     """
+    return plan_segment(**locals()).run()
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """What :func:`segment` will compute, checked before any pixel is.
+
+    Made by :func:`plan_segment`; :meth:`run` builds the lazy 1 m map. The plan says what a
+    call will do before it does it: which tile and halo, how many blocks, on which model.
+    """
+
+    model: Model
+    input: xr.DataArray  # the checked input, bands stacked on ``band``
+    blocks: da.Array  # (period, band, y, x) on the blocks the model will run on
+    periods: tuple[Hashable, ...]  # the leading non-spatial dims (empty: a single map)
+    flips: Mapping[Hashable, slice]  # axes flipped to north-up, flipped back in the result
+    nodata: tuple[float | None, ...]  # per band
+    identity: tuple[Any, ...]  # what identifies each period's input (see _input_identity)
+    source_items: str | None  # JSON of the source items per period, if the input has them
+    output: Literal["mask", "probability"]
+    tile: int
+    halo: int
+    batch_size: int
+    device: str
+    precision: Literal["auto", "fp32", "bf16"]
+
+    def run(self) -> xr.DataArray:
+        """The lazy 1 m map of :func:`segment` (computes nothing)."""
+        result = segment_array(
+            self.blocks,
+            model=self.model,
+            output=self.output,
+            tile=self.tile,
+            halo=self.halo,
+            nodata=self.nodata,
+            batch_size=self.batch_size,
+            device=self.device,  # resolved on each worker: "auto" picks that worker's GPU
+            precision=self.precision,  # resolved by each worker for its own device
+        )
+        gbox = self.input.odc.geobox
+        s = self.model.scale
+        hr = gbox.zoom_to(shape=(gbox.shape[0] * s, gbox.shape[1] * s))
+        dims: tuple[Hashable, ...] = (*self.periods, *hr.dimensions)
+        coords = self._coords(hr)
+        out = xr.DataArray(
+            result if self.periods else result[0],
+            dims=dims,
+            coords=coords,
+            attrs=self._attrs(),
+            name="isa",
+        )
+        out = out.odc.assign_crs(gbox.crs)
+        if self.flips:  # back to the input's orientation
+            ydim = self.input.odc.spatial_dims[0]
+            out = out.isel({dims[-2 if d == ydim else -1]: f for d, f in self.flips.items()})
+        return out
+
+    def _coords(self, hr) -> dict[Hashable, Any]:
+        """The 1 m grid's coordinates, the input's period coordinates and the fingerprint."""
+        coords: dict[Hashable, Any] = dict(xr_coords(hr, crs_coord_name="spatial_ref"))
+        for name, coord in self.input.coords.items():  # time and its companions (labels)
+            if name in ("band", "spatial_ref") or name in coords:
+                continue
+            if set(coord.dims) <= set(self.periods):  # scalar ones too: isel(time=0)
+                coords[name] = coord
+        setting = {
+            "model_sha256": getattr(self.model, "sha256", ""),
+            "model": getattr(self.model, "name", type(self.model).__name__),
+            "bands": list(self.model.bands),
+            "nodata": list(self.nodata),
+            "output": self.output,
+            "tile": self.tile,
+            "halo": self.halo,
+            "scale": self.model.scale,
+        }
+        fps = [_digest({"input": i, **setting}) for i in self.identity]
+        fp = np.array(fps if self.periods else fps[0], dtype=object)
+        coords[FINGERPRINT_COORD] = (self.periods, fp)
+        return coords
+
+    def _attrs(self) -> dict[str, Any]:
+        m = self.model
+        mask = self.output == "mask"
+        attrs: dict[str, Any] = {
+            "long_name": "impervious surface" if mask else "impervious surface probability",
+            "model": getattr(m, "name", type(m).__name__),
+            "model_sha256": getattr(m, "sha256", ""),
+            "model_halo": m.halo,
+            "scale": m.scale,
+            "tile": self.tile,
+            "halo": self.halo,
+            "precision": self.precision,
+            "xjointseg_version": __version__,
+        }
+        if mask:
+            attrs.update(nodata=NODATA, flag_values=list(FLAG_VALUES), flag_meanings=FLAG_MEANINGS)
+        if self.source_items is not None:
+            attrs["source_items"] = self.source_items
+        return attrs
+
+
+def plan_segment(
+    obj: xr.Dataset | xr.DataArray,
+    model: str | Model = "jointseg",
+    *,
+    output: Literal["mask", "probability"] = "mask",
+    halo: int | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    tile: int | None = None,
+    chunks: Literal["auto", "keep"] | int = "auto",
+    precision: Literal["auto", "fp32", "bf16"] = "auto",
+) -> SegmentPlan:
+    """Check everything :func:`segment` is given and return the plan of the computation.
+
+    Takes :func:`segment`'s arguments, loads the model, checks the input and chooses the
+    tile and the blocks; computes no pixel (in-memory input has its values checked here).
+    Raises what :func:`segment` raises for bad input.
+
+    Examples
+    --------
+    >>> from xjointseg.testing import synthetic_scene, toy_model
+    >>> plan = plan_segment(synthetic_scene(48, 40), toy_model(), tile=32)
+    >>> plan.tile, plan.halo, plan.blocks.numblocks[2:]
+    (32, 3, (1, 1))
+    """
+    _check_options(obj, output, batch_size, precision, chunks, device)
+    from .models.model import load_model  # torch: imported on the first call, not before
+
+    m = load_model(model, device=device)
+    arr, nodata, others, flips = checked_input(obj, m.bands)
+    if precision != "auto" and "precision" not in inspect.signature(m.predict).parameters:
+        raise OptionError(
+            f"precision={precision!r} needs a model whose predict() takes precision=; "
+            f"{type(m).__name__}.predict does not: leave precision='auto'"
+        )
+    if batch_size is None:
+        on_gpu = getattr(getattr(m, "device", None), "type", "cpu") == "cuda"
+        batch_size = 8 if on_gpu else 1
+    tile, halo = _model_block_params(m, tile, halo, batch_size, arr.odc.geobox.shape)
+    data = arr.data if others else arr.data[None]  # (period, band, y, x)
+    return SegmentPlan(
+        model=m,
+        input=arr,
+        blocks=_blocks(data, chunks, tile, halo, tuple(nodata), tuple(m.bands)),
+        periods=tuple(others),
+        flips=dict(flips),
+        nodata=tuple(nodata),
+        identity=tuple(_input_identity(obj, data, others)),
+        source_items=_source_items(obj),
+        output=output,
+        tile=tile,
+        halo=halo,
+        batch_size=int(batch_size),
+        device=device,
+        precision=precision,
+    )
+
+
+def _check_options(obj, output, batch_size, precision, chunks, device) -> None:
+    """The options that need neither the model nor the input's values."""
     if output not in OUTPUT_KINDS:
         raise OptionError(f"output must be one of {OUTPUT_KINDS}, not {output!r}")
     if batch_size is not None and _as_int(batch_size, "batch_size") < 1:
@@ -235,38 +397,22 @@ def segment(
     ):
         raise OptionError(f"chunks must be 'auto', 'keep' or an int >= 1, not {chunks!r}")
     _check_device(device)
-    from .models.model import load_model  # torch: imported on the first call, not before
 
-    m = load_model(model, device=device)
-    arr, nodata, others, flips = checked_input(obj, m.bands)
-    gbox = arr.odc.geobox
-    ydim = arr.odc.spatial_dims[0]
-    if precision != "auto" and "precision" not in inspect.signature(m.predict).parameters:
-        raise OptionError(
-            f"precision={precision!r} needs a model whose predict() takes precision=; "
-            f"{type(m).__name__}.predict does not: leave precision='auto'"
-        )
-    if batch_size is None:
-        on_gpu = getattr(getattr(m, "device", None), "type", "cpu") == "cuda"
-        batch_size = 8 if on_gpu else 1
-    tile, halo = _model_block_params(m, tile, halo, batch_size, gbox.shape)
 
-    data = arr.data
-    if not others:
-        data = data[None]
-    identity = _input_identity(obj, arr, data, others)
-    if not isinstance(data, da.Array):
-        check_scale(np.asarray(data), nodata, m.bands)
+def _blocks(data, chunks, tile: int, halo: int, nodata: tuple, bands: tuple) -> da.Array:
+    """``(period, band, y, x)`` data on blocks whose edges lie on the tile grid.
+
+    In-memory values are checked now; lazy ones by each block when it is computed.
+    """
+    lazy = isinstance(data, da.Array)
+    if not lazy:
+        check_scale(np.asarray(data), list(nodata), list(bands))
         size = DEFAULT_BLOCK if chunks in ("auto", "keep") else int(chunks)
         data = da.from_array(data, chunks=(1, -1, size, size))
-        checked = True
-    else:
-        checked = False
-        if isinstance(chunks, int):
-            data = data.rechunk((1, -1, chunks, chunks))
-    keep = chunks == "keep"
+    elif isinstance(chunks, int):
+        data = data.rechunk((1, -1, chunks, chunks))
     plan = [
-        plan_chunks(n, c, tile=tile, halo=halo, keep=keep)
+        plan_chunks(n, c, tile=tile, halo=halo, keep=chunks == "keep")
         for n, c in zip(data.shape[2:], data.chunks[2:], strict=True)
     ]
     if chunks == "auto":  # enough blocks to keep every parallel slot busy to the end
@@ -277,66 +423,9 @@ def segment(
             min_blocks=-(-BLOCKS_PER_SLOT * parallel_slots() // data.shape[0]),
         )
     data = data.rechunk((1, -1, *plan))
-    if not checked:  # lazy input: each block checks its own values when it is computed
-        data = data.map_blocks(
-            checked_block, nodata=tuple(nodata), names=tuple(m.bands), dtype=data.dtype
-        )
-    result = segment_array(
-        data,
-        model=m,
-        output=output,
-        tile=tile,
-        halo=halo,
-        nodata=nodata,
-        batch_size=batch_size,
-        device=device,  # resolved on each worker: "auto" picks that worker's GPU
-        precision=precision,  # resolved by each worker for its own device
-    )
-    if not others:
-        result = result[0]
-
-    s = m.scale
-    hr = gbox.zoom_to(shape=(gbox.shape[0] * s, gbox.shape[1] * s))
-    coords: dict[Hashable, Any] = dict(xr_coords(hr, crs_coord_name="spatial_ref"))
-    dims: tuple[Hashable, ...] = (*others, *hr.dimensions)
-    for name, coord in arr.coords.items():  # time and its companions (e.g. period labels)
-        if name in ("band", "spatial_ref") or name in coords:
-            continue
-        if set(coord.dims) <= set(others):  # scalar ones too: isel(time=0) keeps its date
-            coords[name] = coord
-    attrs = {
-        "long_name": "impervious surface" if output == "mask" else "impervious surface probability",
-        "model": getattr(m, "name", type(m).__name__),
-        "model_sha256": getattr(m, "sha256", ""),
-        "model_halo": m.halo,
-        "scale": s,
-        "tile": tile,
-        "halo": halo,
-        "precision": precision,
-        "xjointseg_version": __version__,
-    }
-    if output == "mask":
-        attrs.update(nodata=NODATA, flag_values=list(FLAG_VALUES), flag_meanings=FLAG_MEANINGS)
-    sources = _source_items(obj)
-    if sources is not None:
-        attrs["source_items"] = sources
-    setting = {
-        "model_sha256": attrs["model_sha256"],
-        "model": attrs["model"],
-        "bands": list(m.bands),
-        "nodata": nodata,
-        "output": output,
-        "tile": tile,
-        "halo": halo,
-        "scale": s,
-    }
-    fps = [_digest({"input": i, **setting}) for i in identity]
-    coords[FINGERPRINT_COORD] = (others, np.array(fps if others else fps[0], dtype=object))
-    out = xr.DataArray(result, dims=dims, coords=coords, attrs=attrs, name="isa")
-    out = out.odc.assign_crs(gbox.crs)
-    if flips:  # back to the input's orientation
-        out = out.isel({dims[-2 if d == ydim else -1]: f for d, f in flips.items()})
-    return out
+    if lazy:
+        data = data.map_blocks(checked_block, nodata=nodata, names=bands, dtype=data.dtype)
+    return data
 
 
 def _digest(obj) -> str:
@@ -351,7 +440,7 @@ def _source_items(obj: xr.Dataset | xr.DataArray) -> str | None:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _input_identity(obj, arr: xr.DataArray, data, others) -> list:
+def _input_identity(obj, data, others) -> list:
     """What identifies each period's input: the bytes when the values are in memory (so
     neither chunking nor other periods enter it), else dask's deterministic token of the
     period's slice (the same for the same lazy computation, e.g. the same load again).
