@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import warnings
+from dataclasses import fields
 from pathlib import Path
 
 from .errors import BBoxError, OptionError, UnknownModelError, XJointSegError
@@ -42,27 +43,13 @@ def _info(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from .paths import check_writable
-    from .training.datasets import load_dubai, load_massachusetts, load_oscd, split_by_place
+    from .training.datasets import load_oscd, split_by_place
     from .training.splits import DUBAI_SPLITS, OSCD_SPLITS
     from .training.trainer import TrainConfig, train
 
     check_writable(args.out, folder=True)  # a file or a read-only folder: refused before loading
-    scenes = []
-    for spec in args.data:
-        kind, _, path = spec.partition("=")
-        loader = {"dubai": load_dubai, "massachusetts": load_massachusetts}.get(kind)
-        if loader is None or not path:
-            raise OptionError(f"--data takes dubai=PATH or massachusetts=PATH, not {spec!r}")
-        if not Path(path).expanduser().is_dir():
-            raise OptionError(f"--data {spec}: {path} is not a folder: give the dataset's folder")
-        if kind == "dubai" and not (Path(path).expanduser() / "classes.json").is_file():
-            raise OptionError(
-                f"--data {spec}: {path} has no classes.json: give the Dubai set's folder (the "
-                "one holding classes.json and tile1 ... tile7)"
-            )
-        scenes += loader(path)
     # test places are never seen: neither in training nor in checkpoint selection
-    scenes = [s for s in scenes if s.place not in DUBAI_SPLITS["test"]]
+    scenes = [s for s in _training_scenes(args.data) if s.place not in DUBAI_SPLITS["test"]]
     train_scenes, val_scenes = split_by_place(scenes, args.val_places)
     real_train = real_val = None
     if args.oscd is not None:
@@ -70,39 +57,12 @@ def _train(args: argparse.Namespace) -> int:
             raise OptionError(f"--oscd {args.oscd} is not a folder: give the OSCD folder")
         real_train = load_oscd(args.oscd, OSCD_SPLITS["train"])
         real_val = load_oscd(args.oscd, OSCD_SPLITS["val"])
+    # each training option's dest is the name of its TrainConfig field
+    options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     cfg = TrainConfig(
-        arch=args.arch,
-        size=args.size,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        crop=args.crop,
-        threads=args.threads,
-        amp=not args.no_amp,
-        lr=args.lr,
-        sr_warmup=args.sr_warmup,
-        sr_weight=args.sr_weight,
-        radiometry_augment=not args.no_radiometry_augment,
-        adv_weight=args.adv_weight,
-        eval_every=args.eval_every,
-        seed=args.seed,
-        device=args.device,
-        val_places=list(args.val_places),
+        **options,
         real_places=list(OSCD_SPLITS["train"]) if real_train else [],
         real_val_places=list(OSCD_SPLITS["val"]) if real_val else [],
-        real_batch_size=args.real_batch_size,
-        built_floor=args.built_floor,
-        mask_sharpness=args.mask_sharpness,
-        consistency_weight=args.consistency_weight,
-        placement_weight=args.placement_weight,
-        date_weight=args.date_weight,
-        train_only=list(args.train_only),
-        mask_rule=args.mask_rule,
-        fraction_weight=args.fraction_weight,
-        pos_weight=args.pos_weight,
-        dice_weight=args.dice_weight,
-        real_weight=args.real_weight,
-        prior_batch_size=args.prior_batch_size,
-        init_from=None if args.init_from is None else str(args.init_from),
     )
     result = train(
         train_scenes,
@@ -115,6 +75,27 @@ def _train(args: argparse.Namespace) -> int:
     )
     print(json.dumps(result, indent=2))
     return 0
+
+
+def _training_scenes(specs: list[str]) -> list:
+    """The scenes of every ``--data KIND=PATH``, each folder checked before it is loaded."""
+    from .training.datasets import load_dubai, load_massachusetts
+
+    scenes = []
+    for spec in specs:
+        kind, _, path = spec.partition("=")
+        loader = {"dubai": load_dubai, "massachusetts": load_massachusetts}.get(kind)
+        if loader is None or not path:
+            raise OptionError(f"--data takes dubai=PATH or massachusetts=PATH, not {spec!r}")
+        if not Path(path).expanduser().is_dir():
+            raise OptionError(f"--data {spec}: {path} is not a folder: give the dataset's folder")
+        if kind == "dubai" and not (Path(path).expanduser() / "classes.json").is_file():
+            raise OptionError(
+                f"--data {spec}: {path} has no classes.json: give the Dubai set's folder (the "
+                "one holding classes.json and tile1 ... tile7)"
+            )
+        scenes += loader(path)
+    return scenes
 
 
 # --- demo and map -------------------------------------------------------------------------
@@ -366,12 +347,22 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _path_text(text: str) -> str:
+    """A path option as the training config records it (a str: the config is saved as JSON)."""
+    return str(Path(text))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xjointseg", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-
     sub.add_parser("info", help="versions, devices and bundled models").set_defaults(func=_info)
+    _add_demo_parser(sub)
+    _add_map_parser(sub)
+    _add_train_parser(sub)
+    return parser
 
+
+def _add_demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = sub.add_parser(
         "demo",
         help="the whole pipeline on the bundled real Sentinel-2 scene",
@@ -386,6 +377,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_demo)
 
+
+def _add_map_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``map``: where (--bbox or --geometry), when (--periods), from which catalog, with which
+    model, and where the cube and its COGs go."""
     m = sub.add_parser(
         "map",
         help="map a region over periods into a resumable Zarr cube",
@@ -430,7 +425,21 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--quiet", action="store_true", help="no progress bars")
     m.set_defaults(func=_map)
 
+
+def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``train``: each option but --data, --oscd, --out and --quiet stores into the
+    :class:`~xjointseg.training.TrainConfig` field named by its dest."""
     t = sub.add_parser("train", help="train jointseg or the bilinear baseline")
+    _add_run_options(t)
+    _add_real_data_options(t)
+    _add_loss_options(t)
+    t.add_argument("--out", type=Path, required=True, help="folder for checkpoints and weights")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(func=_train)
+
+
+def _add_run_options(t: argparse.ArgumentParser) -> None:
+    """What to train on, which network, for how long, and where."""
     t.add_argument(
         "--data",
         action="append",
@@ -448,15 +457,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--adv-weight", type=float, default=0.0)
     t.add_argument(
         "--no-radiometry-augment",
-        action="store_true",
+        dest="radiometry_augment",
+        action="store_false",
         help="simulate every crop with the default gain, no haze, MTF 0.25",
     )
     t.add_argument("--eval-every", type=_positive_int, default=200)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    t.add_argument("--no-amp", action="store_true", help="train in fp32 (no bf16 autocast)")
+    t.add_argument(
+        "--no-amp", dest="amp", action="store_false", help="train in fp32 (no bf16 autocast)"
+    )
     t.add_argument("--val-places", nargs="+", default=DEFAULT_VAL_PLACES)
+
+
+def _add_real_data_options(t: argparse.ArgumentParser) -> None:
+    """Real Sentinel-2 with weak labels (OSCD), and the weights to start from."""
     t.add_argument(
         "--oscd",
         type=Path,
@@ -474,10 +490,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument(
         "--init-from",
-        type=Path,
+        type=_path_text,
         default=None,
         help="weights to start from (e.g. a bundled file); layers they lack start fresh",
     )
+
+
+def _add_loss_options(t: argparse.ArgumentParser) -> None:
+    """The loss terms and their weights, the layers trained, and the mask rule."""
     t.add_argument(
         "--built-floor", type=float, default=0.4, help="ISA share of a built-up 10 m pixel"
     )
@@ -529,10 +549,6 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--dice-weight", type=float, default=1.0, help="weight of soft Dice in the 1 m loss"
     )
-    t.add_argument("--out", type=Path, required=True, help="folder for checkpoints and weights")
-    t.add_argument("--quiet", action="store_true")
-    t.set_defaults(func=_train)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import bilinear, jointseg
+from . import bilinear, jointseg, toy
 from .base import ISANetwork
 from .bilinear import BilinearSegNet
 from .jointseg import JointSegNet
@@ -25,7 +25,7 @@ ARCHITECTURES: dict[str, type[ISANetwork]] = {
 CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
     JointSegNet.arch: jointseg.CONFIGS,
     BilinearSegNet.arch: bilinear.CONFIGS,
-    ToyNet.arch: {"lite": {"depth": 2, "width": 8}},
+    ToyNet.arch: toy.CONFIGS,
 }
 
 

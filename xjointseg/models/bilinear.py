@@ -24,6 +24,7 @@ for 10 m pixel ``j``), so there is no half-pixel shift.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -48,37 +49,46 @@ from .layers import (
     up_nearest,
 )
 
+
+@dataclass(frozen=True)
+class BilinearConfig:
+    """The hyperparameters of :class:`BilinearSegNet` (its ``config`` besides the bands)."""
+
+    enc1_channels: int = 8  # width of the 1 m encoder level
+    enc2_channels: int = 16  # width of the 2 m encoder level
+    trunk_channels: int = 32  # the 10 m RRDB trunk: width, growth, RRDB count
+    trunk_growth: int = 16
+    trunk_blocks: int = 2
+    dec2_channels: int = 20  # the 2 m decoder trunk: width, growth, RRDB count
+    dec2_growth: int = 10
+    dec2_blocks: int = 1
+    dec1_channels: int = 16  # width of the 1 m decoder level
+    seg_channels: int = 16  # width of the cross-scale fusion and head
+    first_kernel: int = 3  # odd kernel of the 10 m convolution before the trunk: with the
+    # block counts it sets the halo, which the named configurations match to JointSeg's
+    coarse_channels: int = 0  # width of the 10 m prior head; 0: none (older weights)
+
+
 #: Named configurations, each matched to JointSeg's config of the same name: equal halo,
 #: similar MACs per 1 m pixel (tests check both).
 CONFIGS: dict[str, dict[str, Any]] = {
-    "lite": {
-        "enc1_channels": 8,
-        "enc2_channels": 16,
-        "trunk_channels": 32,
-        "trunk_growth": 16,
-        "trunk_blocks": 2,
-        "dec2_channels": 20,
-        "dec2_growth": 10,
-        "dec2_blocks": 1,
-        "dec1_channels": 16,
-        "seg_channels": 16,
-        "first_kernel": 3,
-        "coarse_channels": 32,
-    },
-    "paper": {
-        "enc1_channels": 16,
-        "enc2_channels": 32,
-        "trunk_channels": 64,
-        "trunk_growth": 32,
-        "trunk_blocks": 23,
-        "dec2_channels": 48,
-        "dec2_growth": 24,
-        "dec2_blocks": 28,
-        "dec1_channels": 64,
-        "seg_channels": 32,
-        "first_kernel": 5,
-        "coarse_channels": 64,
-    },
+    "lite": asdict(BilinearConfig(coarse_channels=32)),
+    "paper": asdict(
+        BilinearConfig(
+            enc1_channels=16,
+            enc2_channels=32,
+            trunk_channels=64,
+            trunk_growth=32,
+            trunk_blocks=23,
+            dec2_channels=48,
+            dec2_growth=24,
+            dec2_blocks=28,
+            dec1_channels=64,
+            seg_channels=32,
+            first_kernel=5,
+            coarse_channels=64,
+        )
+    ),
 }
 
 _DOWN2 = (4, 2, 1)  # kernel, stride, padding of the 1 m -> 2 m convolution
@@ -103,19 +113,8 @@ class BilinearSegNet(ISANetwork):
     ----------
     in_bands, band_mean, band_std
         As for :class:`~xjointseg.models.jointseg.JointSegNet`.
-    enc1_channels, enc2_channels
-        Widths of the 1 m and 2 m encoder levels.
-    trunk_channels, trunk_growth, trunk_blocks
-        The 10 m RRDB trunk.
-    dec2_channels, dec2_growth, dec2_blocks
-        The 2 m decoder trunk.
-    dec1_channels
-        Width of the 1 m decoder level.
-    seg_channels
-        Width of the cross-scale fusion and head.
-    first_kernel
-        Kernel of the 10 m convolution before the trunk (odd); with the block counts it sets
-        the halo, which configs match to JointSeg's.
+    **config
+        The fields of :class:`BilinearConfig` (widths, growths, block counts, kernel).
 
     Examples
     --------
@@ -134,42 +133,19 @@ class BilinearSegNet(ISANetwork):
         in_bands: int = 3,
         band_mean: list[float] | None = None,
         band_std: list[float] | None = None,
-        enc1_channels: int = 8,
-        enc2_channels: int = 16,
-        trunk_channels: int = 32,
-        trunk_growth: int = 16,
-        trunk_blocks: int = 2,
-        dec2_channels: int = 20,
-        dec2_growth: int = 10,
-        dec2_blocks: int = 1,
-        dec1_channels: int = 16,
-        seg_channels: int = 16,
-        first_kernel: int = 3,
-        coarse_channels: int = 0,
+        **config: int,
     ) -> None:
         super().__init__(in_bands, band_mean, band_std)
-        self.config.update(
-            enc1_channels=enc1_channels,
-            enc2_channels=enc2_channels,
-            trunk_channels=trunk_channels,
-            trunk_growth=trunk_growth,
-            trunk_blocks=trunk_blocks,
-            dec2_channels=dec2_channels,
-            dec2_growth=dec2_growth,
-            dec2_blocks=dec2_blocks,
-            dec1_channels=dec1_channels,
-            seg_channels=seg_channels,
-            first_kernel=first_kernel,
-            coarse_channels=coarse_channels,
-        )
-        if first_kernel % 2 == 0:
+        c = BilinearConfig(**config)
+        self.config.update(asdict(c))
+        if c.first_kernel % 2 == 0:
             raise ValueError("first_kernel must be odd")
         c1, c2, n, d2, d1 = (
-            enc1_channels,
-            enc2_channels,
-            trunk_channels,
-            dec2_channels,
-            dec1_channels,
+            c.enc1_channels,
+            c.enc2_channels,
+            c.trunk_channels,
+            c.dec2_channels,
+            c.dec1_channels,
         )
         k, s, p = _DOWN2
         self.enc1 = conv3(in_bands, c1)
@@ -178,15 +154,16 @@ class BilinearSegNet(ISANetwork):
         k, s, p = _DOWN5
         self.down10 = nn.Conv2d(c2, n, k, stride=s, padding=p)
         # as JointSeg's stage 1: a convolution, then the RRDB trunk (its kernel tunes the halo)
-        self.first = nn.Conv2d(n, n, first_kernel, padding=first_kernel // 2)
-        self.trunk = RRDBTrunk(n, trunk_growth, trunk_blocks)
+        self.first = nn.Conv2d(n, n, c.first_kernel, padding=c.first_kernel // 2)
+        self.trunk = RRDBTrunk(n, c.trunk_growth, c.trunk_blocks)
         self.up2 = conv3(n, c2)  # at 10 m, before nearest x5 (cheaper than after)
         self.merge2 = conv3(2 * c2, d2)
-        self.trunk2 = RRDBTrunk(d2, dec2_growth, dec2_blocks)
+        self.trunk2 = RRDBTrunk(d2, c.dec2_growth, c.dec2_blocks)
         self.up1 = conv3(d2, c1)  # after nearest x2, at 1 m
         self.merge1 = conv3(2 * c1, d1)
-        self.fusion = ScaleFusion([n, d2, d1], [10, 2, 1], seg_channels)
-        self.head10 = CoarseHead(n, coarse_channels) if coarse_channels else None  # as JointSeg
+        self.fusion = ScaleFusion([n, d2, d1], [10, 2, 1], c.seg_channels)
+        # the 10 m semantic prior, as JointSeg's
+        self.head10 = CoarseHead(n, c.coarse_channels) if c.coarse_channels else None
         init_rrdb(self.trunk.blocks)
         init_rrdb(self.trunk2.blocks)
         self._need = self._context_needs()

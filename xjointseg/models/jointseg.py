@@ -31,6 +31,7 @@ only run on the centre plus a few input pixels. Every crop amount is derived fro
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -54,35 +55,43 @@ from .layers import (
     up_nearest,
 )
 
+
+@dataclass(frozen=True)
+class JointSegConfig:
+    """The hyperparameters of :class:`JointSegNet` (its ``config`` besides the bands)."""
+
+    stage1_channels: int = 32  # width of the 10 m RRDB trunk
+    stage1_growth: int = 16  # its dense-block growth
+    stage1_blocks: int = 2  # its RRDB count
+    stage2_channels: int = 24  # the same three for the 2.5 m trunk
+    stage2_growth: int = 12
+    stage2_blocks: int = 1
+    shuffle_channels: int = 4  # c of the x2.5 step: 25*c channels at 2.5 m, 4*c at 1 m
+    hr_channels: int = 16  # width of the 1 m features and SR head
+    seg_channels: int = 16  # width of the cross-scale fusion and segmentation head
+    coarse_channels: int = 0  # width of the 10 m prior head; 0: none (older weights)
+
+
 #: Named configurations. ``lite`` (the default) is sized for throughput: 38 kMAC per 1 m
 #: output pixel (35 k for the mask alone), 0.55 M parameters, halo 39 px, most of the compute
 #: at 2.5 m and 1 m. ``paper`` uses ESRGAN's trunk (23 RRDBs of 64 channels, growth 32) in
 #: each stage: 34 M parameters, ~3 MMAC per 1 m pixel and a halo of 436 px (GPU only).
 CONFIGS: dict[str, dict[str, Any]] = {
-    "lite": {
-        "stage1_channels": 32,
-        "stage1_growth": 16,
-        "stage1_blocks": 2,
-        "stage2_channels": 24,
-        "stage2_growth": 12,
-        "stage2_blocks": 1,
-        "shuffle_channels": 4,
-        "hr_channels": 16,
-        "seg_channels": 16,
-        "coarse_channels": 32,
-    },
-    "paper": {
-        "stage1_channels": 64,
-        "stage1_growth": 32,
-        "stage1_blocks": 23,
-        "stage2_channels": 64,
-        "stage2_growth": 32,
-        "stage2_blocks": 23,
-        "shuffle_channels": 16,
-        "hr_channels": 64,
-        "seg_channels": 32,
-        "coarse_channels": 64,
-    },
+    "lite": asdict(JointSegConfig(coarse_channels=32)),
+    "paper": asdict(
+        JointSegConfig(
+            stage1_channels=64,
+            stage1_growth=32,
+            stage1_blocks=23,
+            stage2_channels=64,
+            stage2_growth=32,
+            stage2_blocks=23,
+            shuffle_channels=16,
+            hr_channels=64,
+            seg_channels=32,
+            coarse_channels=64,
+        )
+    ),
 }
 
 # pixels per input pixel of each named point of the network (see ``_spans``)
@@ -113,16 +122,8 @@ class JointSegNet(ISANetwork):
         Input bands (e.g. 3 for B04, B03, B02); the SR image has the same bands.
     band_mean, band_std
         Per-band normalisation of the DN input (stored as buffers).
-    stage1_channels, stage1_growth, stage1_blocks
-        Width, dense-block growth and RRDB count of the 10 m trunk.
-    stage2_channels, stage2_growth, stage2_blocks
-        The same for the 2.5 m trunk.
-    shuffle_channels
-        ``c`` of the x2.5 step (25*c channels at 2.5 m, 4*c at 1 m).
-    hr_channels
-        Width of the 1 m features and SR head.
-    seg_channels
-        Width of the cross-scale fusion and segmentation head.
+    **config
+        The fields of :class:`JointSegConfig` (widths, growths and block counts).
 
     Examples
     --------
@@ -141,49 +142,30 @@ class JointSegNet(ISANetwork):
         in_bands: int = 3,
         band_mean: list[float] | None = None,
         band_std: list[float] | None = None,
-        stage1_channels: int = 32,
-        stage1_growth: int = 16,
-        stage1_blocks: int = 2,
-        stage2_channels: int = 24,
-        stage2_growth: int = 12,
-        stage2_blocks: int = 1,
-        shuffle_channels: int = 4,
-        hr_channels: int = 16,
-        seg_channels: int = 16,
-        coarse_channels: int = 0,
+        **config: int,
     ) -> None:
         super().__init__(in_bands, band_mean, band_std)
-        self.config.update(
-            stage1_channels=stage1_channels,
-            stage1_growth=stage1_growth,
-            stage1_blocks=stage1_blocks,
-            stage2_channels=stage2_channels,
-            stage2_growth=stage2_growth,
-            stage2_blocks=stage2_blocks,
-            shuffle_channels=shuffle_channels,
-            hr_channels=hr_channels,
-            seg_channels=seg_channels,
-            coarse_channels=coarse_channels,
-        )
-        b, n1, n2 = in_bands, stage1_channels, stage2_channels
+        c = JointSegConfig(**config)
+        self.config.update(asdict(c))
+        b, n1, n2 = in_bands, c.stage1_channels, c.stage2_channels
         # stage 1: 10 m -> 2.5 m
         self.s1_first = conv3(b, n1)
-        self.s1_trunk = RRDBTrunk(n1, stage1_growth, stage1_blocks)
+        self.s1_trunk = RRDBTrunk(n1, c.stage1_growth, c.stage1_blocks)
         self.s1_up1 = conv3(n1, n1)  # at 5 m
         self.s1_up2 = conv3(n1, n1)  # at 2.5 m
         self.s1_hr = conv3(n1, n1)
         self.s1_last = conv3(n1, b)
         # stage 2: 2.5 m -> 1 m
         self.s2_first = conv3(2 * b + n1, n2)
-        self.s2_trunk = RRDBTrunk(n2, stage2_growth, stage2_blocks)
-        self.s2_up = Up2p5(n2, shuffle_channels)
-        self.s2_hr = conv3(self.s2_up.out_channels, hr_channels)
+        self.s2_trunk = RRDBTrunk(n2, c.stage2_growth, c.stage2_blocks)
+        self.s2_up = Up2p5(n2, c.shuffle_channels)
+        self.s2_hr = conv3(self.s2_up.out_channels, c.hr_channels)
         # 1 m SR image head (skipped by segment_logits)
-        self.sr_hr = conv3(hr_channels, hr_channels)
-        self.sr_last = conv3(hr_channels, b)
-        self.fusion = ScaleFusion([n1, n2, hr_channels], [10, 2.5, 1], seg_channels)
+        self.sr_hr = conv3(c.hr_channels, c.hr_channels)
+        self.sr_last = conv3(c.hr_channels, b)
+        self.fusion = ScaleFusion([n1, n2, c.hr_channels], [10, 2.5, 1], c.seg_channels)
         # the 10 m semantic prior (0 channels: none, as in weights made before it existed)
-        self.head10 = CoarseHead(n1, coarse_channels) if coarse_channels else None
+        self.head10 = CoarseHead(n1, c.coarse_channels) if c.coarse_channels else None
 
         init_rrdb(self.s1_trunk.blocks)
         init_rrdb(self.s2_trunk.blocks)

@@ -7,11 +7,26 @@ it from JointSeg, but it has not been trained: its masks mean nothing.
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from .base import ISANetwork, Span, crop
+
+
+@dataclass(frozen=True)
+class ToyConfig:
+    """The hyperparameters of :class:`ToyNet` (its ``config`` besides the bands)."""
+
+    depth: int = 2  # 3x3 convolutions at 10 m
+    width: int = 8  # their channels
+    seed: int = 0  # of the random weights
+
+
+#: Named configurations (``lite`` only).
+CONFIGS = {"lite": asdict(ToyConfig())}
 
 
 class ToyNet(ISANetwork):
@@ -21,20 +36,19 @@ class ToyNet(ISANetwork):
         self,
         *,
         in_bands: int = 3,
-        depth: int = 2,
-        width: int = 8,
-        seed: int = 0,
         band_mean: list[float] | None = None,
         band_std: list[float] | None = None,
+        **config: int,
     ) -> None:
         super().__init__(in_bands, band_mean, band_std)
-        self.config.update(depth=depth, width=width, seed=seed)
-        gen = torch.Generator().manual_seed(seed)
-        chans = [in_bands] + [width] * depth
+        c = ToyConfig(**config)
+        self.config.update(asdict(c))
+        gen = torch.Generator().manual_seed(c.seed)
+        chans = [in_bands] + [c.width] * c.depth
         self.body = nn.ModuleList(
             nn.Conv2d(a, b, 3, padding=1) for a, b in zip(chans[:-1], chans[1:], strict=True)
         )
-        self.head = nn.Conv2d(width, 1, 3, padding=1)
+        self.head = nn.Conv2d(c.width, 1, 3, padding=1)
         with torch.no_grad():  # seeded init: the same config gives the same network
             for p in self.parameters():
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.5)

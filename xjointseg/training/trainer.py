@@ -35,9 +35,10 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import numpy as np
 import torch
@@ -46,8 +47,6 @@ from .._system import cpu_has_bf16 as _cpu_has_bf16
 from ..errors import OutputExistsError, XJointSegError
 from ..models.base import ISANetwork
 from ..models.decision import MaskRule
-
-#: The mask of logits before a model's rule is chosen: probability >= 0.5.
 from .batches import (
     SimulationCache,
     date_pairs,
@@ -152,28 +151,173 @@ def train(
     evaluations the checkpoint has seen); a folder with the other outputs but no checkpoint
     is refused (:class:`~xjointseg.errors.OutputExistsError`).
     """
-    from ..models.architectures import build_network, default_config
-    from ..models.model import resolve_device, save_model
     from ..progress import bar as progress_bar
 
     # the mask that selection scores (checked before any work: MaskRule refuses other kinds)
     rule = MaskRule(cast("Literal['threshold', 'fraction']", cfg.mask_rule))
+    _refuse_empty_sets(train_scenes, val_scenes)
+    pairs = _training_pairs(cfg, real_train)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = _set_up(cfg, train_scenes, real_train, pairs)
+    ckpt = out / "checkpoint.pt"
+    if ckpt.exists():
+        state = _resume(ckpt, run)
+        _write_history(out, state)  # an evaluation after the checkpoint was redone: drop it
+    else:
+        _refuse_other_run(out)
+        state = {"step": 0, "best": -1.0, "best_eval": None, "stale": 0, "history": []}
+    windows = real_validation_windows(real_val, run.context) if real_val else None
+    validation = _Validation(validation_inputs(val_scenes), windows, rule)
+    bar = progress_bar(
+        cfg.steps, initial=state["step"], enabled=progress, desc=cfg.arch, unit="step"
+    )
+    started = time.perf_counter()
+    run.net.train()
+    while state["step"] < cfg.steps and state["stale"] < cfg.patience:
+        loss = _train_step(run, state["step"])
+        state["step"] += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
+            scores = validation.scores(run.net, run.context)
+            scores.update(step=state["step"], seconds=time.perf_counter() - started)
+            state["history"].append(scores)
+            _keep_if_best(run, state, scores, out / "best.safetensors")
+            _checkpoint(ckpt, run, state)
+            _write_history(out, state)  # after the checkpoint, so it never runs ahead of it
+    bar.close()
+    return {"best": state["best_eval"], "steps": state["step"], "out": str(out)}
+
+
+class _Adversary(NamedTuple):
+    """The discriminator of the adversarial term and its optimiser."""
+
+    disc: torch.nn.Module
+    opt: torch.optim.Optimizer
+
+
+@dataclass
+class _Run:
+    """What every step of a run works with: its network, optimisers and training data."""
+
+    cfg: TrainConfig
+    net: ISANetwork
+    device: torch.device
+    use_amp: bool
+    context: int  # input pixels around each crop
+    fill: np.ndarray  # the band means: a crop's window outside its scene
+    band_std: torch.Tensor  # the SR and adversarial losses' unit, per band
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    adversary: _Adversary | None  # with adv_weight > 0
+    train_scenes: list[Scene]
+    sim_cache: SimulationCache
+    real_train: list[WeakScene] | None
+    pairs: list[tuple[WeakScene, WeakScene]]  # two dates of a real place, for date_weight
+
+    def forward(self, x: torch.Tensor, **kw: Any) -> dict[str, torch.Tensor | None]:
+        """The network on a batch, with the run's context, device and autocast."""
+        x = self.on_device(x)
+        with self.autocast():
+            return self.net(x, self.context, **kw)
+
+    def on_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device).contiguous(memory_format=torch.channels_last)
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_amp)
+
+
+@dataclass
+class _Validation:
+    """The held-out places, fixed for the run, and the mask rule their scores are taken at."""
+
+    inputs: list[tuple]
+    real_windows: list[tuple] | None
+    rule: MaskRule
+
+    def scores(self, net: ISANetwork, context: int) -> dict:
+        """Macro-F1 (and, with real windows, ROC AUC) and the ``selection`` they make."""
+        scores = evaluate(net, self.inputs, context, self.rule)
+        scores["selection"] = scores["macro_f1"]
+        if self.real_windows:
+            scores.update(evaluate_real(net, self.real_windows, context, self.rule))
+            scores["selection"] = (scores["macro_f1"] + scores["real_auc"]) / 2
+        return scores
+
+
+def _refuse_empty_sets(train_scenes: list[Scene], val_scenes: list[Scene]) -> None:
     if not train_scenes:
         raise TrainingDataError("the training set is empty after filtering")
     if not val_scenes:
         raise TrainingDataError("the validation set is empty: hold out at least one place")
+
+
+def _training_pairs(
+    cfg: TrainConfig, real_train: list[WeakScene] | None
+) -> list[tuple[WeakScene, WeakScene]]:
+    """The date pairs the date term trains on; none without ``date_weight``."""
     pairs = date_pairs(real_train or []) if cfg.date_weight else []
     if cfg.date_weight and not pairs:
         raise TrainingDataError(
             "date_weight needs real scenes with two dates of one place on one grid "
             "(e.g. load_oscd: both dates of each city)"
         )
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    return pairs
+
+
+def _set_up(
+    cfg: TrainConfig,
+    train_scenes: list[Scene],
+    real_train: list[WeakScene] | None,
+    pairs: list[tuple[WeakScene, WeakScene]],
+) -> _Run:
+    """Seed the run, then make its network, optimiser, schedule and discriminator."""
+    from ..models.model import resolve_device
+
     _set_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    net, mean = _network(cfg, train_scenes, real_train, device)
+    opt = torch.optim.Adam(_trainable(net, cfg.train_only), lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, cfg.steps))
+    adversary = None
+    if cfg.adv_weight > 0:
+        from ..models.discriminator import UNetDiscriminatorSN
+
+        disc = UNetDiscriminatorSN(in_channels=3).to(device)
+        disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr / 2, betas=(0.5, 0.999))
+        adversary = _Adversary(disc, disc_opt)
+    return _Run(
+        cfg=cfg,
+        net=net,
+        device=device,
+        use_amp=cfg.amp and (device.type == "cuda" or _cpu_has_bf16()),
+        context=net.halo if cfg.context is None else cfg.context,
+        fill=np.asarray(mean, np.float32),
+        band_std=net.band_std.to(device),
+        opt=opt,
+        sched=sched,
+        adversary=adversary,
+        train_scenes=train_scenes,
+        sim_cache=SimulationCache(cfg.sim_versions, cfg.radiometry_augment, cfg.seed),
+        real_train=real_train,
+        pairs=pairs,
+    )
+
+
+def _network(
+    cfg: TrainConfig,
+    train_scenes: list[Scene],
+    real_train: list[WeakScene] | None,
+    device: torch.device,
+) -> tuple[ISANetwork, list[float]]:
+    """A fresh network, or one started from ``cfg.init_from``, on ``device``; and its band
+    means."""
+    from ..models.architectures import build_network, default_config
+
     start = _initial_weights(cfg)
     if start is not None:  # the normalisation is part of what the layers learned
         meta = start.metadata["config"]
@@ -186,142 +330,151 @@ def train(
         _load_matching(net, start, cfg.init_from)
     # torch's stubs lack Module.to(memory_format=...), which torch accepts
     net = net.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    opt = torch.optim.Adam(_trainable(net, cfg.train_only), lr=cfg.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, cfg.steps))
-    disc = disc_opt = None
-    if cfg.adv_weight > 0:
-        from ..models.discriminator import UNetDiscriminatorSN
+    return net, mean
 
-        disc = UNetDiscriminatorSN(in_channels=3).to(device)
-        disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr / 2, betas=(0.5, 0.999))
 
-    state: dict[str, Any] = {"step": 0, "best": -1.0, "best_eval": None, "stale": 0, "history": []}
-    ckpt = out / "checkpoint.pt"
-    if ckpt.exists():
-        state = _resume(ckpt, cfg, net, opt, sched, disc, disc_opt)
-        _write_history(out, state)  # an evaluation after the checkpoint was redone: drop it
-    else:
-        _refuse_other_run(out)
-    fill = np.asarray(mean, np.float32)
-    std_t = net.band_std.to(device)
-    use_amp = cfg.amp and (device.type == "cuda" or _cpu_has_bf16())
-    context = net.halo if cfg.context is None else cfg.context
-    val_inputs = validation_inputs(val_scenes)
-    real_windows = real_validation_windows(real_val, context) if real_val else None
-    sim_cache = SimulationCache(cfg.sim_versions, cfg.radiometry_augment, cfg.seed)
-    bar = progress_bar(
-        cfg.steps, initial=state["step"], enabled=progress, desc=cfg.arch, unit="step"
+def _train_step(run: _Run, step: int) -> torch.Tensor:
+    """One optimiser step (and, with the adversarial term, one of the discriminator's);
+    returns the step's loss."""
+    cfg = run.cfg
+    # crops drawn from (seed, step): a resumed run redoes exactly the steps it lost
+    rng = np.random.default_rng([cfg.seed, step])
+    x, hr, label = sample_batch(run.train_scenes, cfg, run.context, run.fill, rng, run.sim_cache)
+    pred = run.forward(x)
+    label = label.to(run.device)
+    sr = pred["sr"]
+    warm = step < cfg.sr_warmup and sr is not None
+    if sr is not None and hr is not None:
+        hr = hr.to(run.device)
+    loss = torch.zeros((), device=run.device)
+    for term in _loss_terms(run, pred, hr, label, rng, warm):
+        loss = loss + term
+    run.opt.zero_grad()
+    loss.backward()
+    # RRDB trunks can spike
+    torch.nn.utils.clip_grad_norm_(run.opt.param_groups[0]["params"], cfg.clip_grad)
+    run.opt.step()
+    if run.adversary is not None and hr is not None and sr is not None and not warm:
+        # after the generator step, on the detached SR image: the two never share a graph
+        run.adversary.opt.zero_grad()
+        discriminator_loss(run.adversary.disc, sr, hr, run.band_std).backward()
+        run.adversary.opt.step()
+    run.sched.step()
+    return loss
+
+
+def _loss_terms(
+    run: _Run,
+    pred: dict[str, torch.Tensor | None],
+    hr: torch.Tensor | None,
+    label: torch.Tensor,
+    rng: np.random.Generator,
+    warm: bool,
+) -> Iterator[torch.Tensor]:
+    """The step's weighted loss terms, in the order they are summed: the SR terms (in the
+    warm-up the SR L1 alone), then the 1 m labels' terms and the real batches' terms."""
+    cfg, sr = run.cfg, pred["sr"]
+    if sr is not None and hr is not None:
+        yield cfg.sr_weight * sr_l1(sr, hr, run.band_std)
+        if run.adversary is not None and not warm:
+            yield cfg.adv_weight * generator_adversarial_loss(run.adversary.disc, sr, run.band_std)
+    if warm:
+        return
+    yield from _label_terms(cfg, pred, label)
+    if run.real_train and cfg.real_batch_size > 0:
+        yield from _weak_terms(run, run.real_train, rng)
+    if run.pairs:
+        yield _date_term(run, rng)
+    if run.real_train and cfg.prior_batch_size > 0 and hasattr(run.net, "prior_logits"):
+        yield _prior_term(run, run.real_train, rng)
+
+
+def _label_terms(
+    cfg: TrainConfig, pred: dict[str, torch.Tensor | None], label: torch.Tensor
+) -> Iterator[torch.Tensor]:
+    """The simulated crops against their 1 m labels: segmentation, placement inside mixed
+    10 m pixels, and the 10 m prior against each pixel's ISA fraction."""
+    logits = cast(torch.Tensor, pred["logits"])
+    yield cfg.seg_weight * segmentation_loss(
+        logits, label, cfg.weak_weight, cfg.pos_weight, cfg.dice_weight
     )
-    started = time.perf_counter()
-    net.train()
-    while state["step"] < cfg.steps and state["stale"] < cfg.patience:
-        # crops drawn from (seed, step): a resumed run redoes exactly the steps it lost
-        rng = np.random.default_rng([cfg.seed, state["step"]])
-        x, hr, label = sample_batch(train_scenes, cfg, context, fill, rng, sim_cache)
-        x = x.to(device).contiguous(memory_format=torch.channels_last)
-        label = label.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-            pred = net(x, context)
-        loss = torch.zeros((), device=device)
-        warm = state["step"] < cfg.sr_warmup and pred["sr"] is not None
-        if pred["sr"] is not None and hr is not None:
-            hr = hr.to(device)
-            loss = loss + cfg.sr_weight * sr_l1(pred["sr"], hr, std_t)
-            if disc is not None and not warm:
-                loss = loss + cfg.adv_weight * generator_adversarial_loss(disc, pred["sr"], std_t)
-        if not warm:
-            loss = loss + cfg.seg_weight * segmentation_loss(
-                pred["logits"], label, cfg.weak_weight, cfg.pos_weight, cfg.dice_weight
-            )
-            if cfg.placement_weight:
-                loss = loss + cfg.placement_weight * placement_loss(pred["logits"], label)
-            if pred.get("logits10") is not None:
-                loss = loss + cfg.fraction_weight * fraction_loss(pred["logits10"], label)
-            if real_train and cfg.real_batch_size > 0:
-                xr_, weak = sample_real_batch(real_train, cfg, context, fill, rng)
-                xr_ = xr_.to(device).contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    real = net(xr_, context, sr=False)
-                loss = loss + cfg.real_weight * weak_loss(
-                    real["logits"],
-                    real.get("logits10"),
-                    weak.to(device),
-                    cfg.built_floor,
-                    cfg.mask_sharpness,
-                )
-                if cfg.consistency_weight and real.get("logits10") is not None:
-                    loss = loss + cfg.consistency_weight * prior_consistency_loss(
-                        real["logits"], real["logits10"], cfg.mask_sharpness
-                    )
-            if pairs:  # both dates in one batch: the first half is date a, the rest b
-                xa, xb, stable = sample_pair_batch(
-                    pairs, context, fill, rng, cfg.crop, cfg.date_batch_size
-                )
-                both = torch.cat([xa, xb]).to(device).contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    dated = net(both, context, sr=False)
-                n = len(xa)
-                prior = dated.get("logits10")
-                loss = loss + cfg.date_weight * date_consistency_loss(
-                    dated["logits"][:n],
-                    dated["logits"][n:],
-                    stable.to(device),
-                    None if prior is None else prior[:n],
-                    None if prior is None else prior[n:],
-                    cfg.mask_sharpness,
-                )
-            if real_train and cfg.prior_batch_size > 0 and hasattr(net, "prior_logits"):
-                # many more real 10 m pixels, through the 10 m layers only
-                margin = net.prior_halo
-                xp, weak = sample_real_batch(
-                    real_train, cfg, margin, fill, rng, cfg.prior_crop, cfg.prior_batch_size
-                )
-                xp = xp.to(device).contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    prior = net.prior_logits(xp, margin)
-                loss = loss + cfg.real_weight * weak_loss(
-                    None, prior, weak.to(device), cfg.built_floor
-                )
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(
-            opt.param_groups[0]["params"], cfg.clip_grad
-        )  # RRDB trunks can spike
-        opt.step()
-        if disc is not None and hr is not None and pred["sr"] is not None and not warm:
-            # after the generator step, on the detached SR image: the two never share a graph
-            assert disc_opt is not None  # made with disc
-            disc_opt.zero_grad()
-            discriminator_loss(disc, pred["sr"], hr, std_t).backward()
-            disc_opt.step()
-        sched.step()
-        state["step"] += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps:
-            scores = evaluate(net, val_inputs, context, rule)
-            scores["selection"] = scores["macro_f1"]
-            if real_windows:
-                scores.update(evaluate_real(net, real_windows, context, rule))
-                scores["selection"] = (scores["macro_f1"] + scores["real_auc"]) / 2
-            scores.update(step=state["step"], seconds=time.perf_counter() - started)
-            state["history"].append(scores)
-            if scores["selection"] > state["best"] and state["step"] > cfg.sr_warmup:
-                state.update(best=scores["selection"], best_eval=scores, stale=0)
-                save_model(
-                    net.cpu(),
-                    out / "best.safetensors",
-                    name=cfg.arch,
-                    bands=("B04", "B03", "B02"),
-                    extra={"training": asdict(cfg), "metrics": scores, "mask_rule": cfg.mask_rule},
-                )
-                net.to(device)
-            elif state["step"] > cfg.sr_warmup:
-                state["stale"] += 1
-            _checkpoint(ckpt, cfg, net, opt, sched, disc, disc_opt, state)
-            _write_history(out, state)  # after the checkpoint, so it never runs ahead of it
-    bar.close()
-    return {"best": state["best_eval"], "steps": state["step"], "out": str(out)}
+    if cfg.placement_weight:
+        yield cfg.placement_weight * placement_loss(logits, label)
+    logits10 = pred.get("logits10")
+    if logits10 is not None:
+        yield cfg.fraction_weight * fraction_loss(logits10, label)
+
+
+def _weak_terms(
+    run: _Run, real_train: list[WeakScene], rng: np.random.Generator
+) -> Iterator[torch.Tensor]:
+    """Real crops against their weak 10 m labels, and their 1 m share against the 10 m
+    prior."""
+    cfg = run.cfg
+    x, weak = sample_real_batch(real_train, cfg, run.context, run.fill, rng)
+    real = run.forward(x, sr=False)
+    logits = cast(torch.Tensor, real["logits"])
+    logits10 = real.get("logits10")
+    yield cfg.real_weight * weak_loss(
+        logits, logits10, weak.to(run.device), cfg.built_floor, cfg.mask_sharpness
+    )
+    if cfg.consistency_weight and logits10 is not None:
+        yield cfg.consistency_weight * prior_consistency_loss(logits, logits10, cfg.mask_sharpness)
+
+
+def _date_term(run: _Run, rng: np.random.Generator) -> torch.Tensor:
+    """Two dates of a real place agree on land stable in both."""
+    cfg = run.cfg
+    xa, xb, stable = sample_pair_batch(
+        run.pairs, run.context, run.fill, rng, cfg.crop, cfg.date_batch_size
+    )
+    # both dates in one batch: the first half is date a, the rest b
+    dated = run.forward(torch.cat([xa, xb]), sr=False)
+    n = len(xa)
+    logits = cast(torch.Tensor, dated["logits"])
+    prior = dated.get("logits10")
+    return cfg.date_weight * date_consistency_loss(
+        logits[:n],
+        logits[n:],
+        stable.to(run.device),
+        None if prior is None else prior[:n],
+        None if prior is None else prior[n:],
+        cfg.mask_sharpness,
+    )
+
+
+def _prior_term(run: _Run, real_train: list[WeakScene], rng: np.random.Generator) -> torch.Tensor:
+    """Many more real 10 m pixels against their weak labels, through the 10 m layers only."""
+    cfg = run.cfg
+    net: Any = run.net  # one with a 10 m prior: prior_logits and prior_halo
+    margin = net.prior_halo
+    x, weak = sample_real_batch(
+        real_train, cfg, margin, run.fill, rng, cfg.prior_crop, cfg.prior_batch_size
+    )
+    x = run.on_device(x)
+    with run.autocast():
+        prior = net.prior_logits(x, margin)
+    return cfg.real_weight * weak_loss(None, prior, weak.to(run.device), cfg.built_floor)
+
+
+def _keep_if_best(run: _Run, state: dict, scores: dict, path: Path) -> None:
+    """Save the weights to ``path`` when ``scores`` select them over the best so far, else
+    count the evaluation as stale; evaluations in the SR warm-up count for neither."""
+    from ..models.model import save_model
+
+    cfg = run.cfg
+    if scores["selection"] > state["best"] and state["step"] > cfg.sr_warmup:
+        state.update(best=scores["selection"], best_eval=scores, stale=0)
+        save_model(
+            run.net.cpu(),
+            path,
+            name=cfg.arch,
+            bands=("B04", "B03", "B02"),
+            extra={"training": asdict(cfg), "metrics": scores, "mask_rule": cfg.mask_rule},
+        )
+        run.net.to(run.device)
+    elif state["step"] > cfg.sr_warmup:
+        state["stale"] += 1
 
 
 #: what a run writes in its folder besides checkpoint.pt
@@ -402,14 +555,15 @@ def _lr_factor(step: int, total: int) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
 
 
-def _checkpoint(path, cfg, net, opt, sched, disc, disc_opt, state) -> None:
+def _checkpoint(path: Path, run: _Run, state: dict) -> None:
+    disc, disc_opt = run.adversary or (None, None)
     blob = {
-        "config": asdict(cfg),
-        "arch": net.arch,
-        "net_config": net.config,
-        "net": net.state_dict(),
-        "opt": opt.state_dict(),
-        "sched": sched.state_dict(),
+        "config": asdict(run.cfg),
+        "arch": run.net.arch,
+        "net_config": run.net.config,
+        "net": run.net.state_dict(),
+        "opt": run.opt.state_dict(),
+        "sched": run.sched.state_dict(),
         "disc": disc.state_dict() if disc is not None else None,
         "disc_opt": disc_opt.state_dict() if disc_opt is not None else None,
         "state": state,
@@ -420,13 +574,11 @@ def _checkpoint(path, cfg, net, opt, sched, disc, disc_opt, state) -> None:
     tmp.replace(path)  # a crash mid-write leaves the previous checkpoint intact
 
 
-def _resume(path, cfg, net, opt, sched, disc, disc_opt) -> dict:
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)  # no code runs
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {exc}; delete it to start over"
-        ) from exc
+def _resume(path: Path, run: _Run) -> dict:
+    """Load a checkpoint into ``run`` (network, optimisers, schedule, torch RNG); return the
+    run's state at it."""
+    blob = _read_checkpoint(path)
+    net = run.net
     if blob["arch"] != net.arch or blob["net_config"].keys() != net.config.keys():
         raise CheckpointError(
             f"{path} was written for architecture '{blob['arch']}', not '{net.arch}': use "
@@ -436,15 +588,28 @@ def _resume(path, cfg, net, opt, sched, disc, disc_opt) -> dict:
         net.load_state_dict(blob["net"])
     except RuntimeError as exc:
         raise CheckpointError(f"{path} holds another config of '{net.arch}': {exc}") from exc
-    opt.load_state_dict(blob["opt"])
-    sched.load_state_dict(blob["sched"])
-    if disc is not None and blob["disc"] is not None:
-        disc.load_state_dict(blob["disc"])
-        disc_opt.load_state_dict(blob["disc_opt"])
+    run.opt.load_state_dict(blob["opt"])
+    run.sched.load_state_dict(blob["sched"])
+    if run.adversary is not None and blob["disc"] is not None:
+        run.adversary.disc.load_state_dict(blob["disc"])
+        run.adversary.opt.load_state_dict(blob["disc_opt"])
     torch.set_rng_state(blob["torch_rng"])
     state = blob["state"]
     if "history" not in state:  # a checkpoint of an earlier version: its metrics file, trimmed
-        metrics = Path(path).parent / "metrics.jsonl"
-        rows = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
-        state["history"] = [r for r in rows if r["step"] <= state["step"]]
+        state["history"] = _history_until(path.parent / "metrics.jsonl", state["step"])
     return state
+
+
+def _read_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # no code runs
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {exc}; delete it to start over"
+        ) from exc
+
+
+def _history_until(metrics: Path, step: int) -> list[dict]:
+    """The evaluations of a metrics file up to ``step`` (none without the file)."""
+    rows = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
+    return [r for r in rows if r["step"] <= step]
