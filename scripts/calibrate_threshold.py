@@ -36,7 +36,7 @@ from xjointseg.training.validation import (
 THRESHOLDS = [round(t, 2) for t in np.arange(0.3, 0.951, 0.05)]
 # (rule, slope): the slope changes nothing under a threshold rule
 RULES = [("threshold", 1.0)] + [("fraction", a) for a in (1.0, 1.5, 2.0, 3.0, 5.0)]
-# what save_weights writes itself; everything else in the metadata is carried over
+# what save_model writes itself; everything else in the metadata is carried over
 OWN_KEYS = ("format", "arch", "config", "name", "bands", "scale", "library_version")
 
 

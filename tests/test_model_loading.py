@@ -104,6 +104,16 @@ def test_url_needs_checksum_and_is_verified(tmp_path, monkeypatch):
         load_model(url, sha256="f" * 64)
 
 
+def test_a_failed_download_says_why_and_leaves_nothing_in_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("XJOINTSEG_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(errors.WeightsError, match="cannot download.*Protocol not known"):
+        load_model("nosuch://host/w.safetensors", sha256="a" * 64)
+    missing = (tmp_path / "absent.safetensors").resolve().as_uri()
+    with pytest.raises(errors.WeightsError, match="cannot download"):
+        load_model(missing, sha256="a" * 64)
+    assert not list((tmp_path / "cache").iterdir())
+
+
 def test_cache_returns_one_model_per_checksum_and_device(tmp_path):
     path = toy_weights(tmp_path / "w.safetensors", seed=3)
     copy = tmp_path / "copy.safetensors"

@@ -15,8 +15,9 @@ import numpy as np
 import xarray as xr
 
 from .errors import OptionError
-from .models.model import Model, save_model
+from .models.model import Model
 from .models.toy import ToyNet
+from .models.weights import save_model
 
 BANDS_RGB = ("B04", "B03", "B02")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import threading
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -29,7 +29,7 @@ from ..schema import OUTPUT_KINDS, PRECISIONS
 from .base import ISANetwork
 from .decision import MaskRule
 from .flops import peak_activation_bytes
-from .weights import build_from_weights, read_weights, save_weights, sha256_bytes
+from .weights import build_from_weights, read_weights, sha256_bytes
 
 OutputKind = Literal["mask", "probability"]
 BUILTIN_NAMES = ("jointseg", "bilinear")  # the names the package ships weights under
@@ -399,13 +399,27 @@ def _download(url: str, sha256: str) -> Path:
         cache.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".partial")
         try:
-            with urllib.request.urlopen(url) as resp, open(tmp, "wb") as fh:  # noqa: S310
-                fh.write(resp.read())
-        except OSError as exc:
+            _fetch(url, tmp)
+        except (OSError, ValueError, ImportError) as exc:  # unreachable, 404, unknown protocol
+            tmp.unlink(missing_ok=True)
             raise WeightsError(f"cannot download weights from {url}: {exc}") from exc
         read_weights(tmp, expected_sha256=sha256)  # verify before it takes the final name
         tmp.replace(target)
     return target
+
+
+def _fetch(url: str, target: Path) -> None:
+    """Stream ``url`` into ``target``, never whole in memory: HTTP(S) by torch.hub's
+    downloader, any other protocol fsspec knows (``s3://``, ``gs://``, ``file://``) by fsspec."""
+    if url.startswith(("http://", "https://")):
+        from torch.hub import download_url_to_file
+
+        download_url_to_file(url, str(target), progress=False)
+        return
+    import fsspec
+
+    with fsspec.open(url, "rb") as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
 
 
 def _resolve(name_or_path: str | os.PathLike, sha256: str | None) -> tuple[Path, str | None]:
@@ -538,25 +552,3 @@ def model_ref(model, device: str | None = None) -> ModelRef:
     if isinstance(model, Model):
         return model.ref(device)
     return ModelRef(None, getattr(model, "sha256", ""), device or "cpu", model=model)
-
-
-def save_model(
-    network: ISANetwork,
-    path: str | os.PathLike,
-    *,
-    name: str,
-    bands: tuple[str, ...] | list[str],
-    extra: dict[str, Any] | None = None,
-) -> str:
-    """Save a network as an xjointseg weights file (safetensors + JSON); return its sha256.
-
-    Examples
-    --------
-    >>> import os, tempfile
-    >>> from xjointseg.testing import ToyNet
-    >>> p = os.path.join(tempfile.mkdtemp(), "mine.safetensors")
-    >>> digest = save_model(ToyNet(in_bands=3), p, name="mine", bands=("B04", "B03", "B02"))
-    >>> load_model(p, device="cpu").sha256 == digest
-    True
-    """
-    return save_weights(network, path, name=name, bands=bands, extra=extra)

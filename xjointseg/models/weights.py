@@ -47,7 +47,7 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def save_weights(
+def save_model(
     network: ISANetwork,
     path: str | os.PathLike,
     *,
@@ -55,17 +55,20 @@ def save_weights(
     bands: tuple[str, ...] | list[str],
     extra: dict[str, Any] | None = None,
 ) -> str:
-    """Write ``network`` to ``path`` as safetensors + JSON metadata; return the sha256.
+    """Save a network as an xjointseg weights file (safetensors + JSON); return its sha256.
 
     ``extra`` is merged into the metadata (e.g. ``{"training": ..., "metrics": ...}``).
+    An existing file at ``path`` is replaced only if it is an xjointseg weights file.
 
     Examples
     --------
+    >>> import os, tempfile
+    >>> from xjointseg import load_model
     >>> from xjointseg.testing import ToyNet
-    >>> import tempfile, os
-    >>> path = os.path.join(tempfile.mkdtemp(), "toy.safetensors")
-    >>> len(save_weights(ToyNet(in_bands=3), path, name="toy", bands=["B04", "B03", "B02"]))
-    64
+    >>> p = os.path.join(tempfile.mkdtemp(), "mine.safetensors")
+    >>> digest = save_model(ToyNet(in_bands=3), p, name="mine", bands=("B04", "B03", "B02"))
+    >>> load_model(p, device="cpu").sha256 == digest
+    True
     """
     from .._version import __version__
     from ..paths import check_writable
@@ -153,6 +156,13 @@ def read_weights(path: str | Path, expected_sha256: str | None = None) -> Weight
             f"{path} is not an xjointseg weights file (safetensors with xjointseg metadata): "
             f"{exc}. Save weights with xjointseg.save_model()."
         ) from exc
+    _check_metadata(path, meta)
+    return WeightsFile(tensors=tensors, metadata=meta, sha256=digest)
+
+
+def _check_metadata(path: Path, meta: Any) -> None:
+    """Refuse metadata whose keys or types later steps cannot rely on: a broken file, not
+    a Python error later."""
     if not isinstance(meta, dict):
         raise WeightsError(
             f"{path}: the xjointseg metadata is a {type(meta).__name__}, not a JSON object; "
@@ -161,7 +171,6 @@ def read_weights(path: str | Path, expected_sha256: str | None = None) -> Weight
     for key in ("arch", "config", "name", "bands"):
         if key not in meta:
             raise WeightsError(f"{path}: metadata lacks '{key}'; the file is incomplete")
-    # the types later steps rely on: a wrong one is a broken file, not a Python error
     kinds = {"arch": str, "config": dict, "name": str, "bands": list, "format": int}
     for key, kind in kinds.items():
         if key in meta and not isinstance(meta[key], kind):
@@ -197,7 +206,6 @@ def read_weights(path: str | Path, expected_sha256: str | None = None) -> Weight
             f"{path} uses weights format {meta['format']}, newer than this xjointseg "
             f"understands ({FORMAT_VERSION}): upgrade xjointseg"
         )
-    return WeightsFile(tensors=tensors, metadata=meta, sha256=digest)
 
 
 def build_from_weights(weights: WeightsFile, architectures: dict[str, type]) -> ISANetwork:

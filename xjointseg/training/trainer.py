@@ -460,7 +460,7 @@ def _prior_term(run: _Run, real_train: list[WeakScene], rng: np.random.Generator
 def _keep_if_best(run: _Run, state: dict, scores: dict, path: Path) -> None:
     """Save the weights to ``path`` when ``scores`` select them over the best so far, else
     count the evaluation as stale; evaluations in the SR warm-up count for neither."""
-    from ..models.model import save_model
+    from ..models.weights import save_model
 
     cfg = run.cfg
     if scores["selection"] > state["best"] and state["step"] > cfg.sr_warmup:
