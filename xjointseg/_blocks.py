@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-NODATA_MASK = 255
+from .schema import NODATA
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def segment_window(
     w = window
     core_valid = valid[w.top : w.top + w.ny, w.left : w.left + w.nx]
     kind = np.uint8 if output == "mask" else np.float32
-    out = np.full((w.ny * s, w.nx * s), NODATA_MASK if output == "mask" else np.nan, kind)
+    out = np.full((w.ny * s, w.nx * s), NODATA if output == "mask" else np.nan, kind)
     if not core_valid.any():
         return out  # an all-nodata block costs no inference
 
@@ -129,5 +129,5 @@ def segment_window(
             ]
 
     missing = np.repeat(np.repeat(~core_valid, s, axis=0), s, axis=1)
-    out[missing] = NODATA_MASK if output == "mask" else np.nan
+    out[missing] = NODATA if output == "mask" else np.nan
     return out

@@ -9,11 +9,13 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from .change import first_period
+from .change.maps import coarse_share
 from .errors import OptionError
 from .schema import NEVER, NODATA, isa_map_of, period_labels
 
@@ -106,10 +108,8 @@ def plot_map(
     ydim, xdim = one.dims
     one = one.isel({ydim: slice(0, one.shape[0] // step * step)})
     one = one.isel({xdim: slice(0, one.shape[1] // step * step)})
-    coarse = {d: step for d in one.dims}
-    isa = (one == 1).astype(np.float32).coarsen(coarse).sum()
-    valid = (one != NODATA).astype(np.float32).coarsen(coarse).sum()
-    share = (isa / valid.where(valid > 0)).values
+    data = one.data if isinstance(one.data, da.Array) else da.from_array(one.values)
+    share = coarse_share(data, step).compute()
     fig, ax = _axes(ax)
     import matplotlib as mpl
 

@@ -62,6 +62,7 @@ from ..schema import (
     find_band,
     period_labels,
 )
+from .maps import coarse_share
 
 __all__ = [
     "DEFAULT_RULE",
@@ -279,16 +280,7 @@ def _share(m: xr.DataArray) -> da.Array:
         raise ChangeInputError(
             f"the maps ({h} x {w} px) do not hold whole 10 m pixels: pass the maps of segment()"
         )
-    data = data.rechunk({0: 10 * BLOCK, 1: 10 * BLOCK})
-    if m.dtype == np.uint8:
-        isa = (data == ISA).astype(np.float32)
-        valid = (data != NODATA).astype(np.float32)
-    else:
-        valid = da.isfinite(data).astype(np.float32)
-        isa = da.where(valid > 0, data, 0).astype(np.float32)
-    cells = {0: 10, 1: 10}
-    n = da.coarsen(np.sum, valid, cells)
-    return da.where(n > 0, da.coarsen(np.sum, isa, cells) / da.maximum(n, 1), np.nan)
+    return coarse_share(data.rechunk({0: 10 * BLOCK, 1: 10 * BLOCK}), 10)
 
 
 def _band_names(img: Any) -> list[str]:

@@ -103,17 +103,44 @@ def first_period(
     return res.odc.assign_crs(cube.odc.crs)
 
 
-def _fraction_block(block: np.ndarray, factor: int, least: int) -> np.ndarray:
-    t, h, w = block.shape
-    r = block.reshape(t, h // factor, factor, w // factor, factor)
-    # small integer sums: much faster than numpy's default int64 reduction of booleans
-    acc = np.uint16 if factor * factor < 2**16 else np.int64
-    isa = (r == 1).view(np.uint8).sum(axis=(2, 4), dtype=acc)
-    valid = (r != NODATA).view(np.uint8).sum(axis=(2, 4), dtype=acc)
+def _share_block(block: np.ndarray, factor: int, least: int) -> np.ndarray:
+    *lead, h, w = block.shape
+    r = block.reshape(*lead, h // factor, factor, w // factor, factor)
+    cell = (-3, -1)
+    if block.dtype.kind == "f":  # a probability map: the mean of its finite values
+        ok = np.isfinite(r)
+        isa = np.where(ok, r, 0).astype(np.float32).sum(axis=cell, dtype=np.float32)
+        valid = ok.astype(np.float32).sum(axis=cell, dtype=np.float32)
+    else:
+        # small integer sums: much faster than numpy's default int64 reduction of booleans
+        acc = np.uint16 if factor * factor < 2**16 else np.int64
+        isa = (r == 1).view(np.uint8).sum(axis=cell, dtype=acc)
+        valid = (r != NODATA).view(np.uint8).sum(axis=cell, dtype=acc)
     with np.errstate(invalid="ignore", divide="ignore"):
-        frac = (isa / valid).astype(np.float32)
-    frac[valid < least] = np.nan
-    return frac
+        share = (isa / valid).astype(np.float32)
+    share[valid < least] = np.nan
+    return share
+
+
+def coarse_share(data: da.Array, factor: int, least: int = 1) -> da.Array:
+    """The ISA share of each ``factor`` x ``factor`` cell of the last two axes, lazily.
+
+    ``data`` is a uint8 map (1 ISA, 255 nodata) or a probability map (its mean over finite
+    values); whole cells only. float32, NaN where fewer than ``least`` pixels are valid.
+    """
+    ny, nx = data.ndim - 2, data.ndim - 1
+    data = data.rechunk(
+        {ny: aligned_chunks(data.chunks[ny], factor), nx: aligned_chunks(data.chunks[nx], factor)}
+    )
+    return da.map_blocks(
+        _share_block,
+        data,
+        factor,
+        least,
+        chunks=(*data.chunks[:ny], *(tuple(c // factor for c in cs) for cs in data.chunks[ny:])),
+        dtype=np.float32,
+        meta=np.empty((0,) * data.ndim, np.float32),
+    )
 
 
 def fraction(
@@ -170,18 +197,8 @@ def fraction(
     data = cube.data
     if not isinstance(data, da.Array):
         data = da.from_array(np.asarray(data), chunks=(1, ANALYSIS_BLOCK, ANALYSIS_BLOCK))
-    data = data.rechunk(
-        {1: aligned_chunks(data.chunks[1], factor), 2: aligned_chunks(data.chunks[2], factor)}
-    )
     least = max(1, math.ceil(share_option("min_valid", min_valid) * factor * factor))
-    out = data.map_blocks(
-        _fraction_block,
-        factor,
-        least,
-        chunks=(data.chunks[0], *(tuple(c // factor for c in cs) for cs in data.chunks[1:])),
-        dtype=np.float32,
-        meta=np.empty((0, 0, 0), np.float32),
-    )
+    out = coarse_share(data, factor, least)
     from odc.geo.xr import xr_coords
 
     coarse = gbox.zoom_out(factor)

@@ -18,8 +18,8 @@ not need.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, cast
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import nn
@@ -82,8 +82,7 @@ def crop(t: torch.Tensor, n: int) -> torch.Tensor:
 class ISANetwork(nn.Module):
     """Base class of xjointseg networks (10 m DN in, 1 m ISA logits out).
 
-    Subclasses set ``arch`` and ``config`` (a JSON-serialisable dict that rebuilds the
-    network with ``type(net)(**config)``), and implement :meth:`input_span` and
+    Subclasses set ``arch`` and ``hyperparameters``, and implement :meth:`input_span` and
     :meth:`forward`. Inputs are Sentinel-2 L2A DN (reflectance x 10000); the per-band
     normalisation statistics are buffers, so they travel with the weights.
     """
@@ -95,11 +94,17 @@ class ISANetwork(nn.Module):
     band_mean: torch.Tensor
     band_std: torch.Tensor
 
+    #: The dataclass of the architecture's hyperparameters (keyword arguments of the
+    #: constructor besides the bands); the instance is ``self.hyper``.
+    hyperparameters: ClassVar[type | None] = None
+    hyper: Any
+
     def __init__(
         self,
-        in_bands: int,
+        in_bands: int = 3,
         band_mean: list[float] | None = None,
         band_std: list[float] | None = None,
+        **config: Any,
     ) -> None:
         super().__init__()
         self.in_bands = in_bands
@@ -109,12 +114,18 @@ class ISANetwork(nn.Module):
             raise ValueError("band_mean and band_std need one value per input band")
         self.register_buffer("band_mean", mean.view(1, in_bands, 1, 1))
         self.register_buffer("band_std", std.view(1, in_bands, 1, 1))
-        # everything needed to rebuild the network; subclasses add their own arguments
+        # everything needed to rebuild the network, JSON-serialisable: type(net)(**config)
         self.config: dict[str, Any] = {
             "in_bands": in_bands,
             "band_mean": None if band_mean is None else [float(v) for v in band_mean],
             "band_std": None if band_std is None else [float(v) for v in band_std],
         }
+        if self.hyperparameters is None:
+            if config:
+                raise TypeError(f"{type(self).__name__} takes no {sorted(config)}")
+        else:
+            self.hyper = self.hyperparameters(**config)
+            self.config.update(asdict(self.hyper))
 
     # --- declared geometry --------------------------------------------------------------
 

@@ -126,18 +126,12 @@ class BilinearSegNet(ISANetwork):
     """
 
     arch = "bilinear"
+    hyperparameters = BilinearConfig
 
-    def __init__(
-        self,
-        *,
-        in_bands: int = 3,
-        band_mean: list[float] | None = None,
-        band_std: list[float] | None = None,
-        **config: int,
-    ) -> None:
-        super().__init__(in_bands, band_mean, band_std)
-        c = BilinearConfig(**config)
-        self.config.update(asdict(c))
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        c: BilinearConfig = self.hyper
+        in_bands = self.in_bands
         if c.first_kernel % 2 == 0:
             raise ValueError("first_kernel must be odd")
         c1, c2, n, d2, d1 = (

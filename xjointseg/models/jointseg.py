@@ -135,18 +135,12 @@ class JointSegNet(ISANetwork):
     """
 
     arch = "jointseg"
+    hyperparameters = JointSegConfig
 
-    def __init__(
-        self,
-        *,
-        in_bands: int = 3,
-        band_mean: list[float] | None = None,
-        band_std: list[float] | None = None,
-        **config: int,
-    ) -> None:
-        super().__init__(in_bands, band_mean, band_std)
-        c = JointSegConfig(**config)
-        self.config.update(asdict(c))
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        c: JointSegConfig = self.hyper
+        in_bands = self.in_bands
         b, n1, n2 = in_bands, c.stage1_channels, c.stage2_channels
         # stage 1: 10 m -> 2.5 m
         self.s1_first = conv3(b, n1)

@@ -8,6 +8,7 @@ it from JointSeg, but it has not been trained: its masks mean nothing.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -31,18 +32,12 @@ CONFIGS = {"lite": asdict(ToyConfig())}
 
 class ToyNet(ISANetwork):
     arch = "toy"
+    hyperparameters = ToyConfig
 
-    def __init__(
-        self,
-        *,
-        in_bands: int = 3,
-        band_mean: list[float] | None = None,
-        band_std: list[float] | None = None,
-        **config: int,
-    ) -> None:
-        super().__init__(in_bands, band_mean, band_std)
-        c = ToyConfig(**config)
-        self.config.update(asdict(c))
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        c: ToyConfig = self.hyper
+        in_bands = self.in_bands
         gen = torch.Generator().manual_seed(c.seed)
         chans = [in_bands] + [c.width] * c.depth
         self.body = nn.ModuleList(
