@@ -55,6 +55,7 @@ from xjointseg.sentinel2 import (
     search_items,
 )
 from xjointseg.sentinel2._composite import _period_stack
+from xjointseg.sentinel2._options import LoadOptions
 
 pytestmark = [
     # odc-loader's 20 m -> 10 m SCL warp of tiny files: rasterio's in-memory dataset warns.
@@ -377,16 +378,9 @@ def test_each_period_loads_with_whole_time_axis_in_one_chunk(items):
     plan = {i.id: (band_assets(i, bands), find_asset(i, "SCL"), 0.0) for i in its}
     stack = _period_stack(
         its,
-        bands,
-        bands,
         plan,
         gbox=_geobox(its, None, 10.0, None),
-        chunks=(8, 8),
-        resampling="nearest",
-        mask_classes=frozenset(DEFAULT_SCL_MASK),
-        dilation=0,
-        brightness=False,
-        patch_url=None,
+        options=LoadOptions(periods=2019, bands=bands, chunks=8, cloud_mask=DEFAULT_SCL_MASK),
     )
     assert stack.B04.chunks == ((5,), (8, 8, 8), (8, 8, 8))  # median: blockwise, no shuffle
 

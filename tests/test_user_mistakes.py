@@ -857,3 +857,16 @@ def test_cli_mistake(tmp_path, capsys, weights, argv, needle):
 
 def test_the_census_covers_forty_distinct_mistakes():
     assert len({m[0] for m in MISTAKES} | {m[0] for m in CLI_MISTAKES}) >= 40
+
+
+def test_load_options_are_named_by_the_function_the_user_called():
+    import inspect
+
+    from xjointseg.sentinel2 import _load
+
+    with pytest.raises(TypeError, match=r"load_sentinel2\(\).*'bboxx': did you mean 'bbox'"):
+        xjointseg.load_sentinel2(ITEM, periods=2017, bboxx=(0, 0, 1, 1))
+    with pytest.raises(TypeError, match=r"plan_load\(\) needs periods="):
+        _load.plan_load(ITEM)
+    params = inspect.signature(xjointseg.load_sentinel2).parameters
+    assert params["resolution"].default == 10 and "store" in params  # help() shows them

@@ -3,20 +3,23 @@ replaced only as far as xjointseg wrote them.
 
 One check for every writer (cube stores, staged composites, COGs, the demo's files), so a
 path under a file or in a read-only folder always fails the same way, with a
-:class:`~xjointseg.errors.StorePathError` that names the culprit. One removal for every Zarr
-store xjointseg replaces (cubes, staged composites): its Zarr nodes go, a user's notes or
-sidecar files in the same folder stay.
+:class:`~xjointseg.errors.StorePathError` that names the culprit. For every Zarr store
+xjointseg replaces (cubes, staged composites), one check that xjointseg wrote it and one
+removal: its Zarr nodes go, a user's notes or sidecar files in the same folder stay.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from .errors import OptionError, StorePathError
 
-__all__ = ["check_protocol", "check_writable", "remove_zarr_store"]
+__all__ = ["check_protocol", "check_writable", "remove_zarr_store", "written_by_xjointseg"]
 
 
 def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
@@ -32,6 +35,34 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
         raise StorePathError(f"cannot write {path}: {nearest} is a file, not a folder")
     if not os.access(nearest, os.W_OK):
         raise StorePathError(f"cannot write {path}: {nearest} is read-only. Pick another path")
+
+
+def written_by_xjointseg(
+    store: Any, mark: str, value: Any, storage_options: Mapping[str, Any] | None = None
+) -> bool:
+    """Whether xjointseg wrote the Zarr ``store``: its root attribute ``mark`` is ``value``,
+    as the writer left it (the only kind of store xjointseg ever replaces or deletes).
+
+    ``store`` is a local path, an fsspec URL or a zarr store object. A store whose root
+    metadata is missing or unreadable (torn by a kill, not Zarr) is not ours.
+    """
+    if isinstance(store, str | os.PathLike):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(os.fspath(store), **(storage_options or {}))
+        try:
+            meta = json.loads(fs.cat_file(f"{root.rstrip('/')}/zarr.json"))
+        except (OSError, ValueError):  # missing, unreadable, not JSON
+            return False
+        attrs = meta.get("attributes") if isinstance(meta, dict) else None
+    else:
+        import zarr
+
+        try:
+            attrs = dict(zarr.open_group(store, mode="r").attrs)
+        except Exception:  # nothing there, or not Zarr
+            return False
+    return isinstance(attrs, Mapping) and attrs.get(mark) == value
 
 
 def remove_zarr_store(fs, root: str, own: tuple[str, ...] = ()) -> None:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import OptionError
-from ..paths import check_protocol, check_writable
+from ..paths import check_protocol, check_writable, written_by_xjointseg
 
 BOOK = "_xjointseg"
 
@@ -143,10 +143,7 @@ def _book(fs, root: str) -> dict | None:
 
 def _is_ours(target: _Target) -> bool:
     """A store whose root says it is an xjointseg cube (the only kind overwrite may delete)."""
-    fs, root = target.fs()
-    meta = _read_json(fs, f"{root}/zarr.json")
-    attrs = (meta or {}).get("attributes", {})
-    return attrs.get("xjointseg_cube_format") == FORMAT
+    return written_by_xjointseg(target.url, "xjointseg_cube_format", FORMAT, dict(target.options))
 
 
 def _check_store_path(target: _Target) -> None:

@@ -201,99 +201,104 @@ def open_source(
     if isinstance(obj, os.PathLike):
         obj = os.fspath(obj)
     if isinstance(obj, str):
-        preset = CATALOGS.get(obj.lower())
-        if preset is not None:
-            if sign is None and preset.sign:
-                sign = _import_signer(preset.sign)
-            client = _open_api(preset.url, sign)
-            return Source(
-                obj.lower(),
-                client=client,
-                collection=collection or preset.collection,
-                assets=preset.assets,
-                sign=sign,
-            )
+        if obj.lower() in CATALOGS:
+            return _open_preset(obj.lower(), collection, sign)
         if obj.startswith(("http://", "https://")):
-            if obj.lower().split("?")[0].endswith((".json", ".geojson")):
-                return Source(
-                    obj,
-                    items=_apply_sign(_read_static(obj), sign),
-                    collection=collection,
-                    sign=sign,
-                )
-            client = _open_api(obj, sign)
-            if _searchable(client):
-                if collection is None:
-                    raise OptionError(
-                        f"{obj} is a STAC API: name the collection to search, e.g. "
-                        "collection='sentinel-2-l2a' (or use a preset: "
-                        f"{', '.join(CATALOGS)})"
-                    )
-                return Source(obj, client=client, collection=collection, sign=sign)
-            return Source(
-                obj, items=_apply_sign(_walk(client), sign), collection=collection, sign=sign
-            )
-        path = Path(obj).expanduser()
-        if path.is_dir():
-            found = [path / n for n in ("catalog.json", "collection.json") if (path / n).exists()]
-            if not found:
-                raise CatalogError(f"{path} holds no catalog.json or collection.json")
-            path = found[0]
-        if not path.exists():
-            raise CatalogError(
-                f"{obj!r} is not a catalog preset ({', '.join(CATALOGS)}), a URL, or an "
-                "existing STAC file"
-            )
-        return Source(
-            str(path),
-            items=_apply_sign(_read_static(str(path.resolve())), sign),
-            collection=collection,
-            sign=sign,
-        )
+            return _open_url(obj, collection, sign)
+        return _open_path(obj, collection, sign)
     if hasattr(obj, "search") and hasattr(obj, "conforms_to"):  # a pystac_client.Client
-        if _searchable(obj):
-            if collection is None:
-                raise OptionError("name the collection to search, e.g. collection='sentinel-2-l2a'")
-            return Source(
-                str(obj.self_href),
-                client=obj,
-                collection=collection,
-                sign=sign,
-                sign_results=sign is not None,
-            )
-        return Source(
-            str(obj.self_href),
-            items=_apply_sign(_walk(obj), sign),
-            collection=collection,
-            sign=sign,
-        )
+        return _open_client(obj, collection, sign)
     if isinstance(obj, pystac.Catalog):
-        return Source(
-            str(obj.self_href or obj.id),
-            items=_apply_sign(obj.get_items(recursive=True), sign),
-            collection=collection,
-            sign=sign,
-        )
+        found = obj.get_items(recursive=True)
+        return _listed(str(obj.self_href or obj.id), found, collection, sign)
     if isinstance(obj, pystac.Item | Mapping):
         obj = [obj]
     if isinstance(obj, Iterable):
-        items = []
-        for entry in obj:
-            if isinstance(entry, Mapping):
-                entry = pystac.Item.from_dict(cast("dict[str, Any]", entry))
-            elif isinstance(entry, str | os.PathLike):  # an item's JSON file
-                entry = _read_item(entry)
-            if not isinstance(entry, pystac.Item):
-                raise CatalogError(
-                    f"expected pystac Items or paths of item JSON files, got {type(entry).__name__}"
-                )
-            items.append(entry)
-        return Source("items", items=_apply_sign(items, sign), collection=collection, sign=sign)
+        return _listed("items", [_as_item(entry) for entry in obj], collection, sign)
     raise CatalogError(
         f"cannot use a {type(obj).__name__} as a catalog: pass a preset name "
         f"({', '.join(CATALOGS)}), a STAC API URL, a path or URL to a static catalog / item "
         "JSON, or a list of pystac Items"
     )
+
+
+def _listed(
+    name: str, items: Iterable[pystac.Item], collection: str | None, sign: Signer | None
+) -> Source:
+    """A source that is a fixed list of items (signed here, once)."""
+    return Source(name, items=_apply_sign(items, sign), collection=collection, sign=sign)
+
+
+def _open_preset(name: str, collection: str | None, sign: Signer | None) -> Source:
+    preset = CATALOGS[name]
+    if sign is None and preset.sign:
+        sign = _import_signer(preset.sign)
+    return Source(
+        name,
+        client=_open_api(preset.url, sign),
+        collection=collection or preset.collection,
+        assets=preset.assets,
+        sign=sign,
+    )
+
+
+def _open_url(url: str, collection: str | None, sign: Signer | None) -> Source:
+    """A static catalog's JSON file, or a STAC API (searched, or walked if it cannot be)."""
+    if url.lower().split("?")[0].endswith((".json", ".geojson")):
+        return _listed(url, _read_static(url), collection, sign)
+    client = _open_api(url, sign)
+    if not _searchable(client):
+        return _listed(url, _walk(client), collection, sign)
+    if collection is None:
+        raise OptionError(
+            f"{url} is a STAC API: name the collection to search, e.g. "
+            f"collection='sentinel-2-l2a' (or use a preset: {', '.join(CATALOGS)})"
+        )
+    return Source(url, client=client, collection=collection, sign=sign)
+
+
+def _open_path(text: str, collection: str | None, sign: Signer | None) -> Source:
+    """A local static catalog: a STAC file, or a folder holding catalog/collection.json."""
+    path = Path(text).expanduser()
+    if path.is_dir():
+        found = [path / n for n in ("catalog.json", "collection.json") if (path / n).exists()]
+        if not found:
+            raise CatalogError(f"{path} holds no catalog.json or collection.json")
+        path = found[0]
+    if not path.exists():
+        raise CatalogError(
+            f"{text!r} is not a catalog preset ({', '.join(CATALOGS)}), a URL, or an "
+            "existing STAC file"
+        )
+    return _listed(str(path), _read_static(str(path.resolve())), collection, sign)
+
+
+def _open_client(client: Any, collection: str | None, sign: Signer | None) -> Source:
+    """A pystac_client.Client the user opened (so it has no signing modifier of ours)."""
+    if not _searchable(client):
+        return _listed(str(client.self_href), _walk(client), collection, sign)
+    if collection is None:
+        raise OptionError("name the collection to search, e.g. collection='sentinel-2-l2a'")
+    return Source(
+        str(client.self_href),
+        client=client,
+        collection=collection,
+        sign=sign,
+        sign_results=sign is not None,
+    )
+
+
+def _as_item(entry: Any) -> pystac.Item:
+    """An entry of an item list: a pystac Item, an item dict or the path of an item JSON."""
+    if isinstance(entry, Mapping):
+        entry = pystac.Item.from_dict(cast("dict[str, Any]", entry))
+    elif isinstance(entry, str | os.PathLike):
+        entry = _read_item(entry)
+    if not isinstance(entry, pystac.Item):
+        raise CatalogError(
+            f"expected pystac Items or paths of item JSON files, got {type(entry).__name__}"
+        )
+    return entry
 
 
 def _read_item(path: str | os.PathLike) -> pystac.Item:

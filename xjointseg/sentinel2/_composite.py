@@ -3,7 +3,7 @@ of items that load identically, the cloud mask (SCL classes, dilated), and the m
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import numpy as np
@@ -15,7 +15,11 @@ from odc.geo.geobox import GeoBox
 from odc.geo.geom import Geometry
 
 from ..errors import CatalogError, MixedCRSError, ProjectionError
-from ._options import _SCL_CLOUDS, BRIGHTNESS_DN
+from ._options import _SCL_CLOUDS, BRIGHTNESS_DN, LoadOptions
+
+#: What to read of an item: the asset keys of the bands, the SCL asset key (None when there
+#: is none, or no cloud mask), the DN offset to subtract.
+ItemAssets = tuple[tuple[str, ...], str | None, float]
 
 
 def _dilate(mask: np.ndarray, n: int) -> np.ndarray:
@@ -153,17 +157,11 @@ def _geobox(
 def _load_group(
     items: Sequence[pystac.Item],
     keys: Sequence[str],
-    bands: Sequence[str],
     scl_key: str | None,
     offset: float,
     *,
     gbox: GeoBox,
-    chunks: tuple[int, int],
-    resampling: str,
-    mask_classes: frozenset[int],
-    dilation: int,
-    brightness: bool,
-    patch_url: Callable[[str], str] | None,
+    options: LoadOptions,
 ) -> xr.Dataset:
     """Load items that share asset keys and offset; return masked float32 bands + 'valid'."""
     load = list(dict.fromkeys(keys))
@@ -172,7 +170,7 @@ def _load_group(
     # Declared for archives whose items lack raster:bands (Planetary Computer), so every
     # source loads the same dtypes and the same no-data value.
     assets_cfg: dict[str, dict[str, Any]] = {"*": {"data_type": "uint16", "nodata": 0}}
-    resamp = dict.fromkeys(keys, resampling)
+    resamp = dict.fromkeys(keys, options.resampling)
     if scl_key is not None:
         assets_cfg[scl_key] = {"data_type": "uint8", "nodata": 0}
         resamp[scl_key] = "nearest"  # classes must never be interpolated
@@ -181,11 +179,11 @@ def _load_group(
         bands=load,
         geobox=gbox,
         groupby="solar_day",
-        chunks={"time": -1, "y": chunks[0], "x": chunks[1]},
+        chunks={"time": -1, "y": options.chunk_yx[0], "x": options.chunk_yx[1]},
         resampling=resamp,
         stac_cfg={"*": {"assets": assets_cfg, "warnings": "ignore"}},
         nodata=0,  # DN 0 is Sentinel-2's no-data, in L1C, L2A and SCL alike
-        patch_url=patch_url,
+        patch_url=options.patch_url,
         fail_on_error=True,
     )
     valid = None
@@ -193,20 +191,21 @@ def _load_group(
         ok = raw[key] != 0
         valid = ok if valid is None else valid & ok
     values = {}
-    for band, key in zip(bands, keys, strict=True):
+    for band, key in zip(options.read_bands, keys, strict=True):
         v = raw[key].astype("float32")
         if offset:
             # Dark pixels below the offset were negative reflectance: clip to 0 as the
             # pre-04.00 products did, so all years share one DN scale.
             v = (v - np.float32(offset)).clip(min=0)
         values[band] = v
+    mask_classes, dilation = options.mask_classes, options.cloud_dilation
     if scl_key is not None and mask_classes:
         scl = raw[scl_key]
         bad = scl.isin(sorted(mask_classes))
         if dilation:
             bad = bad | _dilated(scl.isin(sorted(mask_classes & _SCL_CLOUDS)), dilation)
         valid = cast(xr.DataArray, valid) & ~bad
-    if brightness and scl_key is None:
+    if options.l1c_mask == "brightness" and scl_key is None:
         valid = cast(xr.DataArray, valid) & ~_dilated(values["B02"] >= BRIGHTNESS_DN, dilation)
     out = xr.Dataset({b: v.where(valid) for b, v in values.items()})
     out["valid"] = valid
@@ -215,18 +214,20 @@ def _load_group(
 
 def _period_stack(
     items: Sequence[pystac.Item],
-    load_bands: tuple[str, ...],
-    bands: tuple[str, ...],
-    plan: Mapping[str, tuple[tuple[str, ...], str | None, float]],
-    **kw: Any,
+    assets: Mapping[str, ItemAssets],
+    *,
+    gbox: GeoBox,
+    options: LoadOptions,
 ) -> xr.Dataset:
-    """All observations of one period: (time, y, x), time in one chunk."""
-    groups: dict[tuple, list[pystac.Item]] = {}
+    """All observations of one period: (time, y, x), time in one chunk.
+
+    ``assets`` holds each item's :data:`ItemAssets`: items that share them load together.
+    """
+    groups: dict[ItemAssets, list[pystac.Item]] = {}
     for item in items:
-        keys, scl_key, offset = plan[item.id]
-        groups.setdefault((keys, scl_key, offset), []).append(item)
+        groups.setdefault(assets[item.id], []).append(item)
     parts = [
-        _load_group(members, keys, load_bands, scl_key, offset, **kw)
+        _load_group(members, keys, scl_key, offset, gbox=gbox, options=options)
         for (keys, scl_key, offset), members in groups.items()
     ]
     stack = (
@@ -236,7 +237,7 @@ def _period_stack(
     )
     # Merge the groups' time chunks first (per spatial block, cheap), then sort within the
     # one chunk: sorting a multi-chunk axis would gather across chunks.
-    stack = stack[[*bands, "valid"]].chunk({"time": -1})
+    stack = stack[[*options.band_names, "valid"]].chunk({"time": -1})
     if len(parts) > 1:
         stack = stack.sortby("time")
     return stack

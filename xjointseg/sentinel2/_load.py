@@ -8,12 +8,10 @@ in one chunk so the median is blockwise (a task per spatial chunk, no shuffle).
 from __future__ import annotations
 
 import json
-import math
-import os
 import warnings
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pystac
@@ -21,21 +19,19 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from .._version import __version__
-from ..errors import OptionError
-from ._catalog import Signer, find_period_items, open_source
-from ._composite import _check_items, _composite, _geobox, _period_stack
+from ._catalog import Signer, Source, find_period_items, open_source
+from ._composite import ItemAssets, _check_items, _composite, _geobox, _period_stack
 from ._items import (
     SCL,
-    HarmonizeOption,
     Sentinel2Warning,
     band_assets,
     dn_offset,
     find_asset,
     suspicious_offset_flags,
 )
-from ._options import _area, _bands, _check_crs, _chunks, _mask_classes
+from ._options import LoadOptions, _area, takes_load_options
 from ._periods import Period, parse_periods
-from ._stage import _check_stage_target, _stage
+from ._stage import _stage
 
 
 def search_items(
@@ -78,29 +74,8 @@ def search_items(
     return find_period_items(source, period_list, aoi_ll, max_cloud_cover)
 
 
-def load_sentinel2(
-    catalog_or_items: Any,
-    *,
-    bbox: Sequence[float] | None = None,
-    geopolygon: Any = None,
-    crs: Any = None,
-    periods: Any,
-    bands: Sequence[str] | None = None,
-    cloud_mask: bool | Sequence[int] = True,
-    cloud_dilation: int = 0,
-    l1c_mask: Literal["none", "brightness"] = "none",
-    harmonize: HarmonizeOption = True,
-    composite: Literal["median", "mean"] | None = "median",
-    max_cloud_cover: float | None = None,
-    chunks: int | Mapping[str, int] | None = None,
-    resolution: float = 10.0,
-    resampling: str = "nearest",
-    collection: str | None = None,
-    sign: Signer | None = None,
-    patch_url: Callable[[str], str] | None = None,
-    store: str | os.PathLike | MutableMapping | None = None,
-    overwrite: bool = False,
-) -> xr.Dataset:
+@takes_load_options
+def load_sentinel2(catalog_or_items: Any, **options: Any) -> xr.Dataset:
     """Sentinel-2 composites per period over an area, lazily, ready for ``.isa.segment()``.
 
     Finds the items of each period, loads them with odc-stac on one common grid, masks
@@ -201,50 +176,7 @@ def load_sentinel2(
     ...     periods=[2017, 2019, 2021, 2023], max_cloud_cover=60)
     >>> isa = ds.isa.segment(model="jointseg")  # doctest: +SKIP
     """
-    plan = plan_load(
-        catalog_or_items,
-        bbox=bbox,
-        geopolygon=geopolygon,
-        crs=crs,
-        periods=periods,
-        bands=bands,
-        cloud_mask=cloud_mask,
-        cloud_dilation=cloud_dilation,
-        l1c_mask=l1c_mask,
-        harmonize=harmonize,
-        composite=composite,
-        max_cloud_cover=max_cloud_cover,
-        chunks=chunks,
-        resolution=resolution,
-        resampling=resampling,
-        collection=collection,
-        sign=sign,
-        patch_url=patch_url,
-        store=store,
-        overwrite=overwrite,
-    )
-    return plan.load()
-
-
-#: Resampling names odc-stac passes to GDAL (rasterio.enums.Resampling), for the 20 m bands
-#: and any reprojection.
-RESAMPLING = (
-    "nearest",
-    "bilinear",
-    "cubic",
-    "cubic_spline",
-    "lanczos",
-    "average",
-    "mode",
-    "gauss",
-    "min",
-    "max",
-    "med",
-    "q1",
-    "q3",
-    "sum",
-    "rms",
-)
+    return plan_load(catalog_or_items, **options).load()
 
 
 @dataclass(frozen=True)
@@ -255,46 +187,24 @@ class LoadPlan:
     :meth:`load` builds the lazy composites (and stages them when a store was given).
     """
 
+    options: LoadOptions
     source_name: str
     collection: str
-    periods: tuple[Period, ...]
     items: Mapping[str, tuple[pystac.Item, ...]]  # by period label
-    bands: tuple[str, ...]  # output bands (Bxx names)
-    need: tuple[str, ...]  # bands to read (the brightness test may need B02 too)
-    assets: Mapping[str, tuple[tuple[str, ...], str | None, float]]  # item: keys, SCL, offset
+    assets: Mapping[str, ItemAssets]  # by item id
     gbox: GeoBox
-    chunks: tuple[int, int]
-    resampling: str
-    mask_classes: frozenset[int]
-    cloud_dilation: int
-    l1c_mask: str
-    harmonize: Any
-    composite: str | None
-    resolution: float
-    patch_url: Callable[[str], str] | None = None
-    store: Any = None
-    overwrite: bool = False
 
     def load(self) -> xr.Dataset:
         """The composites (or observations), lazily; staged to ``store`` if one was given."""
-        load_kw = dict(
-            gbox=self.gbox,
-            chunks=self.chunks,
-            resampling=self.resampling,
-            mask_classes=self.mask_classes,
-            dilation=self.cloud_dilation,
-            brightness=self.l1c_mask == "brightness",
-            patch_url=self.patch_url,
-        )
-        plan = dict(self.assets)
+        options = self.options
         results = [
             self._one_period(
                 period,
                 _period_stack(
-                    list(self.items[period.label]), self.need, self.bands, plan, **load_kw
+                    self.items[period.label], self.assets, gbox=self.gbox, options=options
                 ),
             )
-            for period in self.periods
+            for period in options.period_list
         ]
         ds = (
             xr.concat(results, "time", join="exact", coords="different", compat="equals")
@@ -303,8 +213,8 @@ class LoadPlan:
         )
         ds = ds.assign_coords(time=ds["time"].values.astype("datetime64[ns]"))
         ds = self._describe(ds).odc.assign_crs(self.gbox.crs)
-        if self.store is not None:
-            return _stage(ds, self.store, self.overwrite)
+        if options.store is not None:
+            return _stage(ds, options.store, options.overwrite)
         return ds
 
     def _one_period(self, period: Period, stack: xr.Dataset) -> xr.Dataset:
@@ -315,19 +225,21 @@ class LoadPlan:
             "n_items": len(self.items[period.label]),
             "n_observations": stack.sizes["time"],
         }
-        if self.composite is None:
-            obs = stack[list(self.bands)]
+        bands, composite = self.options.band_names, self.options.composite
+        if composite is None:
+            obs = stack[list(bands)]
             n = obs.sizes["time"]
             return obs.assign_coords(
                 {k: ("time", np.repeat(np.array([v]), n)) for k, v in meta.items()}
             )
-        comp = _composite(stack, self.bands, self.composite).expand_dims(time=[period.start])
+        comp = _composite(stack, bands, composite).expand_dims(time=[period.start])
         return comp.assign_coords({k: ("time", np.array([v])) for k, v in meta.items()})
 
     def _describe(self, ds: xr.Dataset) -> xr.Dataset:
-        composite = self.composite
+        options = self.options
+        composite = options.composite
         what = f"{composite} of valid observations" if composite else "valid observation"
-        for band in self.bands:
+        for band in options.band_names:
             ds[band].attrs = {
                 "long_name": f"Sentinel-2 {band}, {what}",
                 "units": "DN (surface reflectance x 10000)",
@@ -337,19 +249,17 @@ class LoadPlan:
                 "long_name": "number of valid (clear) observations",
                 "units": "1",
             }
-        harmonize = self.harmonize
+        harmonize, mask_classes = options.harmonize, options.mask_classes
         ds.attrs = {
             "title": "Sentinel-2 composites" if composite else "Sentinel-2 observations",
             "source": self.source_name,
             "collection": self.collection,
             "composite": composite or "none",
-            "cloud_mask": (
-                f"SCL classes {sorted(self.mask_classes)}" if self.mask_classes else "none"
-            ),
-            "cloud_dilation": self.cloud_dilation,
-            "l1c_mask": self.l1c_mask,
+            "cloud_mask": f"SCL classes {sorted(mask_classes)}" if mask_classes else "none",
+            "cloud_dilation": options.cloud_dilation,
+            "l1c_mask": options.l1c_mask,
             "harmonize": harmonize if isinstance(harmonize, bool | str) else "callable",
-            "resolution": self.resolution,
+            "resolution": options.resolution,
             # provenance: segment() and to_zarr() carry it into the cube
             "stac_items": json.dumps(
                 {label: [i.id for i in items] for label, items in self.items.items()}
@@ -359,117 +269,65 @@ class LoadPlan:
         return ds
 
 
-def plan_load(
-    catalog_or_items: Any,
-    *,
-    bbox: Sequence[float] | None = None,
-    geopolygon: Any = None,
-    crs: Any = None,
-    periods: Any,
-    bands: Sequence[str] | None = None,
-    cloud_mask: bool | Sequence[int] = True,
-    cloud_dilation: int = 0,
-    l1c_mask: Literal["none", "brightness"] = "none",
-    harmonize: HarmonizeOption = True,
-    composite: Literal["median", "mean"] | None = "median",
-    max_cloud_cover: float | None = None,
-    chunks: int | Mapping[str, int] | None = None,
-    resolution: float = 10.0,
-    resampling: str = "nearest",
-    collection: str | None = None,
-    sign: Signer | None = None,
-    patch_url: Callable[[str], str] | None = None,
-    store: str | os.PathLike | MutableMapping | None = None,
-    overwrite: bool = False,
-) -> LoadPlan:
+@takes_load_options
+def plan_load(catalog_or_items: Any, **options: Any) -> LoadPlan:
     """Check the options of :func:`load_sentinel2`, find the items, fix the output grid.
 
     Parameters are those of :func:`load_sentinel2`; so are the errors. Searches the catalog
     but reads no pixel: ``plan_load(...).load()`` is ``load_sentinel2(...)``.
     """
-    if composite not in ("median", "mean", None):
-        raise OptionError(f"composite must be 'median', 'mean' or None, not {composite!r}")
-    if l1c_mask not in ("none", "brightness"):
-        raise OptionError(f"l1c_mask must be 'none' or 'brightness', not {l1c_mask!r}")
-    if not (isinstance(cloud_dilation, int | np.integer) and cloud_dilation >= 0):
-        raise OptionError(f"cloud_dilation must be an int >= 0, not {cloud_dilation!r}")
-    if max_cloud_cover is not None and not (
-        isinstance(max_cloud_cover, int | float) and 0 <= max_cloud_cover <= 100
-    ):
-        raise OptionError(f"max_cloud_cover is a percentage (0-100), not {max_cloud_cover!r}")
-    if not (isinstance(resolution, int | float) and 0 < resolution < math.inf):
-        raise OptionError(f"resolution must be a number > 0, not {resolution!r}")
-    if resampling not in RESAMPLING:
-        raise OptionError(
-            f"resampling must be one of {', '.join(RESAMPLING)} (GDAL's names, as odc-stac "
-            f"takes them), not {resampling!r}"
-        )
-    for name, value in (("sign", sign), ("patch_url", patch_url)):
-        if value is not None and not callable(value):
-            raise OptionError(
-                f"{name} must be a function that takes and returns a URL (or an item), not "
-                f"{value!r}"
-            )
-    _check_crs(crs)
-    if store is not None:  # before any search: a store that cannot be written fails now
-        _check_stage_target(store, overwrite)
-    out_bands = _bands(bands)
-    mask_classes = _mask_classes(cloud_mask)
-    cy_cx = _chunks(chunks)
-    period_list = parse_periods(periods)
-    aoi = _area(bbox, geopolygon)
-    aoi_ll = aoi.to_crs("EPSG:4326") if aoi is not None else None
-
-    source = open_source(catalog_or_items, collection=collection, sign=sign)
-    by_period = find_period_items(source, period_list, aoi_ll, max_cloud_cover)
+    opts = LoadOptions(**options)
+    aoi_ll = opts.aoi.to_crs("EPSG:4326") if opts.aoi is not None else None
+    source = open_source(catalog_or_items, collection=opts.collection, sign=opts.sign)
+    by_period = find_period_items(source, opts.period_list, aoi_ll, opts.max_cloud_cover)
     all_items = list({i.id: i for items in by_period.values() for i in items}.values())
+    assets = _item_assets(all_items, source, opts)
+    asset_keys = {i: keys + ((scl,) if scl else ()) for i, (keys, scl, _) in assets.items()}
+    _check_items(all_items, asset_keys, opts.crs)
+    _warn_about_items(all_items, assets, opts)
+    return LoadPlan(
+        options=opts,
+        source_name=source.name,
+        collection=source.collection or "",
+        items={label: tuple(items) for label, items in by_period.items()},
+        assets=assets,
+        gbox=_geobox(all_items, opts.crs, opts.resolution, opts.aoi),
+    )
 
-    need = out_bands if l1c_mask != "brightness" or "B02" in out_bands else (*out_bands, "B02")
-    assets: dict[str, tuple[tuple[str, ...], str | None, float]] = {}
-    no_scl = []
-    for item in all_items:
-        keys = band_assets(item, need, source.assets)
-        scl_key = find_asset(item, SCL, source.assets) if mask_classes else None
-        if mask_classes and scl_key is None and l1c_mask == "none":
-            no_scl.append(item.id)
-        assets[item.id] = (keys, scl_key, dn_offset(item, harmonize))
-    _check_items(all_items, {i: k + ((s,) if s else ()) for i, (k, s, _) in assets.items()}, crs)
-    if no_scl:
-        warnings.warn(
-            f"{len(no_scl)} item(s) have no SCL asset (L1C?), e.g. {no_scl[0]}: loaded without "
-            "cloud mask. Pass l1c_mask='brightness' for a simple thick-cloud test.",
-            Sentinel2Warning,
-            stacklevel=3,  # the caller of load_sentinel2
-        )
-    if harmonize is True and (suspect := suspicious_offset_flags(all_items)):
+
+def _item_assets(
+    items: Sequence[pystac.Item], source: Source, options: LoadOptions
+) -> dict[str, ItemAssets]:
+    """Per item id: what to read of it (the SCL key is None without cloud mask)."""
+    assets = {}
+    for item in items:
+        keys = band_assets(item, options.read_bands, source.assets)
+        scl_key = find_asset(item, SCL, source.assets) if options.mask_classes else None
+        assets[item.id] = (keys, scl_key, dn_offset(item, options.harmonize))
+    return assets
+
+
+def _warn_about_items(
+    items: Sequence[pystac.Item],
+    assets: Mapping[str, ItemAssets],
+    options: LoadOptions,
+) -> None:
+    """Warn of items loaded without cloud mask, and of DN offset flags known to be wrong."""
+    if options.mask_classes and options.l1c_mask == "none":
+        no_scl = [item_id for item_id, (_, scl_key, _) in assets.items() if scl_key is None]
+        if no_scl:
+            warnings.warn(
+                f"{len(no_scl)} item(s) have no SCL asset (L1C?), e.g. {no_scl[0]}: loaded "
+                "without cloud mask. Pass l1c_mask='brightness' for a simple thick-cloud test.",
+                Sentinel2Warning,
+                stacklevel=4,  # the caller of load_sentinel2
+            )
+    if options.harmonize is True and (suspect := suspicious_offset_flags(items)):
         warnings.warn(
             f"{len(suspect)} item(s) of processing baseline >= 04.00 (e.g. {suspect[0]}) carry "
             "earthsearch:boa_offset_applied=false, a flag known to be wrong for some scenes "
             "(Element84/earth-search#66): 1000 was subtracted as the flag says. Check dark "
             "pixels, or use catalog 'earth-search-c1' (Collection 1) for consistent years.",
             Sentinel2Warning,
-            stacklevel=3,  # the caller of load_sentinel2
+            stacklevel=4,  # the caller of load_sentinel2
         )
-    gbox = _geobox(all_items, crs, float(resolution), aoi)
-
-    return LoadPlan(
-        source_name=source.name,
-        collection=source.collection or "",
-        periods=tuple(period_list),
-        items={label: tuple(items) for label, items in by_period.items()},
-        bands=tuple(out_bands),
-        need=tuple(need),
-        assets=assets,
-        gbox=gbox,
-        chunks=cy_cx,
-        resampling=resampling,
-        mask_classes=mask_classes,
-        cloud_dilation=int(cloud_dilation),
-        l1c_mask=l1c_mask,
-        harmonize=harmonize,
-        composite=composite,
-        resolution=float(resolution),
-        patch_url=patch_url,
-        store=store,
-        overwrite=bool(overwrite),
-    )

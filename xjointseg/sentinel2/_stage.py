@@ -3,7 +3,6 @@ reopened lazily; replaced only when load_sentinel2 staged it, and then only its 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Hashable
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any, Literal
 import xarray as xr
 
 from ..errors import StagingStoreExistsError, StorePathError
-from ..paths import check_protocol, check_writable, remove_zarr_store
+from ..paths import check_protocol, check_writable, remove_zarr_store, written_by_xjointseg
 
 _TIME_ENCODING = {
     "units": "milliseconds since 1970-01-01",
@@ -20,23 +19,13 @@ _TIME_ENCODING = {
     "dtype": "int64",
 }
 
-STAGED_MARK = "xjointseg_composites"  # root attribute of the stores _stage writes
+# The root attribute (name, value) of the stores _stage writes.
+STAGED_MARK, STAGED_VALUE = "xjointseg_composites", 1
 
 
 def _staged_by_us(store: Any) -> bool:
     """The store's root says load_sentinel2 wrote it (the only kind overwrite may replace)."""
-    if isinstance(store, str | os.PathLike) and "://" not in os.fspath(store):
-        try:
-            meta = json.loads((Path(store) / "zarr.json").read_text())
-        except (OSError, ValueError):
-            return False
-        return bool(meta.get("attributes", {}).get(STAGED_MARK))
-    try:
-        import zarr
-
-        return bool(zarr.open_group(store, mode="r").attrs.get(STAGED_MARK))
-    except Exception:  # nothing there, or not Zarr: not ours either way
-        return False
+    return written_by_xjointseg(store, STAGED_MARK, STAGED_VALUE)
 
 
 def _check_stage_target(store: Any, overwrite: bool) -> None:
@@ -66,7 +55,7 @@ def _stage(ds: xr.Dataset, store: Any, overwrite: bool) -> xr.Dataset:
     _check_stage_target(store, overwrite)
     out = ds.copy()
     out = out.assign_coords(period=out["period"].astype(object))  # variable-length strings
-    out.attrs[STAGED_MARK] = 1
+    out.attrs[STAGED_MARK] = STAGED_VALUE
     # Zarr chunks are regular (the last may be smaller): make every variable's chunking so
     for name, var in out.data_vars.items():
         if var.chunks is not None:
