@@ -78,6 +78,28 @@ def test_restaging_composites_keeps_the_users_files(tmp_path):
     assert (store / "notes.txt").read_text() == "field notes"
 
 
+def test_composites_staged_in_object_storage_are_replaced_and_keep_the_users_files(tmp_path):
+    import fsspec
+
+    from tests.test_sentinel2 import build_catalog
+    from xjointseg import errors, load_sentinel2
+
+    catalog = str(build_catalog(tmp_path / "cat"))
+    url = "memory://safety/stage.zarr"
+    fs = fsspec.filesystem("memory")
+    first = load_sentinel2(catalog, periods=2019, store=url, overwrite=True)  # a new store
+    with pytest.raises(errors.StagingStoreExistsError, match="overwrite=True"):
+        load_sentinel2(catalog, periods=2019, store=url)
+    fs.pipe(f"{url}/notes.txt", b"field notes")
+    again = load_sentinel2(catalog, periods=[2019, 2023], store=url, overwrite=True)
+    assert again.sizes["time"] == 2 and first.sizes["time"] == 1
+    assert fs.cat(f"{url}/notes.txt") == b"field notes"
+    fs.rm("/safety/stage.zarr", recursive=True)
+    load_sentinel2(catalog, periods=2019, store=url)
+    load_sentinel2(catalog, periods=2019, store=url, overwrite=True)  # nothing but its own
+    fs.rm("/safety/stage.zarr", recursive=True)
+
+
 def test_save_model_never_touches_a_file_named_like_a_temporary(tmp_path):
     from xjointseg.models import save_model
     from xjointseg.testing import ToyNet

@@ -15,6 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from .errors import BBoxError, OptionError, UnknownModelError, XJointSegError
+from .paths import is_url
 
 # Validation (checkpoint selection) places: a whole Dubai tile; tiles 1 and 3 are the test
 # places (xjointseg.training.splits), never trained on nor used for selection. The
@@ -106,7 +107,7 @@ def _model_source(name: str) -> str:
     from .models.model import registered_models
 
     registry = registered_models()
-    if name in registry or "://" in name or Path(name).expanduser().is_file():
+    if name in registry or is_url(name) or Path(name).expanduser().is_file():
         return name
     if name in ("jointseg", "bilinear"):
         raise UnknownModelError(
@@ -229,7 +230,7 @@ def _check_map_outputs(args: argparse.Namespace) -> None:
     from .paths import check_writable
     from .sentinel2 import parse_periods
 
-    if "://" not in args.out:
+    if not is_url(args.out):
         out = Path(args.out).expanduser().absolute()
         if out.exists() and not out.is_dir():
             raise StorePathError(f"--out {args.out} is a file: give a folder path for the cube")

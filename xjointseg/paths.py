@@ -19,7 +19,19 @@ from typing import Any
 
 from .errors import OptionError, StorePathError
 
-__all__ = ["check_protocol", "check_writable", "remove_zarr_store", "written_by_xjointseg"]
+__all__ = [
+    "check_protocol",
+    "check_writable",
+    "is_url",
+    "remove_zarr_store",
+    "written_by_xjointseg",
+]
+
+
+def is_url(path: Any) -> bool:
+    """True for an fsspec URL (``s3://...``, ``file://...``); False for a local path or
+    anything that is not a path."""
+    return isinstance(path, str | os.PathLike) and "://" in os.fspath(path)
 
 
 def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
@@ -81,7 +93,9 @@ def remove_zarr_store(fs, root: str, own: tuple[str, ...] = ()) -> None:
             fs.rm(path, recursive=True)
     if fs.exists(f"{root}/zarr.json"):
         fs.rm(f"{root}/zarr.json")
-    for name in fs.ls(root, detail=False):  # zarr's temporary files beside the root metadata
+    remaining = fs.ls(root, detail=False) if fs.exists(root) else []  # an emptied folder
+    # of an object store (memory://, s3://) is gone with its last object
+    for name in remaining:  # zarr's temporary files beside the root metadata
         if posixpath.basename(name.rstrip("/")).startswith("zarr.json.") and name.endswith(
             ".partial"
         ):

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import OptionError
-from ..paths import check_protocol, check_writable, written_by_xjointseg
+from ..paths import check_protocol, check_writable, is_url, written_by_xjointseg
 
 BOOK = "_xjointseg"
 
@@ -40,7 +40,7 @@ class _Target:
                 f"not {storage_options!r}"
             )
         url = os.fspath(store)
-        if "://" not in url:
+        if not is_url(url):
             url = str(Path(url).expanduser().absolute())
         else:
             check_protocol(url)
@@ -48,11 +48,11 @@ class _Target:
 
     @property
     def storage_options(self) -> dict | None:
-        return dict(self.options) if "://" in self.url else None
+        return dict(self.options) if is_url(self.url) else None
 
     @property
     def local(self) -> bool:
-        return "://" not in self.url or self.url.startswith("file://")
+        return not is_url(self.url) or self.url.startswith("file://")
 
     def fs(self):
         import fsspec

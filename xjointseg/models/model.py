@@ -25,6 +25,7 @@ from safetensors.torch import save as st_save
 
 from .._system import cpu_has_bf16
 from ..errors import OptionError, PredictInputError, UnknownModelError, WeightsError
+from ..paths import is_url
 from ..schema import OUTPUT_KINDS, PRECISIONS
 from .base import ISANetwork
 from .decision import MaskRule
@@ -379,7 +380,7 @@ def _known_sha256(name_or_path: str | os.PathLike, sha256: str | None) -> str | 
     if sha256:
         return sha256.lower()
     text = str(name_or_path)
-    if "://" in text:
+    if is_url(text):
         frag = urllib.parse.parse_qs(urllib.parse.urlsplit(text).fragment)
         return cast("list[str | None]", frag.get("sha256") or [None])[0]
     registry = registered_models()
@@ -436,7 +437,7 @@ def _resolve(name_or_path: str | os.PathLike, sha256: str | None) -> tuple[Path,
         if not path.exists():
             raise WeightsError(f"bundled weights for '{text}' are missing from the install")
         return path, sha256 or entry["sha256"]
-    if "://" in text:
+    if is_url(text):
         parsed = urllib.parse.urlsplit(text)
         frag = urllib.parse.parse_qs(parsed.fragment)
         sha256 = sha256 or cast("list[str | None]", frag.get("sha256") or [None])[0]
@@ -521,7 +522,7 @@ def load_model(
                 sha256=weights.sha256,
                 metadata=meta,
                 device=dev,
-                source=str(path if "://" not in str(name_or_path) else name_or_path),
+                source=str(name_or_path if is_url(name_or_path) else path),
             )
         return _CACHE[key]
 

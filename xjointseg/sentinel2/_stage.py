@@ -11,7 +11,13 @@ from typing import Any, Literal
 import xarray as xr
 
 from ..errors import StagingStoreExistsError, StorePathError
-from ..paths import check_protocol, check_writable, remove_zarr_store, written_by_xjointseg
+from ..paths import (
+    check_protocol,
+    check_writable,
+    is_url,
+    remove_zarr_store,
+    written_by_xjointseg,
+)
 
 _TIME_ENCODING = {
     "units": "milliseconds since 1970-01-01",
@@ -28,17 +34,28 @@ def _staged_by_us(store: Any) -> bool:
     return written_by_xjointseg(store, STAGED_MARK, STAGED_VALUE)
 
 
+def _holds_something(store: Any) -> bool:
+    """Anything at ``store``: a local folder with entries, a URL with objects under it, a
+    mapping with keys."""
+    if isinstance(store, str | os.PathLike):
+        if is_url(store):
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(os.fspath(store))
+            return bool(fs.exists(root) and fs.ls(root, detail=False))
+        path = Path(store)
+        return path.exists() and any(path.iterdir())
+    return len(store) > 0 if hasattr(store, "__len__") else True
+
+
 def _check_stage_target(store: Any, overwrite: bool) -> None:
     """Refuse a store that exists, unless overwrite and load_sentinel2 made it."""
-    if isinstance(store, str) and "://" in store:
-        check_protocol(store)
-    if isinstance(store, str | os.PathLike) and "://" not in os.fspath(store):
-        path = Path(store)
-        check_writable(path, folder=True)
-        if not path.exists() or not any(path.iterdir()):
-            return
-    elif not overwrite:
-        return  # zarr's mode "w-" refuses an existing store below
+    if is_url(store):
+        check_protocol(os.fspath(store))
+    elif isinstance(store, str | os.PathLike):
+        check_writable(Path(store), folder=True)
+    if not _holds_something(store):
+        return
     if not overwrite:
         raise StagingStoreExistsError(
             f"{store} exists: pass overwrite=True to replace it, or another path"
