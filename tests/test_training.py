@@ -98,7 +98,7 @@ def test_crash_then_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
 def test_crash_between_evaluation_and_checkpoint_leaves_no_duplicate_metrics(tmp_path, monkeypatch):
     from xjointseg.training import trainer
 
-    real_checkpoint, calls = trainer._checkpoint, []
+    real_checkpoint, calls = trainer.save_checkpoint, []
 
     def crash_at_second_checkpoint(*args, **kw):
         calls.append(1)
@@ -106,12 +106,12 @@ def test_crash_between_evaluation_and_checkpoint_leaves_no_duplicate_metrics(tmp
             raise KeyboardInterrupt
         return real_checkpoint(*args, **kw)
 
-    monkeypatch.setattr(trainer, "_checkpoint", crash_at_second_checkpoint)
+    monkeypatch.setattr(trainer, "save_checkpoint", crash_at_second_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         train(TRAIN, VAL, small_cfg(), tmp_path, progress=False)
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [10]  # the metrics never run ahead of the checkpoint
-    monkeypatch.setattr(trainer, "_checkpoint", real_checkpoint)
+    monkeypatch.setattr(trainer, "save_checkpoint", real_checkpoint)
     train(TRAIN, VAL, small_cfg(), tmp_path, progress=False)
     steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [10, 20, 30]  # step 20 evaluated again, once

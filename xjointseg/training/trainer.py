@@ -31,7 +31,6 @@ interrupted run resumes where it stopped, losing at most the steps since.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -44,7 +43,6 @@ import numpy as np
 import torch
 
 from .._system import cpu_has_bf16 as _cpu_has_bf16
-from ..errors import OutputExistsError, XJointSegError
 from ..models.base import ISANetwork
 from ..models.decision import MaskRule
 from .batches import (
@@ -53,6 +51,13 @@ from .batches import (
     sample_batch,
     sample_pair_batch,
     sample_real_batch,
+)
+from .checkpoints import (
+    CheckpointError,
+    refuse_other_run,
+    resume,
+    save_checkpoint,
+    write_history,
 )
 from .datasets import Scene, TrainingDataError, WeakScene
 from .losses import (
@@ -73,10 +78,6 @@ from .validation import (
     real_validation_windows,
     validation_inputs,
 )
-
-
-class CheckpointError(XJointSegError, ValueError):
-    """A checkpoint cannot be resumed (another architecture or config, or a corrupt file)."""
 
 
 @dataclass
@@ -162,10 +163,10 @@ def train(
     run = _set_up(cfg, train_scenes, real_train, pairs)
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
-        state = _resume(ckpt, run)
-        _write_history(out, state)  # an evaluation after the checkpoint was redone: drop it
+        state = resume(ckpt, run)
+        write_history(out, state)  # an evaluation after the checkpoint was redone: drop it
     else:
-        _refuse_other_run(out)
+        refuse_other_run(out)
         state = {"step": 0, "best": -1.0, "best_eval": None, "stale": 0, "history": []}
     windows = real_validation_windows(real_val, run.context) if real_val else None
     validation = _Validation(validation_inputs(val_scenes), windows, rule)
@@ -184,8 +185,8 @@ def train(
             scores.update(step=state["step"], seconds=time.perf_counter() - started)
             state["history"].append(scores)
             _keep_if_best(run, state, scores, out / "best.safetensors")
-            _checkpoint(ckpt, run, state)
-            _write_history(out, state)  # after the checkpoint, so it never runs ahead of it
+            save_checkpoint(ckpt, run, state)
+            write_history(out, state)  # after the checkpoint, so it never runs ahead of it
     bar.close()
     return {"best": state["best_eval"], "steps": state["step"], "out": str(out)}
 
@@ -477,27 +478,6 @@ def _keep_if_best(run: _Run, state: dict, scores: dict, path: Path) -> None:
         state["stale"] += 1
 
 
-#: what a run writes in its folder besides checkpoint.pt
-RUN_OUTPUTS = ("metrics.jsonl", "best.safetensors")
-
-
-def _refuse_other_run(out: Path) -> None:
-    """A fresh run never writes over another run's outputs (nor mixes its metrics with them)."""
-    found = [name for name in RUN_OUTPUTS if (out / name).exists()]
-    if found:
-        raise OutputExistsError(
-            f"{out} holds {', '.join(found)} of another run but no checkpoint.pt to resume: "
-            "use another output folder, or move them away"
-        )
-
-
-def _write_history(out: Path, state: dict) -> None:
-    """``metrics.jsonl``: one line per evaluation the checkpoint holds, replaced atomically."""
-    tmp = out / "metrics.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(scores) + "\n" for scores in state["history"]))
-    tmp.replace(out / "metrics.jsonl")
-
-
 def _initial_weights(cfg: TrainConfig):
     if cfg.init_from is None:
         return None
@@ -553,63 +533,3 @@ def _lr_factor(step: int, total: int) -> float:
         return (step + 1) / warm
     t = min(1.0, (step - warm) / max(1, total - warm))
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
-
-
-def _checkpoint(path: Path, run: _Run, state: dict) -> None:
-    disc, disc_opt = run.adversary or (None, None)
-    blob = {
-        "config": asdict(run.cfg),
-        "arch": run.net.arch,
-        "net_config": run.net.config,
-        "net": run.net.state_dict(),
-        "opt": run.opt.state_dict(),
-        "sched": run.sched.state_dict(),
-        "disc": disc.state_dict() if disc is not None else None,
-        "disc_opt": disc_opt.state_dict() if disc_opt is not None else None,
-        "state": state,
-        "torch_rng": torch.get_rng_state(),
-    }
-    tmp = path.with_suffix(".partial")
-    torch.save(blob, tmp)
-    tmp.replace(path)  # a crash mid-write leaves the previous checkpoint intact
-
-
-def _resume(path: Path, run: _Run) -> dict:
-    """Load a checkpoint into ``run`` (network, optimisers, schedule, torch RNG); return the
-    run's state at it."""
-    blob = _read_checkpoint(path)
-    net = run.net
-    if blob["arch"] != net.arch or blob["net_config"].keys() != net.config.keys():
-        raise CheckpointError(
-            f"{path} was written for architecture '{blob['arch']}', not '{net.arch}': use "
-            "another output folder or delete the checkpoint"
-        )
-    try:
-        net.load_state_dict(blob["net"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path} holds another config of '{net.arch}': {exc}") from exc
-    run.opt.load_state_dict(blob["opt"])
-    run.sched.load_state_dict(blob["sched"])
-    if run.adversary is not None and blob["disc"] is not None:
-        run.adversary.disc.load_state_dict(blob["disc"])
-        run.adversary.opt.load_state_dict(blob["disc_opt"])
-    torch.set_rng_state(blob["torch_rng"])
-    state = blob["state"]
-    if "history" not in state:  # a checkpoint of an earlier version: its metrics file, trimmed
-        state["history"] = _history_until(path.parent / "metrics.jsonl", state["step"])
-    return state
-
-
-def _read_checkpoint(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)  # no code runs
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {exc}; delete it to start over"
-        ) from exc
-
-
-def _history_until(metrics: Path, step: int) -> list[dict]:
-    """The evaluations of a metrics file up to ``step`` (none without the file)."""
-    rows = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
-    return [r for r in rows if r["step"] <= step]
