@@ -66,8 +66,14 @@ def main() -> None:
 
 
 def print_model(name: str, r: dict) -> None:
-    a = r["aerial"]
     print(f"\n## {name} (sha256 {r['sha256'][:12]})")
+    print_aerial(r["aerial"])
+    print_real(r["real"])
+    print_change(r["real"])
+    print_landuse(r["landuse"])
+
+
+def print_aerial(a: dict) -> None:
     print("\nAerial test places (simulated input):")
     print("| ISA F1 | precision | recall | macro-F1 | SR PSNR | bicubic PSNR |")
     print("|---:|---:|---:|---:|---:|---:|")
@@ -88,7 +94,9 @@ def print_model(name: str, r: dict) -> None:
         f"in every band, no offset): ISA F1 {u['f1']:.3f}, precision {u['precision']:.3f}, "
         f"recall {u['recall']:.3f}, macro-F1 {u['macro_f1']:.3f}"
     )
-    real = r["real"]
+
+
+def print_real(real: dict) -> None:
     print(f"\nReal Sentinel-2 (pooled AUC {real['pooled_auc']:.3f}, lowest {real['min_auc']:.3f}):")
     print(
         "| city | AUC vs DW built | ISA share, built | ISA share, not built "
@@ -107,6 +115,9 @@ def print_model(name: str, r: dict) -> None:
     for city, s in real["cities"].items():
         by = s["not_built_by_class"]
         print(f"| {city} | " + " | ".join(f"{by[k]:.1%}" if k in by else "—" for k in DW_CLASSES))
+
+
+def print_change(real: dict) -> None:
     print(
         "\nChange between the dates: F1 against OSCD's labels of new_isa (default rule), of "
         f"the share rise >= {CHANGE_THRESHOLD} and of Dynamic World; false change on stable "
@@ -143,7 +154,9 @@ def print_model(name: str, r: dict) -> None:
             "ROC AUC against the change labels, new_isa's magnitude / share rise: "
             + ", ".join(aucs)
         )
-    lu = r["landuse"]
+
+
+def print_landuse(lu: dict) -> None:
     print("\nHavelland, ISA share inside OSM land use:")
     print("| " + " | ".join(lu) + " |")
     print("|" + "---:|" * len(lu))
