@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import dask
 import dask.array as da
 import numpy as np
-import pandas as pd
 import xarray as xr
 from odc.geo.geobox import GeoBox
 
@@ -33,7 +32,7 @@ from ._version import __version__
 from .errors import OptionError, XJointSegError
 from .paths import check_writable
 from .progress import bar as progress_bar
-from .schema import NODATA, check_isa_values
+from .schema import NODATA, check_isa_values, checked_geobox, select_period
 
 if TYPE_CHECKING:
     from odc.geo.crs import CRS
@@ -97,43 +96,23 @@ def _one_map(isa: Any, period: Any) -> tuple[xr.DataArray, Any]:
                 "takes one: pass period= (a position such as -1, or a label)"
             )
         one = isa.isel({pdim: 0})
-    elif isinstance(period, int | np.integer):
-        try:
-            one = isa.isel({pdim: int(period)})
-        except IndexError:
-            raise OptionError(
-                f"period={period} is out of range: the map has {isa.sizes[pdim]} periods"
-            ) from None
     else:
-        try:
-            one = isa.sel({pdim: period})
-        except (KeyError, TypeError, ValueError, pd.errors.InvalidIndexError):
-            raise OptionError(
-                f"no period {period!r} along {pdim!r}; it has "
-                f"{[str(v)[:10] for v in isa[pdim].values]}"
-            ) from None
-        if one.ndim == 3 and one.sizes[pdim] == 1:  # a partial date such as "2017"
-            one = one.isel({pdim: 0})
-        elif one.ndim != 2:
-            raise OptionError(
-                f"period={period!r} matches {one.sizes[pdim]} periods "
-                f"{[str(v)[:10] for v in one[pdim].values]}: pick one (a position or a "
-                "full label)"
-            )
+        one = select_period(isa, period)
     label = one[pdim].values if pdim in one.coords else None
     return one, label
 
 
 def _check_grid(one: xr.DataArray) -> GeoBox:
-    gbox = one.odc.geobox
-    if not isinstance(gbox, GeoBox):
-        raise ExportError("the map is not on a regular grid (evenly spaced x and y)")
-    if one.dims != tuple(one.odc.spatial_dims):
+    """The map's GeoBox: (y, x) dims on a regular, axis-aligned grid."""
+    # dims are known only on a grid; a transposed map is told so, rotated or not
+    if isinstance(one.odc.geobox, GeoBox) and one.dims != tuple(one.odc.spatial_dims):
         raise ExportError(f"the map's dims must be (y, x); got {one.dims}")
-    aff = gbox.affine
-    if aff.b != 0 or aff.d != 0:
-        raise ExportError("the map's grid is rotated; reproject it north-up first")
-    return gbox
+    return checked_geobox(
+        one,
+        ExportError,
+        "the map is not on a regular grid (evenly spaced x and y)",
+        rotated="the map's grid is rotated; reproject it north-up first",
+    )
 
 
 def _label_text(label: Any) -> str | None:
@@ -288,6 +267,30 @@ def to_cog(
             "for probabilities or fractions use rioxarray (arr.rio.to_raster(path, "
             "driver='COG'))"
         )
+    _check_options(overview_resampling, compress, blocksize, path)
+    gbox = _check_grid(one)
+    target = _free_target(path, overwrite)
+    data = one.data
+    if not isinstance(data, da.Array):
+        data = da.from_array(np.asarray(data), chunks=(2048, 2048))
+    data = _aligned(data, blocksize)
+    tags = _tags(one, label)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    stem = f".{target.name}.{uuid.uuid4().hex[:12]}"
+    scratch = target.parent / f"{stem}.scratch.tif"
+    staged = target.parent / f"{stem}.cog.tif"
+    try:
+        _write_scratch(data, scratch, gbox, blocksize, tags, progress)
+        _write_cog(scratch, staged, gbox, blocksize, compress, overview_resampling)
+        os.replace(staged, target)
+    finally:
+        scratch.unlink(missing_ok=True)
+        staged.unlink(missing_ok=True)
+    return target
+
+
+def _check_options(overview_resampling: Any, compress: Any, blocksize: Any, path: Any) -> None:
+    """Refuse options a COG cannot be written with, before any block is computed."""
     if overview_resampling not in RESAMPLINGS:
         raise OptionError(
             f"overview_resampling must be one of {RESAMPLINGS} (the mask is categorical), "
@@ -304,7 +307,10 @@ def to_cog(
             f"path must be a local file path, not {path!r}: write locally, then copy the "
             "file to object storage"
         )
-    gbox = _check_grid(one)
+
+
+def _free_target(path: str | os.PathLike, overwrite: bool) -> Path:
+    """The absolute path to write: writable, and free or an earlier COG of ours to replace."""
     target = Path(path).expanduser().absolute()
     if target.is_dir():
         raise ExportExistsError(f"{target} is a folder: give a file name, e.g. {target}/isa.tif")
@@ -318,18 +324,15 @@ def to_cog(
             f"{target} exists and was not written by xjointseg: it is never replaced, "
             "overwrite=True or not. Pick another path, or remove it yourself"
         )
+    return target
 
-    import rasterio
-    import rasterio.shutil
 
-    data = one.data
-    if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data), chunks=(2048, 2048))
-    data = _aligned(data, blocksize)
+def _tags(one: xr.DataArray, label: Any) -> dict[str, str]:
+    """The GeoTIFF tags: what the values mean, the model, the period and its sources."""
     text = _label_text(label)
     # the label a user knows the period by (load_sentinel2's "period", e.g. "2017")
     label_text = str(one["period"].values) if "period" in one.coords else text or ""
-    tags = {
+    return {
         "long_name": "impervious surface (ISA)",
         "flag_values": "0 1",
         "flag_meanings": "not_impervious impervious",
@@ -343,27 +346,30 @@ def to_cog(
         ),
         SOFTWARE_TAG: f"xjointseg {__version__}",
     }
-    target.parent.mkdir(parents=True, exist_ok=True)
-    stem = f".{target.name}.{uuid.uuid4().hex[:12]}"
-    scratch = target.parent / f"{stem}.scratch.tif"
-    staged = target.parent / f"{stem}.cog.tif"
-    try:
-        _write_scratch(data, scratch, gbox, blocksize, tags, progress)
-        levels = max(0, math.ceil(math.log2(max(gbox.shape) / blocksize)))
-        with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
-            rasterio.shutil.copy(
-                scratch,
-                staged,
-                driver="COG",
-                compress=compress.upper(),
-                blocksize=blocksize,
-                overview_resampling=overview_resampling.upper(),
-                # at least one overview level even for a scene smaller than two tiles
-                overview_count=max(1, levels),
-                bigtiff="IF_SAFER",
-            )
-        os.replace(staged, target)
-    finally:
-        scratch.unlink(missing_ok=True)
-        staged.unlink(missing_ok=True)
-    return target
+
+
+def _write_cog(
+    scratch: Path,
+    staged: Path,
+    gbox: GeoBox,
+    blocksize: int,
+    compress: str,
+    overview_resampling: str,
+) -> None:
+    """Lay the scratch GeoTIFF out as a COG with overviews."""
+    import rasterio
+    import rasterio.shutil
+
+    levels = max(0, math.ceil(math.log2(max(gbox.shape) / blocksize)))
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+        rasterio.shutil.copy(
+            scratch,
+            staged,
+            driver="COG",
+            compress=compress.upper(),
+            blocksize=blocksize,
+            overview_resampling=overview_resampling.upper(),
+            # at least one overview level even for a scene smaller than two tiles
+            overview_count=max(1, levels),
+            bigtiff="IF_SAFER",
+        )

@@ -8,7 +8,7 @@ bad input with the same errors.
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import xarray as xr
@@ -28,9 +28,13 @@ from .schema import (
     INPUT_RESOLUTION,
     band_names,
     check_ground_scale,
+    checked_geobox,
     find_band,
     metres_per_unit,
 )
+
+if TYPE_CHECKING:
+    from odc.geo.crs import CRS
 
 # Sentinel-2 DN (reflectance x 10000) of a block of real land or water are far above this;
 # reflectance in 0..1 (a scaled load) never is. Judged only on enough valid pixels.
@@ -56,48 +60,65 @@ def _nodata_of(var: xr.DataArray) -> float | None:
     return None
 
 
-def _stack_bands(obj: xr.Dataset | xr.DataArray, bands: Sequence[str]):
+def _stack_bands(
+    obj: xr.Dataset | xr.DataArray, bands: Sequence[str]
+) -> tuple[xr.DataArray, list[float | None]]:
     """Return ``(DataArray with a 'band' dim in model order, per-band nodata)``."""
     if isinstance(obj, xr.Dataset):
-        names = []
-        for band in bands:
-            found = find_band(band, list(obj.data_vars))
-            if found is None:
-                raise BandError(
-                    f"band {band} (or {'/'.join(band_names(band)[1:]) or 'an alias'}) is missing: "
-                    f"the Dataset has {sorted(map(str, obj.data_vars))}. Load it too, e.g. "
-                    f"odc.stac.load(..., bands=[...])."
-                )
-            names.append(found)
-        nodata = [_nodata_of(obj[n]) for n in names]
-        arr = xr.concat([obj[n] for n in names], dim="band", coords="minimal", compat="override")
-        arr.attrs = {}
-        return arr.assign_coords(band=list(bands)), nodata
-
+        return _stack_dataset(obj, bands)
     if not isinstance(obj, xr.DataArray):
         raise DimensionError(f"segment takes an xarray Dataset or DataArray, not {type(obj)}")
-    if "band" not in obj.dims:
+    _check_band_dim(obj, bands)
+    picks = _band_positions(obj, bands)
+    nd = _nodata_of(obj)
+    return obj.isel(band=picks).assign_coords(band=list(bands)), [nd] * len(bands)
+
+
+def _stack_dataset(ds: xr.Dataset, bands: Sequence[str]) -> tuple[xr.DataArray, list[float | None]]:
+    names = []
+    for band in bands:
+        found = find_band(band, list(ds.data_vars))
+        if found is None:
+            raise BandError(
+                f"band {band} (or {'/'.join(band_names(band)[1:]) or 'an alias'}) is missing: "
+                f"the Dataset has {sorted(map(str, ds.data_vars))}. Load it too, e.g. "
+                f"odc.stac.load(..., bands=[...])."
+            )
+        names.append(found)
+    nodata = [_nodata_of(ds[n]) for n in names]
+    arr = xr.concat([ds[n] for n in names], dim="band", coords="minimal", compat="override")
+    arr.attrs = {}
+    return arr.assign_coords(band=list(bands)), nodata
+
+
+def _check_band_dim(arr: xr.DataArray, bands: Sequence[str]) -> None:
+    """A labelled 'band' dimension, in one chunk."""
+    if "band" not in arr.dims:
         lookalike = [
             d
-            for d in obj.dims
+            for d in arr.dims
             if str(d).lower() in ("bands", "channel", "channels", "b", "variable", "spectral")
         ]
         hint = f" Rename it: da.rename({{'{lookalike[0]}': 'band'}})." if lookalike else ""
         raise DimensionError(
             f"a DataArray needs a 'band' dimension holding the bands {tuple(bands)}; "
-            f"it has dims {obj.dims}.{hint}"
+            f"it has dims {arr.dims}.{hint}"
         )
-    if "band" not in obj.coords:
+    if "band" not in arr.coords:
         raise BandError(
             "the 'band' dimension has no labels: name the bands, e.g. "
             f"da.assign_coords(band={list(bands)})"
         )
-    if obj.chunks is not None and len(obj.chunksizes["band"]) > 1:
+    if arr.chunks is not None and len(arr.chunksizes["band"]) > 1:
         raise ChunkError(
             "the band dimension is split into several chunks; each block needs all bands: "
             "use da.chunk(band=-1)"
         )
-    labels = [str(b) for b in obj["band"].values]
+
+
+def _band_positions(arr: xr.DataArray, bands: Sequence[str]) -> list[int]:
+    """Where each of ``bands`` lies along the 'band' dimension (by name or alias)."""
+    labels = [str(b) for b in arr["band"].values]
     twice = sorted({b for b in labels if labels.count(b) > 1})
     if twice:
         raise BandError(
@@ -110,8 +131,7 @@ def _stack_bands(obj: xr.Dataset | xr.DataArray, bands: Sequence[str]):
         if found is None:
             raise BandError(f"band {band} is missing: the DataArray has bands {labels}")
         picks.append(labels.index(cast(str, found)))  # one of labels
-    nd = _nodata_of(obj)
-    return obj.isel(band=picks).assign_coords(band=list(bands)), [nd] * len(bands)
+    return picks
 
 
 def _check_grid(arr: xr.DataArray) -> tuple[GeoBox, tuple[Hashable, ...]]:
@@ -121,7 +141,33 @@ def _check_grid(arr: xr.DataArray) -> tuple[GeoBox, tuple[Hashable, ...]]:
             f"the input needs y and x dimensions (a raster); it has dims {arr.dims}: "
             "select a window (ds.isel(y=slice(a, b))) rather than one row or column"
         )
-    crs = arr.odc.crs
+    _check_crs(arr.odc.crs)
+    ydim, xdim = arr.odc.spatial_dims
+    others = tuple(d for d in arr.dims if d not in (ydim, xdim, "band"))
+    if len(others) > 1:
+        raise DimensionError(
+            f"dims must be (y, x) or (time, y, x) plus 'band'; got {arr.dims}: select or "
+            f"stack the extra dimensions {others[:-1]}"
+        )
+    _check_spacing(arr, (ydim, xdim))
+    gbox = checked_geobox(
+        arr,
+        GridError,
+        "cannot derive a regular grid from the input coordinates",
+        rotated="the grid is rotated; reproject it to a north-up grid first",
+    )
+    check_ground_scale(gbox, "the input")
+    res = gbox.resolution
+    if not (np.isclose(abs(res.x), INPUT_RESOLUTION) and np.isclose(abs(res.y), INPUT_RESOLUTION)):
+        raise GridError(
+            f"the input has {abs(res.x):g} x {abs(res.y):g} m pixels; the model needs "
+            f"Sentinel-2's {INPUT_RESOLUTION:g} m grid: load with resolution=10"
+        )
+    return gbox, others
+
+
+def _check_crs(crs: CRS | None) -> None:
+    """A projected CRS in metres."""
     if crs is None:
         raise CRSError(
             "the input has no CRS: attach it, e.g. ds.odc.assign_crs('EPSG:32633') "
@@ -143,14 +189,11 @@ def _check_grid(arr: xr.DataArray) -> tuple[GeoBox, tuple[Hashable, ...]]:
             "grid in metres: reproject, e.g. ds.odc.reproject('utm', resolution=10) or "
             "odc.stac.load(..., crs='utm', resolution=10)"
         )
-    ydim, xdim = arr.odc.spatial_dims
-    others = tuple(d for d in arr.dims if d not in (ydim, xdim, "band"))
-    if len(others) > 1:
-        raise DimensionError(
-            f"dims must be (y, x) or (time, y, x) plus 'band'; got {arr.dims}: select or "
-            f"stack the extra dimensions {others[:-1]}"
-        )
-    for dim in (ydim, xdim):
+
+
+def _check_spacing(arr: xr.DataArray, spatial_dims: tuple[Hashable, Hashable]) -> None:
+    """Evenly spaced y and x coordinates, at least two of each to give the resolution."""
+    for dim in spatial_dims:
         coord = np.asarray(arr[dim].values, dtype="float64")
         if coord.size > 2:
             step = np.diff(coord)
@@ -159,27 +202,13 @@ def _check_grid(arr: xr.DataArray) -> tuple[GeoBox, tuple[Hashable, ...]]:
                     f"the {dim} coordinate is not evenly spaced: the input must be a regular "
                     "raster (resample with odc-geo or rioxarray first)"
                 )
-    thin = [str(d) for d in (ydim, xdim) if arr.sizes[d] < 2]
+    thin = [str(d) for d in spatial_dims if arr.sizes[d] < 2]
     if thin:
         raise GridError(
             f"the input is one pixel along {' and '.join(thin)}: a grid needs at least 2 x 2 "
             "pixels to know its resolution; take a larger window (the model needs context "
             "anyway)"
         )
-    gbox = arr.odc.geobox
-    if gbox is None or not isinstance(gbox, GeoBox):
-        raise GridError("cannot derive a regular grid from the input coordinates")
-    aff = gbox.affine
-    if abs(aff.b) > 1e-9 * abs(aff.a) or abs(aff.d) > 1e-9 * abs(aff.e):
-        raise GridError("the grid is rotated; reproject it to a north-up grid first")
-    check_ground_scale(gbox, "the input")
-    res = gbox.resolution
-    if not (np.isclose(abs(res.x), INPUT_RESOLUTION) and np.isclose(abs(res.y), INPUT_RESOLUTION)):
-        raise GridError(
-            f"the input has {abs(res.x):g} x {abs(res.y):g} m pixels; the model needs "
-            f"Sentinel-2's {INPUT_RESOLUTION:g} m grid: load with resolution=10"
-        )
-    return gbox, others
 
 
 def _check_dtype(arr: xr.DataArray) -> None:
@@ -246,21 +275,29 @@ def check_scale(
     bands = [r for r in ranges if r is not None]
     if not bands:
         return
-    low = min(r[0] for r in bands)
+    _check_dn_bounds(min(r[0] for r in bands), max(r[1] for r in bands))
+    _check_one_scale(ranges, names)
+    _check_not_reflectance(bands)
+
+
+def _check_dn_bounds(low: float, high: float) -> None:
+    """Values below or above any DN: an undeclared fill, or DN scaled once more."""
     if low < DN_MIN:
         raise ValueRangeError(
             f"the input holds {low:g}, below any Sentinel-2 DN: an undeclared fill value? "
             "Declare it (segment(..., nodata=...) or the band's 'nodata' attribute), or "
             "mask it first (ds.where(ds != fill))"
         )
-    high = max(r[1] for r in bands)
     if high > DN_MAX:
         raise ValueRangeError(
             f"the input holds {high:g}, above any Sentinel-2 DN (uint16, reflectance x "
             "10000): were the values scaled twice (e.g. DN x 1000)? Give the DN as loaded"
         )
-    count = sum(r[2] for r in bands)
-    fractional = any(r[3] for r in bands)
+
+
+def _check_one_scale(ranges: list[tuple | None], names: Sequence[str] | None) -> None:
+    """Some bands in reflectance 0..1, the others in DN."""
+    bands = [r for r in ranges if r is not None]
     small = [r[1] <= DN_FLOOR and r[3] for r in bands]
     if any(small) and not all(small):
         labels = list(names) if names is not None else [str(i) for i in range(len(ranges))]
@@ -270,6 +307,14 @@ def check_scale(
             f"band(s) {', '.join(scaled)} of the input hold reflectance 0..1 and the others "
             f"DN: give every band as DN (reflectance x 10000), e.g. ds['{scaled[0]}'] * 10000"
         )
+
+
+def _check_not_reflectance(bands: list[tuple]) -> None:
+    """All bands in reflectance 0..1 or in percent, judged on enough valid pixels (or on
+    fractions, which DN never have)."""
+    high = max(r[1] for r in bands)
+    count = sum(r[2] for r in bands)
+    fractional = any(r[3] for r in bands)
     if high <= DN_FLOOR and (count >= DN_MIN_PIXELS or fractional):
         raise ValueRangeError(_scale_message(high))
     if high <= PERCENT_MAX and fractional and count >= DN_MIN_PIXELS:

@@ -20,12 +20,15 @@ from __future__ import annotations
 import datetime
 import hashlib
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 
-from .errors import BandError, CRSError, CubeInputError, FingerprintError
+from .errors import BandError, CRSError, CubeInputError, FingerprintError, OptionError
+
+if TYPE_CHECKING:
+    from odc.geo.geobox import GeoBox
 
 NOT_ISA = 0
 ISA = 1
@@ -144,6 +147,33 @@ def check_ground_scale(gbox: Any, what: str, kind: str = "linear") -> None:
         "the local UTM zone, e.g. obj.odc.reproject('utm', resolution=...) (odc-geo), or an "
         "equal-area CRS for areas"
     )
+
+
+# --- grids --------------------------------------------------------------------------------
+
+
+def checked_geobox(
+    obj: xr.DataArray,
+    error: type[Exception],
+    no_grid: str,
+    *,
+    rotated: str | None = None,
+    not_north_up: str | None = None,
+) -> GeoBox:
+    """The GeoBox of ``obj``; else ``error`` with the caller's message: ``no_grid`` when it
+    has none (coordinates that give no affine grid, ground control points), ``rotated``
+    (default ``no_grid``) when odc-geo finds it rotated or sheared, and ``not_north_up``, if
+    given, when y increases or x decreases."""
+    from odc.geo.geobox import GeoBox
+
+    gbox = obj.odc.geobox
+    if not isinstance(gbox, GeoBox):
+        raise error(no_grid)
+    if not gbox.axis_aligned:
+        raise error(rotated or no_grid)
+    if not_north_up is not None and (gbox.affine.e > 0 or gbox.affine.a < 0):
+        raise error(not_north_up)
+    return gbox
 
 
 # --- periods ------------------------------------------------------------------------------
@@ -265,8 +295,25 @@ def check_isa_map(
         dims, period labels missing or repeated, a dtype other than uint8, values other than
         0, 1 and 255.
     """
-    from odc.geo.geobox import GeoBox
+    _check_georeferenced(isa, what)
+    checked_geobox(
+        isa,
+        CubeInputError,
+        f"{what} is not on a regular, axis-aligned grid",
+        not_north_up=(
+            f"{what} is not north-up (y must decrease, x increase): flip it, e.g. "
+            f"{what}.isel(y=slice(None, None, -1))"
+        ),
+    )
+    if periods:
+        isa = _as_periods(isa, what)
+    if dtype:
+        _check_isa_dtype(isa, what)
+    return isa
 
+
+def _check_georeferenced(isa: Any, what: str) -> None:
+    """A DataArray with a CRS in metres (not the Dataset that holds it)."""
     if isinstance(isa, xr.Dataset):
         raise CubeInputError(
             f"{what} must be the DataArray that segment() returns, not a Dataset: "
@@ -282,15 +329,11 @@ def check_isa_map(
         metres_per_unit(isa.odc.crs, what)
     except CRSError as err:
         raise CubeInputError(str(err)) from None
-    gbox = isa.odc.geobox
-    if not isinstance(gbox, GeoBox) or gbox.affine.b or gbox.affine.d:
-        raise CubeInputError(f"{what} is not on a regular, axis-aligned grid")
-    if gbox.affine.e > 0 or gbox.affine.a < 0:
-        raise CubeInputError(
-            f"{what} is not north-up (y must decrease, x increase): flip it, e.g. "
-            f"{what}.isel(y=slice(None, None, -1))"
-        )
-    if isa.ndim == 2 and periods:
+
+
+def _as_periods(isa: xr.DataArray, what: str) -> xr.DataArray:
+    """``isa`` as a ``(period, y, x)`` map, a scalar period coordinate made a dimension."""
+    if isa.ndim == 2:
         dims = [n for n in ("time", "period", "year") if n in isa.coords and isa[n].ndim == 0]
         if not dims:
             raise CubeInputError(
@@ -299,37 +342,44 @@ def check_isa_map(
             )
         isa = _expand_scalar_period(isa, dims[0])
     ydim, xdim = isa.odc.spatial_dims
-    if periods and (isa.ndim != 3 or isa.dims[1:] != (ydim, xdim)):
+    if isa.ndim != 3 or isa.dims[1:] != (ydim, xdim):
         raise CubeInputError(
             f"{what} must have dims (period, y, x) as segment() returns them; got {isa.dims}"
         )
-    if periods:
-        pdim = isa.dims[0]
-        if pdim not in isa.coords:
-            raise CubeInputError(f"the period dimension {pdim!r} needs coordinate labels")
-        labels = np.atleast_1d(np.asarray(isa[pdim].values))
-        if isa[pdim].dims != (pdim,) or labels.size != isa.sizes[pdim]:
-            raise CubeInputError(
-                f"the period coordinate {pdim!r} must hold one label per period, e.g. "
-                f"{what}.assign_coords({pdim}=[...])"
-            )
-        if len(set(labels.tolist())) != labels.size:  # the coordinate may carry no index
-            raise CubeInputError(f"the period labels along {pdim!r} repeat: each must be unique")
-        _check_period_labels(labels, pdim, isa[pdim].dtype)
-    if dtype:
-        if isa.dtype != np.uint8:
-            hint = (
-                " For probabilities, pass the mask as isa and the float map as probability=."
-                if isa.dtype.kind == "f"
-                else ""
-            )
-            raise CubeInputError(
-                f"{what} must be the uint8 mask (0 not ISA, 1 ISA, 255 nodata) that segment() "
-                f"returns, not {isa.dtype}.{hint}"
-            )
-        if isa.chunks is None:  # not lazy: the values are read anyway, check them now
-            check_isa_values(isa.values, what)
+    _check_period_coord(isa, what)
     return isa
+
+
+def _check_period_coord(isa: xr.DataArray, what: str) -> None:
+    """One unique label per period along the first dimension."""
+    pdim = isa.dims[0]
+    if pdim not in isa.coords:
+        raise CubeInputError(f"the period dimension {pdim!r} needs coordinate labels")
+    labels = np.atleast_1d(np.asarray(isa[pdim].values))
+    if isa[pdim].dims != (pdim,) or labels.size != isa.sizes[pdim]:
+        raise CubeInputError(
+            f"the period coordinate {pdim!r} must hold one label per period, e.g. "
+            f"{what}.assign_coords({pdim}=[...])"
+        )
+    if len(set(labels.tolist())) != labels.size:  # the coordinate may carry no index
+        raise CubeInputError(f"the period labels along {pdim!r} repeat: each must be unique")
+    _check_period_labels(labels, pdim, isa[pdim].dtype)
+
+
+def _check_isa_dtype(isa: xr.DataArray, what: str) -> None:
+    """The uint8 mask; its values too when they are in memory."""
+    if isa.dtype != np.uint8:
+        hint = (
+            " For probabilities, pass the mask as isa and the float map as probability=."
+            if isa.dtype.kind == "f"
+            else ""
+        )
+        raise CubeInputError(
+            f"{what} must be the uint8 mask (0 not ISA, 1 ISA, 255 nodata) that segment() "
+            f"returns, not {isa.dtype}.{hint}"
+        )
+    if isa.chunks is None:  # not lazy: the values are read anyway, check them now
+        check_isa_values(isa.values, what)
 
 
 def isa_map_of(obj: Any, what: str = "cube") -> xr.DataArray:
@@ -363,6 +413,37 @@ def period_labels(isa: xr.DataArray) -> list:
     if np.issubdtype(values.dtype, np.datetime64):
         return [pd.Timestamp(v) for v in values]
     return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+def select_period(isa: xr.DataArray, period: Any) -> xr.DataArray:
+    """The ``(y, x)`` map of one period of a ``(period, y, x)`` map: ``period`` is a position
+    (``-1`` is the last) or a label (a partial date such as ``"2017"`` picks the one period it
+    matches)."""
+    import pandas as pd
+
+    pdim = isa.dims[0]
+    if isinstance(period, int | np.integer):
+        try:
+            return isa.isel({pdim: int(period)})
+        except IndexError:
+            raise OptionError(
+                f"period={period} is out of range: the map has {isa.sizes[pdim]} periods"
+            ) from None
+    try:
+        one = isa.sel({pdim: period})
+    except (KeyError, TypeError, ValueError, pd.errors.InvalidIndexError):
+        raise OptionError(
+            f"no period {period!r} along {pdim!r}; it has {[str(v)[:10] for v in isa[pdim].values]}"
+        ) from None
+    if one.ndim == 3 and one.sizes[pdim] == 1:  # a partial date such as "2017"
+        return one.isel({pdim: 0})
+    if one.ndim != 2:
+        raise OptionError(
+            f"period={period!r} matches {one.sizes[pdim]} periods "
+            f"{[str(v)[:10] for v in one[pdim].values]}: pick one (a position or a "
+            "full label)"
+        )
+    return one
 
 
 def _expand_scalar_period(isa: xr.DataArray, name: Hashable) -> xr.DataArray:
@@ -406,6 +487,7 @@ __all__ = [
     "band_names",
     "check_isa_map",
     "check_isa_values",
+    "checked_geobox",
     "find_band",
     "in_memory",
     "period_digest",
@@ -415,4 +497,5 @@ __all__ = [
     "metres_per_unit",
     "period_key",
     "period_kind",
+    "select_period",
 ]

@@ -20,9 +20,7 @@ from ._template import _coord_values, _describe_grid, _period_encoding, _root_at
 def _sources(sources, isa: xr.DataArray, keys: list[str], kind: str) -> list[list[str]]:
     """Source item ids per period: given, or from attrs (``stac_items`` of load_sentinel2)."""
     if sources is None:
-        sources = isa.attrs.get("source_items", isa.attrs.get("stac_items"))
-        if isinstance(sources, str) and sources.lstrip().startswith(("{", "[")):
-            sources = json.loads(sources)
+        sources = _attr_sources(isa)
     if sources is None:
         return [[] for _ in keys]
     if isinstance(sources, str):
@@ -33,15 +31,30 @@ def _sources(sources, isa: xr.DataArray, keys: list[str], kind: str) -> list[lis
             f"str, not {sources!r}"
         )
     if isinstance(sources, Mapping):
-        # keys may be period coordinate values or the labels of a "period" coordinate
-        labels = [str(v) for v in isa["period"].values] if "period" in isa.coords else keys
-        out = []
-        for key, label in zip(keys, labels, strict=True):
-            found = [v for k, v in sources.items() if str(k) == label]
-            found = found or [v for k, v in sources.items() if _safe_key(k, kind) == key]
-            out.append([str(s) for s in found[0]] if found else [])
-        return out
+        return _sources_by_period(sources, isa, keys, kind)
     return [[str(s) for s in sources] for _ in keys]
+
+
+def _attr_sources(isa: xr.DataArray) -> Any:
+    """The source items the map's attrs name: ids, or JSON of ids or of period -> ids."""
+    sources = isa.attrs.get("source_items", isa.attrs.get("stac_items"))
+    if isinstance(sources, str) and sources.lstrip().startswith(("{", "[")):
+        sources = json.loads(sources)
+    return sources
+
+
+def _sources_by_period(
+    sources: Mapping, isa: xr.DataArray, keys: list[str], kind: str
+) -> list[list[str]]:
+    """Each period's entry of a mapping keyed by period coordinate values or by the labels
+    of a "period" coordinate (those first)."""
+    labels = [str(v) for v in isa["period"].values] if "period" in isa.coords else keys
+    out = []
+    for key, label in zip(keys, labels, strict=True):
+        found = [v for k, v in sources.items() if str(k) == label]
+        found = found or [v for k, v in sources.items() if _safe_key(k, kind) == key]
+        out.append([str(s) for s in found[0]] if found else [])
+    return out
 
 
 def _safe_key(value: Any, kind: str) -> str | None:
