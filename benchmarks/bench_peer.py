@@ -133,7 +133,7 @@ class PeerNetwork(torch.nn.Module):
 
 def run_child(kind: str, scene: Path, out: Path, precision: str) -> None:
     import xjointseg
-    from xjointseg.segment import default_tile
+    from xjointseg.engine import default_tile
 
     model = xjointseg.load_model("jointseg")  # loaded before the clock starts, for both
     size = int(scene.stem.split("-")[-1])

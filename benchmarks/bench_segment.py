@@ -31,7 +31,7 @@ import numpy as np
 from _memory import peak_rss_mb  # benchmarks/_memory.py
 
 import xjointseg
-from xjointseg.segment import default_tile
+from xjointseg.engine import default_tile
 from xjointseg.testing import synthetic_scene, untrained_weights
 
 

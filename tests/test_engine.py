@@ -118,7 +118,7 @@ def test_building_the_result_computes_nothing():
 
 
 def test_the_plan_says_what_segment_will_do_and_runs_to_the_same_map():
-    from xjointseg.segment import plan_segment
+    from xjointseg.engine import plan_segment
 
     ds = synthetic_scene(64, 64, times=2).chunk(y=32, x=32)
     plan = plan_segment(ds, MODEL, tile=TILE, chunks="keep")
@@ -315,14 +315,14 @@ GIB = 1 << 30
 
 
 def _budget(monkeypatch, nbytes):
-    segment_module = importlib.import_module("xjointseg.segment")  # the name is the function
+    segment_module = importlib.import_module("xjointseg.engine.segment")
     monkeypatch.setattr(segment_module, "available_memory", lambda: (nbytes, "test"))
 
 
 @pytest.mark.parametrize("memory", [64 << 20, 512 << 20, 2 * GIB, 64 * GIB])
 def test_default_tile_is_the_largest_that_fits(monkeypatch, memory):
+    from xjointseg.engine.segment import CPU_TILE_BYTES, MAX_TILE, MEMORY_SHARE, default_tile
     from xjointseg.models.jointseg import JointSegNet
-    from xjointseg.segment import CPU_TILE_BYTES, MAX_TILE, MEMORY_SHARE, default_tile
 
     model = Model.from_network(JointSegNet.lite(), name="lite", bands=MODEL.bands)
     _budget(monkeypatch, memory)
@@ -358,7 +358,7 @@ def test_explicit_tile_overrides_the_default(monkeypatch):
     min_blocks=st.integers(1, 64),
 )
 def test_split_chunks_keeps_the_tile_grid(sizes, tile, halo, min_blocks):
-    from xjointseg._dask import plan_chunks, split_chunks
+    from xjointseg.engine._dask import plan_chunks, split_chunks
 
     plans = [plan_chunks(n, (n,), tile=tile, halo=halo) for n in sizes]
     out = split_chunks(plans, tile=tile, halo=halo, min_blocks=min_blocks)
@@ -373,7 +373,7 @@ def test_split_chunks_keeps_the_tile_grid(sizes, tile, halo, min_blocks):
 
 
 def test_auto_chunks_give_every_parallel_slot_blocks(monkeypatch):
-    segment_module = importlib.import_module("xjointseg.segment")  # the name is the function
+    segment_module = importlib.import_module("xjointseg.engine.segment")
     scene = synthetic_scene(128, 96, times=2)
     monkeypatch.setattr(segment_module, "parallel_slots", lambda: 6)
     isa = segment(scene, MODEL, tile=TILE)

@@ -50,7 +50,7 @@ def test_every_imported_package_is_declared():
 def test_sentinel2_does_not_import_segmentation_code():
     for path in (PACKAGE / "sentinel2").rglob("*.py"):
         text = path.read_text()
-        for name in ("segment", "_dask", "_blocks", "models", "torch", "cube"):
+        for name in ("engine", "segment", "_dask", "_blocks", "models", "torch", "cube"):
             assert not re.search(rf"^\s*(from|import)\s+[.]*{name}\b", text, re.M), (path, name)
             assert not re.search(rf"^\s*from\s+\.\.{name}\b", text, re.M), (path, name)
 

@@ -10,8 +10,8 @@ from . import metrics  # noqa: F401  (xjointseg.metrics.scores)
 from ._version import __version__
 from .change import new_isa
 from .cube import open_cube
+from .engine import segment
 from .errors import XJointSegError
-from .segment import segment
 from .sentinel2 import load_sentinel2
 
 _LAZY = {"Model", "load_model", "save_model"}  # from .models, which imports torch

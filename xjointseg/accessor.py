@@ -14,9 +14,9 @@ import xarray as xr
 
 from .change import area, consistent, first_period, fraction, growth, new_isa_between
 from .cube import to_zarr
+from .engine import segment
 from .export import to_cog
 from .plots import plot_first_period, plot_map
-from .segment import segment
 
 
 def _bind(func: Callable) -> Callable:

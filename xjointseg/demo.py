@@ -277,9 +277,9 @@ def run_demo(
     """
 
     from .data import demo_item_path, load_demo_scene
+    from .engine import segment
     from .models.model import load_model, placement_note
     from .pipeline import write_cube
-    from .segment import segment
 
     say = log or (lambda _: None)
     out = Path(out).expanduser().absolute()

@@ -14,7 +14,7 @@ import torch
 from ..errors import OutputExistsError, XJointSegError
 
 if TYPE_CHECKING:
-    from .trainer import _Run
+    from .trainer import TrainingRun
 
 
 class CheckpointError(XJointSegError, ValueError):
@@ -42,7 +42,7 @@ def write_history(out: Path, state: dict) -> None:
     tmp.replace(out / "metrics.jsonl")
 
 
-def save_checkpoint(path: Path, run: _Run, state: dict) -> None:
+def save_checkpoint(path: Path, run: TrainingRun, state: dict) -> None:
     """Write the run (network, optimisers, schedule, state, torch RNG) to ``path``."""
     disc, disc_opt = run.adversary or (None, None)
     blob = {
@@ -62,7 +62,7 @@ def save_checkpoint(path: Path, run: _Run, state: dict) -> None:
     tmp.replace(path)  # a crash mid-write leaves the previous checkpoint intact
 
 
-def resume(path: Path, run: _Run) -> dict:
+def resume(path: Path, run: TrainingRun) -> dict:
     """Load a checkpoint into ``run`` (network, optimisers, schedule, torch RNG); return the
     run's state at it."""
     blob = _read(path)

@@ -108,8 +108,8 @@ def _maps(model: Any, ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray, xr.Da
     One pass of ``segment(output="probability")``: the mask ``segment`` returns is the
     model's rule applied to the same output (:meth:`MaskRule.from_probability`).
     """
+    from ..engine import segment
     from ..schema import NODATA
-    from ..segment import segment
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -302,7 +302,7 @@ def landuse_shares(model: Any, landuse: str | Path) -> dict[str, float]:
 
     from ..change import area
     from ..data import load_demo_scene
-    from ..segment import segment
+    from ..engine import segment
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

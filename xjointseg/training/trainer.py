@@ -199,7 +199,7 @@ class _Adversary(NamedTuple):
 
 
 @dataclass
-class _Run:
+class TrainingRun:
     """What every step of a run works with: its network, optimisers and training data."""
 
     cfg: TrainConfig
@@ -273,7 +273,7 @@ def _set_up(
     train_scenes: list[Scene],
     real_train: list[WeakScene] | None,
     pairs: list[tuple[WeakScene, WeakScene]],
-) -> _Run:
+) -> TrainingRun:
     """Seed the run, then make its network, optimiser, schedule and discriminator."""
     from ..models.model import resolve_device
 
@@ -291,7 +291,7 @@ def _set_up(
         disc = UNetDiscriminatorSN(in_channels=3).to(device)
         disc_opt = torch.optim.Adam(disc.parameters(), lr=cfg.lr / 2, betas=(0.5, 0.999))
         adversary = _Adversary(disc, disc_opt)
-    return _Run(
+    return TrainingRun(
         cfg=cfg,
         net=net,
         device=device,
@@ -334,7 +334,7 @@ def _network(
     return net, mean
 
 
-def _train_step(run: _Run, step: int) -> torch.Tensor:
+def _train_step(run: TrainingRun, step: int) -> torch.Tensor:
     """One optimiser step (and, with the adversarial term, one of the discriminator's);
     returns the step's loss."""
     cfg = run.cfg
@@ -365,7 +365,7 @@ def _train_step(run: _Run, step: int) -> torch.Tensor:
 
 
 def _loss_terms(
-    run: _Run,
+    run: TrainingRun,
     pred: dict[str, torch.Tensor | None],
     hr: torch.Tensor | None,
     label: torch.Tensor,
@@ -407,7 +407,7 @@ def _label_terms(
 
 
 def _weak_terms(
-    run: _Run, real_train: list[WeakScene], rng: np.random.Generator
+    run: TrainingRun, real_train: list[WeakScene], rng: np.random.Generator
 ) -> Iterator[torch.Tensor]:
     """Real crops against their weak 10 m labels, and their 1 m share against the 10 m
     prior."""
@@ -423,7 +423,7 @@ def _weak_terms(
         yield cfg.consistency_weight * prior_consistency_loss(logits, logits10, cfg.mask_sharpness)
 
 
-def _date_term(run: _Run, rng: np.random.Generator) -> torch.Tensor:
+def _date_term(run: TrainingRun, rng: np.random.Generator) -> torch.Tensor:
     """Two dates of a real place agree on land stable in both."""
     cfg = run.cfg
     xa, xb, stable = sample_pair_batch(
@@ -444,7 +444,9 @@ def _date_term(run: _Run, rng: np.random.Generator) -> torch.Tensor:
     )
 
 
-def _prior_term(run: _Run, real_train: list[WeakScene], rng: np.random.Generator) -> torch.Tensor:
+def _prior_term(
+    run: TrainingRun, real_train: list[WeakScene], rng: np.random.Generator
+) -> torch.Tensor:
     """Many more real 10 m pixels against their weak labels, through the 10 m layers only."""
     cfg = run.cfg
     net: Any = run.net  # one with a 10 m prior: prior_logits and prior_halo
@@ -458,7 +460,7 @@ def _prior_term(run: _Run, real_train: list[WeakScene], rng: np.random.Generator
     return cfg.real_weight * weak_loss(None, prior, weak.to(run.device), cfg.built_floor)
 
 
-def _keep_if_best(run: _Run, state: dict, scores: dict, path: Path) -> None:
+def _keep_if_best(run: TrainingRun, state: dict, scores: dict, path: Path) -> None:
     """Save the weights to ``path`` when ``scores`` select them over the best so far, else
     count the evaluation as stale; evaluations in the SR warm-up count for neither."""
     from ..models.weights import save_model

@@ -1,7 +1,7 @@
 """Dask level: halo exchange, one task per block, output chunks ``scale`` times larger.
 
 ``overlap`` gives each block ``halo`` pixels of its neighbours (none beyond the scene edges:
-they are real edges); ``map_blocks`` runs :func:`~xjointseg._blocks.segment_window` on it and
+they are real edges); ``map_blocks`` runs :func:`~xjointseg.engine._blocks.segment_window` on it and
 returns only the block's core at 1 m, so the output chunks are exactly ``scale`` x the input
 chunks. The block function crops itself instead of leaving it to ``trim_internal``: nothing
 is computed or allocated for the halo at 1 m, and there is no trim step whose depth could be
@@ -17,8 +17,8 @@ from itertools import accumulate
 import dask.array as da
 import numpy as np
 
+from ..errors import ChunkError
 from ._blocks import Window, segment_window
-from .errors import ChunkError
 
 
 def plan_chunks(
@@ -154,7 +154,7 @@ def segment_array(
                 )
     else:
         arr_o = arr
-    from .models.model import model_ref  # torch: imported when a graph is built, not before
+    from ..models.model import model_ref  # torch: imported when a graph is built, not before
 
     dtype = np.uint8 if output == "mask" else np.float32
     return da.map_blocks(

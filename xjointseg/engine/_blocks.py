@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .schema import NODATA
+from ..schema import NODATA
 
 
 @dataclass(frozen=True)

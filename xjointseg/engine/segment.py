@@ -20,15 +20,14 @@ import numpy as np
 import xarray as xr
 from odc.geo.xr import xr_coords
 
-from ._dask import plan_chunks, segment_array, split_chunks
-from ._system import available_memory, parallel_slots
-from ._version import __version__
-from .errors import (
+from .._system import available_memory, parallel_slots
+from .._version import __version__
+from ..errors import (
     EmptyInputError,
     OptionError,
 )
-from .inputs import check_scale, checked_block, checked_input
-from .schema import (
+from ..inputs import check_scale, checked_block, checked_input
+from ..schema import (
     BAND_ALIASES,  # noqa: F401  (re-exported: the band table lives in schema)
     FINGERPRINT_COORD,
     FLAG_MEANINGS,
@@ -39,9 +38,10 @@ from .schema import (
     in_memory,
     period_digest,
 )
+from ._dask import plan_chunks, segment_array, split_chunks
 
 if TYPE_CHECKING:
-    from .models.model import Model
+    from ..models.model import Model
 
 DEFAULT_BLOCK = 1024  # input pixels per block side for numpy-backed input
 
@@ -350,7 +350,7 @@ def plan_segment(
     (32, 3, (1, 1))
     """
     _check_options(obj, output, batch_size, precision, chunks, device)
-    from .models.model import load_model  # torch: imported on the first call, not before
+    from ..models.model import load_model  # torch: imported on the first call, not before
 
     m = load_model(model, device=device)
     arr, nodata, others, flips = checked_input(obj, m.bands)
