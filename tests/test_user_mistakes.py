@@ -870,3 +870,18 @@ def test_load_options_are_named_by_the_function_the_user_called():
         _load.plan_load(ITEM)
     params = inspect.signature(xjointseg.load_sentinel2).parameters
     assert params["resolution"].default == 10 and "store" in params  # help() shows them
+
+
+@pytest.mark.parametrize("period", [np.int64(0), "2017", -1])
+def test_plot_map_and_to_cog_pick_a_period_the_same_way(period):
+    cube = xr.concat([ISA, ISA], dim="time").assign_coords(
+        time=np.array(["2017-06-01", "2019-06-01"], dtype="datetime64[ns]")
+    )
+    from xjointseg.schema import select_period
+
+    fig = plot_map(cube, period)
+    assert fig.axes[0].get_title().startswith("Impervious surface 20")
+    assert select_period(cube, period).ndim == 2
+    for bad in (True, "2020", 5):
+        with pytest.raises(errors.OptionError):
+            plot_map(cube, bad)

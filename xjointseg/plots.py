@@ -17,7 +17,7 @@ import xarray as xr
 from .change import first_period
 from .change.maps import coarse_share
 from .errors import OptionError
-from .schema import NEVER, NODATA, isa_map_of, period_labels
+from .schema import NEVER, NODATA, isa_map_of, period_labels, select_period
 
 __all__ = ["plot_first_period", "plot_growth", "plot_growth_classes", "plot_map"]
 
@@ -96,13 +96,7 @@ def plot_map(
     >>> fig = plot_map(cube)
     """
     cube = isa_map_of(cube)
-    pdim = cube.dims[0]
-    n = cube.sizes[pdim]
-    if isinstance(period, int) and not -n <= period < n:
-        raise OptionError(f"period={period} is out of range: the cube has {n} period(s)")
-    if not isinstance(period, int) and period not in cube.indexes[pdim]:
-        raise OptionError(f"no period {period!r} along {pdim!r}: it has {period_labels(cube)}")
-    one = cube.isel({pdim: period}) if isinstance(period, int) else cube.sel({pdim: period})
+    one = select_period(cube, period)
     step = _step(one.shape, max_pixels)
     # whole display pixels only: the last (step - 1) rows/columns at most are not drawn
     ydim, xdim = one.dims
@@ -123,7 +117,8 @@ def plot_map(
         interpolation="nearest",
     )
     fig.colorbar(im, ax=ax, label="ISA share" if step > 1 else "ISA", shrink=0.8)
-    label = _fmt(period_labels(cube)[period] if isinstance(period, int) else period)
+    by_position = isinstance(period, int | np.integer)
+    label = _fmt(period_labels(cube)[int(period)] if by_position else period)
     ax.set_title(f"Impervious surface {label}" + (f" ({step} m display pixels)" * (step > 1)))
     ax.set_xlabel("x (m)")
     ax.set_ylabel("y (m)")

@@ -422,6 +422,8 @@ def select_period(isa: xr.DataArray, period: Any) -> xr.DataArray:
     import pandas as pd
 
     pdim = isa.dims[0]
+    if isinstance(period, bool | np.bool_):
+        raise OptionError(f"period must be a position or a label, not {period!r}")
     if isinstance(period, int | np.integer):
         try:
             return isa.isel({pdim: int(period)})
