@@ -27,12 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ._version import __version__
-from .errors import (
+from .._version import __version__
+from ..errors import (
     OutputExistsError,
     StorePathError,
 )
-from .schema import NODATA
+from ..schema import NODATA
 
 __all__ = ["DemoResult", "run_demo"]
 
@@ -104,8 +104,8 @@ def _own_summary(path: Path) -> bool:
 
 def _check_out(out: Path) -> None:
     """Refuse before any work when --out holds files the demo would replace but did not write."""
-    from .export import is_own_cog
-    from .paths import check_writable
+    from ..export import is_own_cog
+    from ..paths import check_writable
 
     if out.exists() and not out.is_dir():
         raise StorePathError(f"{out} is a file: --out must be a folder (it is created)")
@@ -154,7 +154,7 @@ def _figures(ds, cube, frac, out: Path, model_name: str, placement: str) -> dict
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    from .plots import extent, plot_map
+    from ..plots import extent, plot_map
 
     paths = {}
     scene_extent = extent(cube)
@@ -269,16 +269,16 @@ def run_demo(
     Examples
     --------
     >>> import tempfile
-    >>> from xjointseg.demo import run_demo
+    >>> from xjointseg.cli.demo import run_demo
     >>> from xjointseg.testing import toy_weights
     >>> res = run_demo(tempfile.mkdtemp(), model=str(toy_weights()), log=None, progress=False)
     >>> res.cog.name, sorted(res.figures), res.grid["shape"]
     ('isa_1m.tif', ['input_rgb', 'isa_1m', 'isa_fraction_10m'], [3840, 3840])
     """
 
-    from .data import demo_item_path, load_demo_scene
-    from .engine import segment
-    from .models.model import load_model, placement_note
+    from ..data import demo_item_path, load_demo_scene
+    from ..engine import segment
+    from ..models.model import load_model, placement_note
     from .pipeline import write_cube
 
     say = log or (lambda _: None)

@@ -12,9 +12,9 @@ from typing import Any
 
 import xarray as xr
 
-from .cube import open_cube, to_zarr
-from .errors import CubeMismatchError, NotACubeError, PeriodConflictError
-from .progress import compute
+from ..cube import open_cube, to_zarr
+from ..errors import CubeMismatchError, NotACubeError, PeriodConflictError
+from ..progress import compute
 
 __all__ = ["CubeRun", "write_cube"]
 

@@ -14,8 +14,8 @@ import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from .errors import BBoxError, OptionError, UnknownModelError, XJointSegError
-from .paths import is_url
+from ..errors import BBoxError, OptionError, UnknownModelError, XJointSegError
+from ..paths import is_url
 
 # Validation (checkpoint selection) places: a whole Dubai tile; tiles 1 and 3 are the test
 # places (xjointseg.training.splits), never trained on nor used for selection. The
@@ -28,8 +28,8 @@ def _info(args: argparse.Namespace) -> int:
     import torch
     import xarray
 
-    from ._version import __version__
-    from .models.model import registered_models
+    from .._version import __version__
+    from ..models.model import registered_models
 
     print(f"xjointseg {__version__}")
     print(f"torch {torch.__version__}, xarray {xarray.__version__}, dask {dask.__version__}")
@@ -43,10 +43,10 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .paths import check_writable
-    from .training.datasets import load_oscd, split_by_place
-    from .training.splits import DUBAI_SPLITS, OSCD_SPLITS
-    from .training.trainer import TrainConfig, train
+    from ..paths import check_writable
+    from ..training.datasets import load_oscd, split_by_place
+    from ..training.splits import DUBAI_SPLITS, OSCD_SPLITS
+    from ..training.trainer import TrainConfig, train
 
     check_writable(args.out, folder=True)  # a file or a read-only folder: refused before loading
     # test places are never seen: neither in training nor in checkpoint selection
@@ -80,7 +80,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _training_scenes(specs: list[str]) -> list:
     """The scenes of every ``--data KIND=PATH``, each folder checked before it is loaded."""
-    from .training.datasets import load_dubai, load_massachusetts
+    from ..training.datasets import load_dubai, load_massachusetts
 
     scenes = []
     for spec in specs:
@@ -104,7 +104,7 @@ def _training_scenes(specs: list[str]) -> list:
 
 def _model_source(name: str) -> str:
     """``name`` if it can name a model, else an error that lists the registered names."""
-    from .models.model import registered_models
+    from ..models.model import registered_models
 
     registry = registered_models()
     if name in registry or is_url(name) or Path(name).expanduser().is_file():
@@ -225,10 +225,10 @@ def _cog_name(label: str) -> str:
 
 def _check_map_outputs(args: argparse.Namespace) -> None:
     """Refuse unusable --out / --cog-dir paths and foreign COGs before any work is done."""
-    from .errors import OutputExistsError, StorePathError
-    from .export import is_own_cog
-    from .paths import check_writable
-    from .sentinel2 import parse_periods
+    from ..errors import OutputExistsError, StorePathError
+    from ..export import is_own_cog
+    from ..paths import check_writable
+    from ..sentinel2 import parse_periods
 
     if not is_url(args.out):
         out = Path(args.out).expanduser().absolute()
@@ -251,9 +251,9 @@ def _check_map_outputs(args: argparse.Namespace) -> None:
 
 
 def _map(args: argparse.Namespace) -> int:
-    from .models.model import load_model
+    from ..models.model import load_model
+    from ..sentinel2 import load_sentinel2
     from .pipeline import write_cube
-    from .sentinel2 import load_sentinel2
 
     model = load_model(_model_source(args.model), device=args.device)
     bbox, geopolygon, regions = _area_of_interest(args)
@@ -261,7 +261,7 @@ def _map(args: argparse.Namespace) -> int:
     client = _connect(args.scheduler) if args.scheduler else None
     try:
         if client is not None:
-            from .distributed import register_model
+            from ..distributed import register_model
 
             register_model(client, model.source or args.model, device=args.device)
             print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr)
@@ -566,7 +566,3 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
