@@ -71,3 +71,27 @@ def test_unmeasured_weights_say_so():
     model = toy_model()
     assert model.placement is None
     assert "not measured" in placement_note(model)
+
+
+# --- roads --------------------------------------------------------------------------------
+
+
+def test_road_scores_count_road_pixels_away_from_buildings():
+    from xjointseg.metrics import road_counts, road_scores, road_scores_from_counts
+
+    road = np.zeros((20, 30), bool)
+    road[2:6, :] = True  # a 4 m road through the top 10 m row: cover 0.4
+    mask = np.zeros((20, 30), np.uint8)
+    mask[3:5, :] = 1  # the map calls half of it ISA
+    building = np.zeros((20, 30), bool)
+    building[8:10, 20:30] = True  # a house beside the road in the last 10 m pixel
+    s = road_scores(mask, road)
+    assert (s["recall_1m"], s["cells"]) == (0.5, 3.0)
+    assert (s["share"], s["cover"]) == pytest.approx((0.2, 0.4))
+    assert road_scores(mask, road, building)["cells"] == 2.0  # the street by the house is not
+    mask[0:10, 0:10] = 255  # a 10 m pixel without data is not scored
+    assert road_scores(mask, road)["cells"] == 2.0
+    halves = [road_counts(mask[:, :10], road[:, :10]), road_counts(mask[:, 10:], road[:, 10:])]
+    pooled = {k: sum(h[k] for h in halves) for k in halves[0]}
+    assert road_scores_from_counts(pooled) == pytest.approx(road_scores(mask, road))
+    assert np.isnan(road_scores(mask, np.zeros_like(road))["share"])

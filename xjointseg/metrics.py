@@ -18,8 +18,13 @@ from .errors import CubeInputError
 
 __all__ = [
     "MIXED_SHARES",
+    "ROAD_COVER",
+    "ROAD_MAX_OTHER",
     "confusion",
     "placement_counts",
+    "road_counts",
+    "road_scores",
+    "road_scores_from_counts",
     "roc_auc",
     "scores",
     "scores_from_counts",
@@ -254,3 +259,69 @@ def smooth_placement(prob: Any, scale: int = 10) -> np.ndarray:
         torch.from_numpy(mean)[None, None], scale_factor=scale, mode="bilinear", align_corners=False
     )
     return up[0, 0].numpy()
+
+
+#: Road cover of the 10 m pixels that :func:`road_scores` calls road pixels, and the most
+#: other ISA (buildings) they may hold: a stretch of road, not a street between houses.
+ROAD_COVER, ROAD_MAX_OTHER = 0.3, 0.05
+
+
+def road_counts(
+    mask: Any,
+    road: Any,
+    other: Any = None,
+    *,
+    scale: int = 10,
+    min_cover: float = ROAD_COVER,
+    max_other: float = ROAD_MAX_OTHER,
+) -> dict[str, float]:
+    """The sums behind :func:`road_scores` (to pool over scenes): ``road_px``, ``road_hit``
+    (1 m road pixels and those the mask calls ISA), ``cells`` (road 10 m pixels),
+    ``share`` and ``cover`` (the sums over them of the mask's ISA share and of the road
+    cover)."""
+    m = _cells(np.asarray(mask), scale)
+    r = _cells(np.asarray(road, bool), scale)
+    valid = (m != 255).all(axis=1)
+    cover = r.mean(axis=1)
+    road_cell = valid & (cover >= min_cover)
+    if other is not None:  # away from buildings: a road, not a street between houses
+        road_cell &= _cells(np.asarray(other, bool), scale).mean(axis=1) <= max_other
+    share = (m == 1).mean(axis=1)
+    return {
+        "road_px": float((r & (m != 255)).sum()),
+        "road_hit": float((r & (m == 1)).sum()),
+        "cells": float(road_cell.sum()),
+        "share": float(share[road_cell].sum()),
+        "cover": float(cover[road_cell].sum()),
+    }
+
+
+def road_scores(mask: Any, road: Any, other: Any = None, **options: Any) -> dict[str, float]:
+    """How a 1 m ISA mask (0, 1, 255 nodata) sees the roads of a reference.
+
+    ``recall_1m``: the share of road pixels called ISA. On the 10 m pixels at least
+    ``min_cover`` (0.3) road and, where ``other`` (the reference's other ISA, e.g.
+    buildings) is given, at most ``max_other`` (0.05) of it: ``cells``, the mask's mean
+    ISA share there (``share``) and the roads' mean cover (``cover``): a map that counts
+    roads at their real area has ``share`` near ``cover``. ``scale``: fine pixels per 10 m
+    pixel side. Sum :func:`road_counts` to pool scenes.
+
+    Examples
+    --------
+    >>> mask = np.zeros((10, 20), np.uint8); mask[:4, :] = 1
+    >>> road = np.zeros((10, 20), bool); road[:5, :] = True
+    >>> s = road_scores(mask, road)
+    >>> s["recall_1m"], s["cells"], s["share"], s["cover"]
+    (0.8, 2.0, 0.4, 0.5)
+    """
+    return road_scores_from_counts(road_counts(mask, road, other, **options))
+
+
+def road_scores_from_counts(c: dict[str, float]) -> dict[str, float]:
+    """:func:`road_scores` from pooled :func:`road_counts`."""
+    return {
+        "recall_1m": _ratio(c["road_hit"], c["road_px"]),
+        "cells": c["cells"],
+        "share": c["share"] / c["cells"] if c["cells"] else float("nan"),
+        "cover": c["cover"] / c["cells"] if c["cells"] else float("nan"),
+    }
