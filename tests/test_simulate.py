@@ -159,3 +159,19 @@ def test_default_radiometry_is_the_calibrated_l1c_one():
     assert DEFAULT_GAIN[0] > DEFAULT_GAIN[1] > DEFAULT_GAIN[2] > 0
     black = simulate_sentinel2(np.zeros((20, 20, 3), np.uint8), noise_dn=0)
     np.testing.assert_allclose(black[:, 0, 0], np.round(np.array(DEFAULT_OFFSET) * 1e4))
+
+
+def test_degrade_sees_a_real_image_10x_coarser_with_the_sensor_optics():
+    from xjointseg.training.simulate import degrade
+
+    flat = np.full((3, 40, 30), 700.0, np.float32)
+    np.testing.assert_allclose(degrade(flat), 700.0, rtol=1e-5)  # a flat scene stays flat
+    rng = np.random.default_rng(3)
+    img = rng.uniform(300, 3000, (3, 60, 80)).astype(np.float32)
+    low = degrade(img)
+    assert low.shape == (3, 6, 8)
+    assert abs(low.mean() - img.mean()) < 0.01 * img.mean()  # integration keeps the mean
+    box = img.reshape(3, 6, 10, 8, 10).mean(axis=(2, 4))
+    assert low.std() < box.std()  # the PSF blurs more than the 10 x 10 box alone
+    with pytest.raises(InputError, match="whole 10 x 10"):
+        degrade(img[:, :55])

@@ -94,6 +94,24 @@ def _blur_and_integrate(img: torch.Tensor, sigma: float) -> torch.Tensor:
     )
 
 
+def degrade(dn: np.ndarray, mtf_nyquist: float = 0.25) -> np.ndarray:
+    """A real image seen by the same optics and detector 10x coarser (Wald's protocol).
+
+    ``(C, H, W)`` DN, ``H`` and ``W`` multiples of 10 -> ``(C, H/10, W/10)`` float32: the
+    PSF blur and 10 x 10 integration of :func:`simulate_sentinel2`, applied to the image's
+    own pixels, so a real 10 m scene gives a 100 m one whose x10 restoration can be scored
+    against the real 10 m pixels (Wald, Ranchin & Mangolini 1997, "Fusion of satellite
+    images of different spatial resolutions: assessing the quality of resulting images",
+    PE&RS 63(6):691-699: quality is judged after degrading the inputs by the fusion's own
+    scale factor). No noise is added: the real pixels carry their own.
+    """
+    c, h, w = dn.shape
+    if h % SCALE or w % SCALE:
+        raise InputError(f"a {h} x {w} image does not hold whole {SCALE} x {SCALE} cells")
+    img = torch.from_numpy(np.ascontiguousarray(dn, np.float32))[None]
+    return _blur_and_integrate(img, psf_sigma(mtf_nyquist) * SCALE)[0].numpy()
+
+
 def simulate_sentinel2(
     hr_rgb: np.ndarray,
     gsd: float = 1.0,
