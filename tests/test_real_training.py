@@ -431,3 +431,35 @@ def test_training_with_the_date_term_runs_and_needs_pairs(tmp_path):
         progress=False,
     )
     assert result["steps"] == 10
+
+
+def test_wald_batches_are_real_crops_and_their_10x_degraded_copies():
+    from xjointseg.training.batches import sample_wald_batch
+    from xjointseg.training.simulate import degrade
+
+    real = [bright_is_built(f"r{i}", i) for i in range(2)]
+    fill = np.array([900.0, 800.0, 700.0], np.float32)
+    rng = np.random.default_rng(0)
+    x, target = sample_wald_batch(real, 20, 3, 4, fill, rng)
+    assert x.shape == (3, 3, 2 + 8, 2 + 8) and target.shape == (3, 3, 20, 20)
+    np.testing.assert_allclose(x[0, :, 4:-4, 4:-4], degrade(target[0].numpy()), rtol=1e-6)
+    assert (x[0, :, 0, 0] == torch.from_numpy(fill)).all()  # context beyond the crop: fill
+    with pytest.raises(TrainingDataError, match="Wald"):
+        sample_wald_batch(real, 60, 1, 4, fill, rng)  # no scene holds a 60 px crop
+
+
+def test_training_with_the_wald_term_calls_it_on_networks_with_an_sr_branch(tmp_path, monkeypatch):
+    from xjointseg.training import trainer
+
+    sim = [stripes(f"t{i}", i) for i in range(2)]
+    real = [bright_is_built(f"r{i}", i) for i in range(2)]
+    real_sample, calls = trainer.sample_wald_batch, []
+
+    def counted(*args, **kw):
+        calls.append(1)
+        return real_sample(*args, **kw)
+
+    monkeypatch.setattr(trainer, "sample_wald_batch", counted)
+    cfg = real_cfg(steps=2, wald_weight=1.0, wald_crop=20, arch="jointseg", sr_warmup=0)
+    result = train(sim, [stripes("v", 9)], cfg, tmp_path, real_train=real, progress=False)
+    assert result["steps"] == 2 and len(calls) == 2

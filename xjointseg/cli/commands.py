@@ -528,6 +528,12 @@ def _add_loss_options(t: argparse.ArgumentParser) -> None:
         help="real crops (--oscd): the two dates of a city agree where the land is stable",
     )
     t.add_argument(
+        "--wald-weight",
+        type=float,
+        default=0.0,
+        help="real crops (--oscd) degraded 10x as SR targets (Wald's protocol)",
+    )
+    t.add_argument(
         "--train-only",
         nargs="+",
         default=[],

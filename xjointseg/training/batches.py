@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .datasets import IGNORE, SCALE, WEAK_NEGATIVE, Scene, TrainingDataError, WeakScene
-from .simulate import DEFAULT_OFFSET, hr_dn, simulate_sentinel2
+from .simulate import DEFAULT_OFFSET, degrade, hr_dn, simulate_sentinel2
 
 #: The mask of logits before a model's rule is chosen: probability >= 0.5.
 
@@ -170,6 +170,45 @@ def sample_real_batch(
         xs.append(x)
         labels.append(label)
     return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(labels))
+
+
+def sample_wald_batch(
+    scenes: list[WeakScene],
+    size: int,
+    batch_size: int,
+    context: int,
+    fill: np.ndarray,
+    rng: np.random.Generator,
+    tries: int = 20,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real 10 m crops as super-resolution targets, by Wald's protocol: each ``size`` crop
+    (a multiple of 10, wholly valid) is degraded 10x with the sensor's optics
+    (:func:`~xjointseg.training.simulate.degrade`) into the network's input, given
+    ``context`` pixels of ``fill`` around it; the crop itself is the target. Returns
+    ``(inputs, targets)``, ``(N, 3, size/10 + 2 context, ...)`` and ``(N, 3, size, size)``."""
+    xs: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    big = [s for s in scenes if min(s.lr.shape[1:]) >= size]
+    if not big:
+        raise TrainingDataError(f"no real scene holds a {size} px crop for Wald's protocol")
+    while len(xs) < batch_size:
+        for _ in range(tries):  # a crop without missing pixels
+            scene = big[int(rng.integers(len(big)))]
+            h, w = scene.lr.shape[1:]
+            y0, x0 = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+            crop = scene.lr[:, y0 : y0 + size, x0 : x0 + size]
+            if not np.isnan(crop).any():
+                break
+        else:
+            raise TrainingDataError(f"no {size} px crop without missing pixels found")
+        (target,) = _augment([crop.astype(np.float32)], rng)
+        low = degrade(target)
+        n = low.shape[1]
+        x = np.broadcast_to(fill[:, None, None], (3, n + 2 * context, n + 2 * context)).copy()
+        x[:, context : context + n, context : context + n] = low
+        xs.append(x.astype(np.float32))
+        targets.append(target)
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(targets))
 
 
 def date_pairs(scenes: list[WeakScene]) -> list[tuple[WeakScene, WeakScene]]:

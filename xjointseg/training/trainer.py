@@ -51,6 +51,7 @@ from .batches import (
     sample_batch,
     sample_pair_batch,
     sample_real_batch,
+    sample_wald_batch,
 )
 from .checkpoints import (
     CheckpointError,
@@ -107,6 +108,9 @@ class TrainConfig:
     placement_weight: float = 0.0  # ranking inside mixed 10 m pixels (losses.placement_loss)
     date_weight: float = 0.0  # two dates of a real place agree on stable land
     date_batch_size: int = 4  # window pairs per step for date_weight
+    wald_weight: float = 0.0  # SR L1 on real crops degraded 10x (Wald's protocol)
+    wald_batch_size: int = 2  # real crops per step for wald_weight
+    wald_crop: int = 200  # their side in 10 m pixels (a multiple of 10)
     train_only: list[str] = field(default_factory=list)  # layer-name prefixes; []: all
     mask_rule: str = "fraction"  # how the saved weights' mask is made (models.decision)
     prior_batch_size: int = 8  # real crops per step that train the 10 m prior alone
@@ -388,6 +392,8 @@ def _loss_terms(
         yield _date_term(run, rng)
     if run.real_train and cfg.prior_batch_size > 0 and hasattr(run.net, "prior_logits"):
         yield _prior_term(run, run.real_train, rng)
+    if run.real_train and cfg.wald_weight and sr is not None:
+        yield _wald_term(run, run.real_train, rng)
 
 
 def _label_terms(
@@ -442,6 +448,19 @@ def _date_term(run: TrainingRun, rng: np.random.Generator) -> torch.Tensor:
         None if prior is None else prior[n:],
         cfg.mask_sharpness,
     )
+
+
+def _wald_term(
+    run: TrainingRun, real_train: list[WeakScene], rng: np.random.Generator
+) -> torch.Tensor:
+    """The SR branch restores real 10 m crops from their 10x degraded copies: real sensor
+    structure for the 2.5 m and 1 m stages, which the aerial triples only simulate."""
+    cfg = run.cfg
+    x, target = sample_wald_batch(
+        real_train, cfg.wald_crop, cfg.wald_batch_size, run.context, run.fill, rng
+    )
+    sr = cast(torch.Tensor, run.forward(x)["sr"])
+    return cfg.wald_weight * sr_l1(sr, target.to(run.device), run.band_std)
 
 
 def _prior_term(
