@@ -1,17 +1,23 @@
-"""Choose new_isa's rule on the validation cities: the thresholds and windows with the best
-pooled change F1 against OSCD's labels.
+"""Choose new_isa's rule on the validation cities: the thresholds, windows and surface tests
+with the best pooled change F1 against OSCD's labels, under a cap on false change.
 
     python scripts/calibrate_change.py [--model jointseg] [--data ../shared/data] \
-        [--split val] [--max-side 0] [--top 10]
+        [--split val] [--max-side 0] [--top 10] [--max-false 0.01] \
+        [--rule M,C,SIGMA,WINDOW,NDWI,NDVI] [--cache DIR]
 
 Each city's two dates are segmented as a user would (xjointseg.training.evaluation.
 segment_city); for every window pair (Gaussian sigma, context window) the evidence is
-computed once and every threshold pair scored on it. The surface tests keep the values of
-the default rule (NDWI 0 and NDVI 0.5: physical levels, not tuned). Printed: the best rules,
-their pooled F1 and their false change on stable open land per city (ties go to less false
-change, then the stricter context gate and the wider window: the rule that flags less), and
-where the default rule stands. OSCD's change labels are used here only to choose thresholds
-on validation cities, never to train.
+computed once (``--cache``: stored per city, so a rerun segments nothing) and every
+threshold pair and surface test (NDWI, NDVI; as in new_isa) scored on it. Every city of the
+split counts for the false change on stable open land (Dynamic World confidently not built at
+both dates, same class); the F1 pools the cities with change labels. ``--max-false``: only
+rules whose false change is at most this fraction in every city are ranked. Printed: the
+best rules, their pooled F1 and their false change per city (ties go to less false change,
+then the stricter context gate, the wider window and the stricter surface tests: the rule
+that flags less), the best rule without the cap, and where the default rule stands.
+``--rule``: score that one rule only (no search), e.g. on the test cities. OSCD's change
+labels are used here only to choose thresholds on validation cities, and to evaluate; never
+to train.
 """
 
 import argparse
@@ -30,47 +36,148 @@ SIGMAS = (1.5, 2.0, 3.0)
 CONTEXT_WINDOWS = (11, 21, 41)
 MAGNITUDES = tuple(np.round(np.arange(0.40, 0.776, 0.025), 3))
 CONTEXTS = (0.0, 0.02, 0.05, 0.1, 0.2)
+WATER_NDWI = (0.0, -0.05, -0.1, -0.15)
+VEGETATION_NDVI = (0.5, 0.4, 0.3)
 
 
-def city_layers(model, city: Path, max_side: int | None) -> dict:
-    """The evidence of every window pair on one city, with its labels and stable open land."""
-    pair = segment_city(model, city, max_side)
-    s1, s2 = (x.values for x in pair["shares"])
-    dw1, dw2 = pair["dw"]
-    weak = [dynamic_world_weak_labels(*dw) for dw in (dw1, dw2)]
-    evidence = {}
-    for sigma, window in itertools.product(SIGMAS, CONTEXT_WINDOWS):
-        rule = ChangeRule(smooth_sigma=sigma, context_px=window)
-        ev = change_evidence(*pair["maps"], images=tuple(pair["images"]), rule=rule).compute()
-        evidence[sigma, window] = ev
-    ev = next(iter(evidence.values()))
-    surface = ~(ev["ndwi"].values > DEFAULT_RULE.water_ndwi) & ~(
-        ev["ndvi_after"].values > DEFAULT_RULE.vegetation_ndvi
-    )
-    valid = ~np.isnan(s1) & ~np.isnan(s2) & ~np.isnan(ev["magnitude"].values)
-    stable = valid & (weak[0] == WEAK_NOT_BUILT) & (weak[1] == WEAK_NOT_BUILT)
-    stable &= dw1[1] == dw2[1]
+def city_layers(model, city: Path, max_side: int | None, pairs, cache: Path | None) -> dict:
+    """One city's evidence for every window pair of ``pairs``, its surface indices, labels
+    and stable open land; read from ``cache`` where it holds them all."""
+    name = f"{city.name}_{getattr(model, 'name', 'model')}_{max_side or 0}.npz"
+    stored = {}
+    if cache is not None and (cache / name).exists():
+        with np.load(cache / name) as f:
+            stored = dict(f)
+    missing = [p for p in pairs if f"magnitude_{p[0]}_{p[1]}" not in stored]
+    if missing:
+        pair = segment_city(model, city, max_side)
+        images = tuple(pair["images"])
+        for sigma, window in missing:
+            rule = ChangeRule(smooth_sigma=sigma, context_px=window)
+            ev = change_evidence(*pair["maps"], images=images, rule=rule).compute()
+            stored[f"magnitude_{sigma}_{window}"] = ev["magnitude"].values
+            stored[f"context_{sigma}_{window}"] = ev["context"].values
+        # ndwi: the lower of the two dates' (water on both dates), ndvi: after
+        stored["ndwi"], stored["ndvi_after"] = ev["ndwi"].values, ev["ndvi_after"].values
+        s1, s2 = (x.values for x in pair["shares"])
+        dw1, dw2 = pair["dw"]
+        weak = [dynamic_world_weak_labels(*dw) for dw in (dw1, dw2)]
+        stored["valid"] = ~np.isnan(s1) & ~np.isnan(s2)
+        stable = (weak[0] == WEAK_NOT_BUILT) & (weak[1] == WEAK_NOT_BUILT)
+        stored["stable"] = stable & (dw1[1] == dw2[1])
+        if pair["change"] is not None:
+            stored["y"] = pair["change"]
+        if cache is not None:
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(cache / name, **stored)
+    return stored
+
+
+def view(c: dict, sigma: float, window: int, floor: float) -> dict:
+    """The pixels of one city that a rule of this window pair with a magnitude threshold of
+    at least ``floor`` can flag, with the counts of its labelled change and stable open
+    land (valid: both shares and the magnitude, as new_isa's nodata)."""
+    mag = c[f"magnitude_{sigma}_{window}"]
+    valid = c["valid"] & ~np.isnan(mag)
+    y = c["y"] & valid if "y" in c else None
+    stable = c["stable"] & valid
+    keep = valid & (mag >= floor)
     return {
-        "evidence": evidence,
-        "surface": surface,
-        "valid": valid,
-        "stable": stable,
-        "y": pair["change"],
+        "magnitude": mag[keep],
+        "context": c[f"context_{sigma}_{window}"][keep],
+        "ndwi": c["ndwi"][keep],
+        "ndvi_after": c["ndvi_after"][keep],
+        "y": None if y is None else y[keep],
+        "stable": stable[keep],
+        "npos": 0 if y is None else int(y.sum()),
+        "nstable": int(stable.sum()),
     }
 
 
-def score(layers: dict[str, dict], rule: ChangeRule) -> tuple[float, dict[str, float]]:
-    """Pooled F1 and the false change on stable open land per city."""
+def score(views: dict[str, dict], rule: ChangeRule) -> tuple[float, dict[str, float]]:
+    """Pooled F1 over the cities with labels and the false change on stable open land per
+    city."""
     tp = npred = npos = 0
     false = {}
-    for city, c in layers.items():
-        ev = c["evidence"][rule.smooth_sigma, rule.context_px]
-        new = (ev["magnitude"].values >= rule.magnitude) & (ev["context"].values >= rule.context)
-        new &= c["surface"] & c["valid"]
-        y = c["y"] & c["valid"]
-        tp, npred, npos = tp + (new & y).sum(), npred + new.sum(), npos + y.sum()
-        false[city] = float(new[c["stable"]].mean()) if c["stable"].any() else float("nan")
+    for city, v in views.items():
+        new = (v["magnitude"] >= rule.magnitude) & (v["context"] >= rule.context)
+        if rule.water_ndwi is not None:
+            new &= ~(v["ndwi"] > rule.water_ndwi)
+        if rule.vegetation_ndvi is not None:
+            new &= ~(v["ndvi_after"] > rule.vegetation_ndvi)
+        if v["y"] is not None:
+            tp, npred, npos = tp + (new & v["y"]).sum(), npred + new.sum(), npos + v["npos"]
+        nstable = v["nstable"]
+        false[city] = (new & v["stable"]).sum() / nstable if nstable else float("nan")
     return 2 * tp / max(npred + npos, 1), false
+
+
+def worst(false: dict[str, float]) -> float:
+    """The largest false change over the cities (those with stable open land)."""
+    values = [v for v in false.values() if not np.isnan(v)]
+    return max(values) if values else float("nan")
+
+
+def row(f1: float, r: ChangeRule, false: dict[str, float], cities: list[str]) -> str:
+    return (
+        f"| {f1:.4f} | {r.magnitude} | {r.context} | {r.smooth_sigma} | {r.context_px} | "
+        f"{r.water_ndwi} | {r.vegetation_ndvi} | "
+        + " | ".join(f"{false[c]:.3%}" for c in cities)
+        + f" | {worst(false):.3%} |"
+    )
+
+
+def parse_rule(text: str) -> ChangeRule:
+    m, c, sigma, window, ndwi, ndvi = text.split(",")
+    return ChangeRule(
+        float(m),
+        float(c),
+        smooth_sigma=float(sigma),
+        context_px=int(window),
+        water_ndwi=float(ndwi),
+        vegetation_ndvi=float(ndvi),
+    )
+
+
+def search(views, pairs: list[tuple[float, int]]) -> list[tuple]:
+    """Every rule of the grids, scored, best first: ties go to less false change, then the
+    stricter context gate, the wider window, the stricter water and vegetation tests."""
+    rows = []
+    for sigma, window in pairs:
+        v = views(sigma, window, min(MAGNITUDES))
+        for magnitude, context, ndwi, ndvi in itertools.product(
+            MAGNITUDES, CONTEXTS, WATER_NDWI, VEGETATION_NDVI
+        ):
+            rule = ChangeRule(
+                float(magnitude),
+                context,
+                smooth_sigma=sigma,
+                context_px=window,
+                water_ndwi=ndwi,
+                vegetation_ndvi=ndvi,
+            )
+            f1, false = score(v, rule)
+            rows.append((f1, -worst(false), context, window, -ndwi, -ndvi, rule, false))
+    rows.sort(key=lambda r: r[:6], reverse=True)
+    return rows
+
+
+def print_ranked(rows: list[tuple], cap: float | None, top: int, cities: list[str]) -> None:
+    """The best ``top`` rules (under the false-change cap, if any)."""
+    ranked = rows if cap is None else [r for r in rows if -r[1] <= cap]
+    if cap is not None:
+        print(f"{len(ranked)} of {len(rows)} rules have false change <= {cap:.2%} in every city")
+    for f1, *_, r, false in ranked[:top]:
+        print(row(f1, r, false, cities))
+    if cap is None:
+        return
+    print("best rule without the cap:")
+    print(row(rows[0][0], rows[0][-2], rows[0][-1], cities))
+    if not ranked:
+        least = max(r[1] for r in rows)
+        best = next(r for r in rows if r[1] == least)
+        print("lowest worst-city false change (best F1 there):")
+        print(row(best[0], best[-2], best[-1], cities))
 
 
 def main() -> None:
@@ -80,34 +187,50 @@ def main() -> None:
     parser.add_argument("--split", default="val", choices=["val", "test"])
     parser.add_argument("--max-side", type=int, default=0, help="10 m px per city; 0: whole")
     parser.add_argument("--top", type=int, default=10)
+    parser.add_argument("--max-false", type=float, default=None, help="cap in every city")
+    parser.add_argument("--rule", type=parse_rule, default=None, help="M,C,SIGMA,WINDOW,NDWI,NDVI")
+    parser.add_argument("--cache", type=Path, default=None, help="folder of per-city layers")
     args = parser.parse_args()
     model = xjointseg.load_model(args.model, device="cpu")
     root = args.data / "s2" / "oscd"
-    cities = [c for c in OSCD_SPLITS[args.split] if (root / c / "change.tif").exists()]
-    layers = {c: city_layers(model, root / c, args.max_side or None) for c in cities}
-    rows = []
-    for (sigma, window), magnitude, context in itertools.product(
-        itertools.product(SIGMAS, CONTEXT_WINDOWS), MAGNITUDES, CONTEXTS
-    ):
-        rule = ChangeRule(float(magnitude), context, smooth_sigma=sigma, context_px=window)
-        f1, false = score(layers, rule)
-        rows.append((f1, -max(false.values()), context, window, rule, false))
-    # ties: the rule with less false change, then the stricter context gate, the wider window
-    rows.sort(key=lambda r: r[:4], reverse=True)
-    print(f"{args.split} cities {cities}; pooled change F1 and false change on stable open land")
-    print("| F1 | magnitude | context | sigma | context px | " + " | ".join(cities) + " |")
-    print("|---:|---:|---:|---:|---:|" + "---:|" * len(cities))
-    default_f1, default_false = score(layers, DEFAULT_RULE)
-    for f1, *_, r, false in rows[: args.top]:
-        print(
-            f"| {f1:.4f} | {r.magnitude} | {r.context} | {r.smooth_sigma} | {r.context_px} | "
-            + " | ".join(f"{false[c]:.3%}" for c in cities)
-            + " |"
-        )
+    cities = list(OSCD_SPLITS[args.split])
+    labelled = [c for c in cities if (root / c / "change.tif").exists()]
+    pairs = list(itertools.product(SIGMAS, CONTEXT_WINDOWS))
+    for r in (args.rule, DEFAULT_RULE):
+        if r is not None and (r.smooth_sigma, r.context_px) not in pairs:
+            pairs.append((r.smooth_sigma, r.context_px))
+    layers = {
+        c: city_layers(model, root / c, args.max_side or None, pairs, args.cache) for c in cities
+    }
+
+    def views(sigma: float, window: int, floor: float) -> dict[str, dict]:
+        return {c: view(layers[c], sigma, window, floor) for c in cities}
+
     print(
-        f"default rule: F1 {default_f1:.4f}, false change "
-        + ", ".join(f"{c} {v:.3%}" for c, v in default_false.items())
+        f"{args.split} cities {cities} (change labels: {labelled}); pooled change F1 and "
+        "false change on stable open land"
     )
+    print(
+        "| F1 | magnitude | context | sigma | context px | NDWI | NDVI | "
+        + " | ".join(cities)
+        + " | worst |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(cities) + 1))
+    default_f1, default_false = score(
+        views(DEFAULT_RULE.smooth_sigma, DEFAULT_RULE.context_px, DEFAULT_RULE.magnitude),
+        DEFAULT_RULE,
+    )
+    if args.rule is not None:
+        r = args.rule
+        f1, false = score(views(r.smooth_sigma, r.context_px, r.magnitude), r)
+        print(row(f1, r, false, cities))
+        print("default rule:")
+        print(row(default_f1, DEFAULT_RULE, default_false, cities))
+        return
+    rows = search(views, pairs[: len(SIGMAS) * len(CONTEXT_WINDOWS)])
+    print_ranked(rows, args.max_false, args.top, cities)
+    print("default rule:")
+    print(row(default_f1, DEFAULT_RULE, default_false, cities))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def scene_pair():
         d2[band][40:55, 60:80] = 2500.0
         d2[band][90:110, 10:30] = d1[band][90:110, 10:30] * 2.2
         d1[band][RIVER] = 600.0
-        d2[band][RIVER] = 1100.0
+        d2[band][RIVER] = 1300.0
     d2["B08"][40:55, 60:80] = 2700.0  # a roof: as bright in the NIR as in the visible
     for band, value in (("B02", 400.0), ("B03", 600.0), ("B04", 300.0), ("B08", 4500.0)):
         d2[band][PARK] = value

@@ -15,6 +15,7 @@ memory whole: tables come from per-block pixel counts summed in a tree, maps sta
 from ..schema import NEVER
 from .evidence import (
     DEFAULT_RULE,
+    F1_RULE,
     RGB_RULE,
     ChangeRule,
     change_evidence,
@@ -29,6 +30,7 @@ from .temporal import consistent
 __all__ = [
     "DEFAULT_CLASSES",
     "DEFAULT_RULE",
+    "F1_RULE",
     "ChangeRule",
     "NEVER",
     "RGB_RULE",
