@@ -467,3 +467,33 @@ def test_delayed_write_progress_and_interrupted_remote_template(capsys):
     xr.Dataset({"v": ("x", np.arange(3))}).to_zarr(other, zarr_format=3, consolidated=False)
     with pytest.raises(CubeMismatchError):
         to_zarr(isa, other)
+
+
+def test_a_lazy_load_chunked_otherwise_is_the_same_computation(tmp_path):
+    """The fingerprint of load_sentinel2's bands is its recipe (items, grid, options), not
+    dask's token of the graph: another chunking resumes the cube; a changed band does not."""
+    from xjointseg.data import demo_item_path
+    from xjointseg.testing import toy_model
+
+    model = toy_model()
+    bbox = (12.545, 52.470, 12.560, 52.480)
+
+    def load(chunks, **options):
+        item = str(demo_item_path())
+        return xjointseg.load_sentinel2(item, periods=2017, bbox=bbox, chunks=chunks, **options)
+
+    def fingerprint(ds):
+        return str(xjointseg.segment(ds, model)["isa_fingerprint"].values)
+
+    store = tmp_path / "cube.zarr"
+    to_zarr(xjointseg.segment(load(16), model), store)
+    to_zarr(xjointseg.segment(load(32), model), store)  # a resume, not a conflict
+    assert fingerprint(load(16)) == fingerprint(load(32))
+    changed = load(32)
+    changed["B04"] = changed["B04"] * 1.01
+    assert fingerprint(changed) != fingerprint(load(32))
+    with pytest.raises(PeriodConflictError):
+        to_zarr(xjointseg.segment(changed, model), store)
+    assert fingerprint(load(32, cloud_dilation=2)) != fingerprint(load(32))
+    shifted = load(32).assign_coords(x=lambda d: d.x + 10.0)
+    assert fingerprint(shifted) != fingerprint(load(32))

@@ -220,15 +220,17 @@ def test_a_rewritten_file_is_read_again(tmp_path):
 # --- precision ------------------------------------------------------------------------
 
 
-def test_auto_precision_follows_the_device(monkeypatch):
+def test_auto_precision_is_fp32_on_every_cpu(monkeypatch):
+    # bf16 on a CPU depends on the thread count: auto stays fp32 even where it is native
+    from xjointseg import _system
     from xjointseg.models import model as model_module
     from xjointseg.testing import toy_model
 
     m = toy_model()
-    monkeypatch.setattr(model_module, "cpu_has_bf16", lambda: True)
-    assert m.resolve_precision() == "bf16" and m.resolve_precision("fp32") == "fp32"
-    monkeypatch.setattr(model_module, "cpu_has_bf16", lambda: False)
-    assert m.resolve_precision("auto") == "fp32" and m.resolve_precision("bf16") == "bf16"
+    monkeypatch.setattr(_system, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(model_module, "cpu_has_bf16", lambda: True, raising=False)
+    assert m.resolve_precision() == "fp32" and m.resolve_precision("bf16") == "bf16"
+    assert m.resolve_precision("auto") == "fp32" and m.resolve_precision("fp32") == "fp32"
     with pytest.raises(errors.OptionError, match="precision"):
         m.resolve_precision("fp16")
     with pytest.raises(errors.OptionError, match="precision"):

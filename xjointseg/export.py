@@ -32,7 +32,7 @@ from ._version import __version__
 from .errors import OptionError, XJointSegError
 from .paths import check_writable
 from .progress import bar as progress_bar
-from .schema import NODATA, check_isa_values, checked_geobox, select_period
+from .schema import NODATA, check_255_declared, check_isa_values, checked_geobox, select_period
 
 if TYPE_CHECKING:
     from odc.geo.crs import CRS
@@ -267,6 +267,9 @@ def to_cog(
             "for probabilities or fractions use rioxarray (arr.rio.to_raster(path, "
             "driver='COG'))"
         )
+    if one.chunks is None:  # in memory: a 0/255 mask (255 meaning ISA) is seen here
+        check_isa_values(one.values, "the map")
+        check_255_declared(one, "isa")
     _check_options(overview_resampling, compress, blocksize, path)
     gbox = _check_grid(one)
     target = _free_target(path, overwrite)

@@ -251,6 +251,35 @@ def in_memory(data: Any) -> bool:
     return all(isinstance(getattr(v, "value", v), np.ndarray) for v in graph.values())
 
 
+#: Lazy arrays whose values a recipe fixes (load_sentinel2: the items, grid and options of
+#: each period), by dask array name: one digest per period. Dask names an array by its
+#: graph, so a known name is that load untouched; the same load chunked otherwise has
+#: another name and the same digests.
+_RECIPES: dict[str, tuple[str, ...]] = {}
+
+
+def remember_recipe(data: Any, period_digests: Sequence[str]) -> None:
+    """Record that the dask array ``data`` holds what ``period_digests`` describe."""
+    name = getattr(data, "name", None)
+    if isinstance(name, str):
+        _RECIPES[name] = tuple(period_digests)
+
+
+def recipe_digests(arrays: Sequence[Any]) -> list[str] | None:
+    """Per period, one digest of the recipes that made ``arrays`` (in their order), when
+    every one of them is an untouched array :func:`remember_recipe` saw; else None."""
+    found: list[tuple[str, ...]] = []
+    for a in arrays:
+        digests = _RECIPES.get(str(getattr(a, "name", "")))
+        if digests is None or (found and len(digests) != len(found[0])):
+            return None
+        found.append(digests)
+    if not found:
+        return None
+    periods = zip(*found, strict=True)
+    return ["recipe:" + hashlib.sha256("\n".join(p).encode()).hexdigest() for p in periods]
+
+
 def period_digest(data: Any, t: int, values_in_memory: bool | None = None) -> str:
     """What identifies ``data[t]``, whatever the chunking and the other periods.
 
@@ -380,6 +409,23 @@ def _check_isa_dtype(isa: xr.DataArray, what: str) -> None:
         )
     if isa.chunks is None:  # not lazy: the values are read anyway, check them now
         check_isa_values(isa.values, what)
+        check_255_declared(isa, what)
+
+
+def check_255_declared(isa: xr.DataArray, what: str) -> None:
+    """A map of 0 and 255 alone, with 255 not declared nodata, is a 0/255 mask whose 255
+    means ISA (a common way to store a mask as an image), not a map without any ISA."""
+    names = ("nodata", "_FillValue", "missing_value", "fill_value")
+    declared = [isa.attrs.get(n) for n in names] + [isa.encoding.get("_FillValue")]
+    if any(v is not None and np.all(np.asarray(v) == NODATA) for v in declared):
+        return
+    values = isa.values
+    if (values == NODATA).any() and (values == NOT_ISA).any() and not (values == ISA).any():
+        raise CubeInputError(
+            f"{what} holds only 0 and 255 and does not declare 255 as nodata: if 255 means "
+            f"ISA, recode it, e.g. xr.where({what} == 255, 1, 0).astype('uint8'); if it "
+            f"marks missing pixels, declare it: {what}.attrs['nodata'] = 255"
+        )
 
 
 def isa_map_of(obj: Any, what: str = "cube") -> xr.DataArray:
@@ -488,6 +534,7 @@ __all__ = [
     "PRECISIONS",
     "band_names",
     "check_isa_map",
+    "check_255_declared",
     "check_isa_values",
     "checked_geobox",
     "find_band",

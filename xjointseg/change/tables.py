@@ -158,8 +158,22 @@ def _growth_classes(classes: Any) -> list[tuple[str, float]]:
         raise OptionError(f"classes must be (name, threshold) pairs, {fix}") from None
     if not pairs:
         raise OptionError(f"classes must name at least one class, {fix}")
-    if any(b[1] > a[1] for a, b in zip(pairs[:-1], pairs[1:], strict=False)):
+    thresholds = [t for _, t in pairs]
+    if any(math.isnan(t) for t in thresholds):
+        raise OptionError(f"class thresholds must be numbers, not NaN, {fix}")
+    if any(b > a for a, b in zip(thresholds[:-1], thresholds[1:], strict=False)):
         raise OptionError(f"class thresholds must decrease (the first match wins), {fix}")
+    big = [t for t in thresholds if math.isfinite(t) and abs(t) > 1]
+    if big:
+        raise OptionError(
+            f"class threshold {big[0]!r} is {100 * big[0]:g} % a year: thresholds are "
+            f"fractions per year (0.03 = 3 %/year), did you mean {big[0] / 100!r}? {fix}"
+        )
+    if thresholds[-1] != -math.inf:
+        raise OptionError(
+            f"the last class must take every rate left (threshold -math.inf), not "
+            f"{thresholds[-1]!r}: rates below it would fall into no class, {fix}"
+        )
     return pairs
 
 
@@ -192,8 +206,10 @@ def growth(
         Expansion classes by annual growth rate (a fraction: 0.03 = 3 %/year), checked in
         order, the first with ``rate >= threshold`` wins. Default :data:`DEFAULT_CLASSES`:
         ``rapid`` >= 3 %/yr, ``moderate`` >= 1 %/yr, ``saturated`` >= -1 %/yr, else
-        ``declining``. Whatever the classes, ``new`` means no ISA before and some after,
-        ``none`` no ISA in either, ``uncertain`` a valid share below ``min_valid``.
+        ``declining``. Thresholds decrease, lie within -1..1 (a fraction, not a percent)
+        and the last is ``-math.inf``, so that every rate has a class. Whatever the
+        classes, ``new`` means no ISA before and some after, ``none`` no ISA in either,
+        ``uncertain`` a valid share below ``min_valid``.
     min_valid : float
         Smallest share of the region valid in both periods for a class to be given.
 

@@ -152,6 +152,9 @@ def to_zarr(
     >>> bool((cube == isa).all())  # writing again resumes: nothing left to do
     True
     """
+    for name, flag in (("compute", compute), ("progress", progress)):
+        if not isinstance(flag, bool | np.bool_):
+            raise OptionError(f"{name} must be True or False, not {flag!r}")
     plan = plan_write(
         isa,
         store,

@@ -35,8 +35,10 @@ from ..schema import (
     NODATA,
     OUTPUT_KINDS,
     PRECISIONS,
+    find_band,
     in_memory,
     period_digest,
+    recipe_digests,
 )
 from ._dask import plan_chunks, segment_array, split_chunks
 
@@ -199,8 +201,9 @@ def segment(
         blocks of about that many input pixels. ``"keep"``: use the input chunks unchanged,
         or raise :class:`ChunkError` if they do not fit the tile grid and the halo.
     precision : {"auto", "fp32", "bf16"}
-        ``"auto"``: bf16 autocast on GPUs and on CPUs that compute bf16 natively (AVX-512
-        BF16, AMX), fp32 elsewhere, decided by each worker for its own device. The 10 m
+        ``"auto"``: bf16 autocast on GPUs that support it, fp32 on every CPU (there bf16
+        results depend on the thread count), decided by each worker for its own device.
+        ``"bf16"`` is faster on CPUs that compute it natively (AVX-512 BF16, AMX). The 10 m
         layers stay in fp32 under bf16, so masks differ from fp32 only where the decision is
         within rounding: under a threshold rule 99.98-99.99 % of the pixels agree on real
         scenes; under the shipped fraction rule 99.59-99.96 %, ISA moving between near-equal
@@ -298,6 +301,8 @@ class SegmentPlan:
             "halo": self.halo,
             "scale": self.model.scale,
         }
+        if self.precision != "auto":  # an explicit choice; "auto" is resolved per device
+            setting["precision"] = self.precision
         fps = [_digest({"input": i, **setting}) for i in self.identity]
         fp = np.array(fps if self.periods else fps[0], dtype=object)
         coords[FINGERPRINT_COORD] = (self.periods, fp)
@@ -371,7 +376,7 @@ def plan_segment(
         periods=tuple(others),
         flips=dict(flips),
         nodata=tuple(nodata),
-        identity=tuple(_input_identity(obj, data, others)),
+        identity=tuple(_input_identity(obj, data, others, m.bands)),
         source_items=_source_items(obj),
         output=output,
         tile=tile,
@@ -440,10 +445,12 @@ def _source_items(obj: xr.Dataset | xr.DataArray) -> str | None:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _input_identity(obj, data, others) -> list:
+def _input_identity(obj, data, others, bands) -> list:
     """What identifies each period's input: the bytes when the values are in memory (so
-    neither chunking nor other periods enter it), else dask's deterministic token of the
-    period's slice (the same for the same lazy computation, e.g. the same load again).
+    neither chunking nor other periods enter it); for bands load_sentinel2 made and nothing
+    changed since, its recipe (items, grid, options: chunking does not enter it either),
+    with the grid and period labels the input has now; else dask's deterministic token of
+    the period's slice (the same for the same lazy computation).
 
     Source items alone would not do: a band changed after loading keeps its attrs.
     """
@@ -451,4 +458,10 @@ def _input_identity(obj, data, others) -> list:
     # data is (period, band, y, x) here, also for a single period
     variables = obj.data_vars.values() if isinstance(obj, xr.Dataset) else [obj]
     loaded = all(in_memory(v.data) for v in variables)
+    if not loaded and isinstance(obj, xr.Dataset) and others:
+        names = [find_band(b, list(obj.data_vars)) for b in bands]
+        recipes = recipe_digests([obj[name].data for name in names if name is not None])
+        if recipes is not None and len(recipes) == n:
+            where = [str(obj.odc.geobox), [str(v) for v in obj[others[0]].values]]
+            return [_digest([r, where]) for r in recipes]
     return [period_digest(data, t, loaded) for t in range(n)]

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from safetensors.torch import save as st_save
 
-from .._system import cpu_has_bf16
 from ..errors import OptionError, PredictInputError, UnknownModelError, WeightsError
 from ..paths import is_url
 from ..schema import OUTPUT_KINDS, PRECISIONS
@@ -64,6 +63,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise OptionError(f"device {device!r} asked for, but torch sees no CUDA GPU: use 'cpu'")
     return dev
+
+
+_HEX = "0123456789abcdef"
 
 
 class Model:
@@ -207,12 +209,16 @@ class Model:
     def resolve_precision(self, precision: str = "auto") -> str:
         """``"fp32"`` or ``"bf16"``: what ``precision`` means for this model's device.
 
-        ``"auto"`` is bf16 autocast on GPUs with bf16 support and on CPUs that compute bf16
-        natively (AVX-512 BF16 / AMX), fp32 elsewhere (emulated bf16 would be slower than
-        fp32). The networks keep their 10 m layers in fp32 under autocast
-        (:func:`~xjointseg.models.layers.in_fp32`), so masks differ from fp32 only where the
-        decision is within rounding: a probability at :attr:`threshold`, or (fraction rule)
-        two nearly equal logits in a 10 m pixel or an expected ISA count near a half.
+        ``"auto"`` is bf16 autocast on GPUs with bf16 support and fp32 on every CPU. On a CPU
+        bf16 results depend on torch's thread count (forced bf16 on the bundled Havelland
+        crop: 6 of 6.5 million mask pixels differ between 1 and 2 threads; fp32: none), so
+        one computation would give other masks on a 1-thread Dask worker than under the
+        threaded scheduler. ``"bf16"`` on a CPU that computes it natively (AVX-512 BF16 /
+        AMX) is faster and stays an explicit choice. The networks keep their 10 m layers
+        in fp32 under autocast (:func:`~xjointseg.models.layers.in_fp32`), so bf16 masks
+        differ from fp32 only where the decision is within rounding: a probability at
+        :attr:`threshold`, or (fraction rule) two nearly equal logits in a 10 m pixel or
+        an expected ISA count near a half.
         """
         if precision not in PRECISIONS:
             raise OptionError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -220,7 +226,7 @@ class Model:
             return precision
         if self.device.type == "cuda":
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-        return "bf16" if self.device.type == "cpu" and cpu_has_bf16() else "fp32"
+        return "fp32"
 
     def activation_bytes(self, tile: int) -> int:
         """Peak bytes of the tensors alive while one ``tile`` x ``tile`` tile (plus its halo)
@@ -495,8 +501,13 @@ def load_model(
     """
     if isinstance(name_or_path, Model) or _is_model_like(name_or_path):
         return cast(Model, name_or_path)  # a model-like object stands in for a Model
-    if sha256 is not None and not isinstance(sha256, str):
-        raise OptionError(f"sha256 must be the weights' checksum as hex text, not {sha256!r}")
+    if sha256 is not None and not (
+        isinstance(sha256, str) and len(sha256) == 64 and set(sha256.lower()) <= set(_HEX)
+    ):
+        raise OptionError(
+            f"sha256 must be the weights' checksum as 64 hex digits (what sha256sum prints), "
+            f"not {sha256!r}"
+        )
     dev = resolve_device(device)
     # The cache first: when the checksum is known without reading the file (a ModelRef, a
     # registered name, a URL, a path already hashed) a cached model costs a dict look-up,

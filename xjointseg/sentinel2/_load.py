@@ -7,6 +7,7 @@ in one chunk so the median is blockwise (a task per spatial chunk, no shuffle).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -19,6 +20,7 @@ import xarray as xr
 from odc.geo.geobox import GeoBox
 
 from .._version import __version__
+from ..schema import remember_recipe
 from ._catalog import Signer, Source, find_period_items, open_source
 from ._composite import ItemAssets, _check_items, _composite, _geobox, _period_stack
 from ._items import (
@@ -214,8 +216,38 @@ class LoadPlan:
         ds = ds.assign_coords(time=ds["time"].values.astype("datetime64[ns]"))
         ds = self._describe(ds).odc.assign_crs(self.gbox.crs)
         if options.store is not None:
-            return _stage(ds, options.store, options.overwrite)
+            ds = _stage(ds, options.store, options.overwrite)
+        digests = self._recipe(ds)
+        if digests is not None:
+            for band in options.band_names:
+                remember_recipe(ds[band].data, [f"{band}:{d}" for d in digests])
         return ds
+
+    def _recipe(self, ds: xr.Dataset) -> list[str] | None:
+        """One digest per time step of what fixes its values: items, grid and the options
+        that change pixels (not ``chunks``): the same load chunked otherwise is the same
+        computation, which cube fingerprints then see. None for a callable ``harmonize``."""
+        options = self.options
+        if callable(options.harmonize):
+            return None
+        common = {
+            "source": self.source_name,
+            "collection": self.collection,
+            "grid": [self.gbox.crs.to_wkt(), list(self.gbox.affine)[:6], list(self.gbox.shape)],
+            "composite": options.composite,
+            "cloud_mask": sorted(options.mask_classes),
+            "cloud_dilation": options.cloud_dilation,
+            "l1c_mask": options.l1c_mask,
+            "harmonize": options.harmonize,
+            "resampling": options.resampling,
+        }
+        digests = []
+        for label, time in zip(ds["period"].values, ds["time"].values, strict=True):
+            items = [_item_identity(i) for i in self.items[str(label)]]
+            recipe = {**common, "period": str(label), "time": str(time), "items": items}
+            text = json.dumps(recipe, sort_keys=True, default=str)
+            digests.append(hashlib.sha256(text.encode()).hexdigest())
+        return digests
 
     def _one_period(self, period: Period, stack: xr.Dataset) -> xr.Dataset:
         meta = {
@@ -267,6 +299,13 @@ class LoadPlan:
             "xjointseg_version": __version__,
         }
         return ds
+
+
+def _item_identity(item: pystac.Item) -> list:
+    """An item as its pixels depend on it: id, update time and asset files (a signing
+    token in a URL's query changes on every request, not the file)."""
+    hrefs = sorted(a.href.split("?")[0] for a in item.assets.values())
+    return [item.id, item.properties.get("updated"), hrefs]
 
 
 @takes_load_options
