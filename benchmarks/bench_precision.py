@@ -1,7 +1,8 @@
 """bf16 autocast against fp32: do the 1 m masks agree on real Sentinel-2 scenes?
 
-``precision="auto"`` (the default) runs bf16 autocast on GPUs and on CPUs that compute bf16
-natively. This segments real scenes with the bundled ``jointseg`` weights twice, with
+``precision="auto"`` (the default) runs bf16 autocast on GPUs and fp32 on every CPU (bf16
+on a CPU depends on the thread count); ``precision="bf16"`` asks for it on a CPU. This
+segments real scenes with the bundled ``jointseg`` weights twice, with
 ``precision="fp32"`` and ``precision="bf16"`` (explicitly, so the bf16 row is measured
 even where ``"auto"`` would stay in fp32), at the same default tile and chunking, and
 prints per scene: the share of 1 m mask pixels that agree (target >= 99.9 %), the ISA

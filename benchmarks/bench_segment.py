@@ -4,8 +4,8 @@ Prints, from one run on this machine:
 
 (a) the bare model in fp32 over the same pixels, tile by tile (tiles of ``--bare-tile``,
     256 by default: the fixed default tile of earlier versions), without halo or Dask;
-(b) ``segment(...).compute()`` with every default: precision (bf16 autocast where the CPU
-    computes bf16), tile (from the memory there is) and chunking;
+(b) ``segment(...).compute()`` with every default: precision (fp32 on a CPU, bf16 autocast
+    on a GPU), tile (from the memory there is) and chunking;
 (c) ``segment(...)`` at the defaults streamed into a Zarr v3 store;
 
 the ratio (a)/(b) (how much faster the defaults are than the bare fp32 model; it was the

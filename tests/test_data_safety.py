@@ -151,6 +151,33 @@ def test_plain_xarray_sees_cf_axes(tmp_path):
     assert plain["isa"].attrs["grid_mapping"] == "spatial_ref"
 
 
+def test_gdal_opens_a_zarr_v2_cube_with_its_crs_pixels_and_nodata(tmp_path):
+    import rasterio
+    import xarray as xr
+
+    isa = _maps(16, times=2)
+    isa[1, :40, :60] = 255
+    store = tmp_path / "c.zarr"
+    to_zarr(isa.isel(time=[0]), store, zarr_format=2)
+    (store / "notes.txt").write_text("field notes")
+    cube = to_zarr(isa, store)  # an append keeps the cube's format
+    assert (store / ".zgroup").exists() and not (store / "zarr.json").exists()
+    assert np.array_equal(cube.values, isa.values) and status(store)["complete"].all()
+    with rasterio.open(f'ZARR:"{store}":/isa') as gdal:  # rasterio's GDAL: no xjointseg code
+        assert gdal.crs == isa.odc.crs.epsg and gdal.res == (1.0, 1.0)
+        assert gdal.count == 2 and gdal.nodata == 255
+        assert gdal.transform.c == float(isa.x[0]) - 0.5  # the pixel's corner
+        assert np.array_equal(gdal.read(), isa.values)
+    plain = xr.open_zarr(store, consolidated=False)["isa"]
+    values = isa.values
+    assert float(plain.mean()) == pytest.approx(values[values != 255].mean(), rel=1e-6)
+    with pytest.raises(CubeMismatchError, match="Zarr v2"):
+        to_zarr(isa, store, zarr_format=3)
+    to_zarr(_maps(24), store, overwrite=True, zarr_format=3)  # replaced: notes kept
+    assert (store / "zarr.json").exists() and not (store / ".zgroup").exists()
+    assert (store / "notes.txt").read_text() == "field notes"
+
+
 def test_consolidated_metadata_a_user_added_stays_true_after_an_append(tmp_path):
     import warnings
 

@@ -933,6 +933,18 @@ MISTAKES += [
         errors.CubeInputError,
         "xr.where(isa == 255, 1, 0)",
     ),
+    (
+        "to_zarr: zarr_format=4",
+        lambda t: to_zarr(ISA, t / "c.zarr", zarr_format=4),
+        errors.OptionError,
+        "or 2 (for GDAL and QGIS)",
+    ),
+    (
+        "to_zarr: inner_chunks in Zarr v2",
+        lambda t: to_zarr(ISA, t / "c.zarr", zarr_format=2, inner_chunks=32),
+        errors.OptionError,
+        "not with zarr_format=2",
+    ),
     # --- open_cube ---
     (
         "open_cube: store=None",

@@ -49,6 +49,22 @@ def check_writable(path: str | os.PathLike, *, folder: bool = False) -> None:
         raise StorePathError(f"cannot write {path}: {nearest} is read-only. Pick another path")
 
 
+def zarr_attrs(fs, node: str) -> Any:
+    """The attributes of the Zarr group at ``node`` (Zarr v3: in ``zarr.json``; v2: in
+    ``.zattrs`` beside ``.zgroup``), read as JSON; None when missing or unreadable."""
+    try:
+        meta = json.loads(fs.cat_file(f"{node}/zarr.json"))
+        return meta.get("attributes") if isinstance(meta, dict) else None
+    except (OSError, ValueError):  # missing, unreadable, not JSON
+        pass
+    try:
+        if fs.exists(f"{node}/.zgroup"):
+            return json.loads(fs.cat_file(f"{node}/.zattrs"))
+    except (OSError, ValueError):
+        pass
+    return None
+
+
 def written_by_xjointseg(
     store: Any, mark: str, value: Any, storage_options: Mapping[str, Any] | None = None
 ) -> bool:
@@ -62,11 +78,7 @@ def written_by_xjointseg(
         import fsspec
 
         fs, root = fsspec.core.url_to_fs(os.fspath(store), **(storage_options or {}))
-        try:
-            meta = json.loads(fs.cat_file(f"{root.rstrip('/')}/zarr.json"))
-        except (OSError, ValueError):  # missing, unreadable, not JSON
-            return False
-        attrs = meta.get("attributes") if isinstance(meta, dict) else None
+        attrs = zarr_attrs(fs, root.rstrip("/"))
     else:
         import zarr
 
@@ -77,28 +89,34 @@ def written_by_xjointseg(
     return isinstance(attrs, Mapping) and attrs.get(mark) == value
 
 
+#: The metadata files of a Zarr node: v3 and v2 (array, group, attributes, consolidated)
+ZARR_NODE_FILES = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
+
+
 def remove_zarr_store(fs, root: str, own: tuple[str, ...] = ()) -> None:
     """Delete the Zarr store at ``root`` that xjointseg wrote, keeping what it did not write.
 
     Removed: the ``own`` entries (bookkeeping folders) first, then every child that is a Zarr
-    node (a folder with its own ``zarr.json``), then the root ``zarr.json`` last, so a store
-    cut short by a kill still says it was ours. Anything else (a user's notes, a sidecar file,
-    a folder that is not a Zarr node) stays where it is.
+    node (a folder with its own ``zarr.json``, or ``.zarray``/``.zgroup`` in Zarr v2), then
+    the root metadata last, so a store cut short by a kill still says it was ours. Anything
+    else (a user's notes, a sidecar file, a folder that is not a Zarr node) stays where it is.
     """
     children = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False))
     ordered = [c for c in own if c in children] + [c for c in children if c not in own]
     for name in ordered:
         path = f"{root}/{name}"
-        if name in own or (fs.isdir(path) and fs.exists(f"{path}/zarr.json")):
+        node = fs.isdir(path) and any(fs.exists(f"{path}/{m}") for m in ZARR_NODE_FILES[:3])
+        if name in own or node:
             fs.rm(path, recursive=True)
-    if fs.exists(f"{root}/zarr.json"):
-        fs.rm(f"{root}/zarr.json")
+    # the attributes that say "ours" go last
+    for name in sorted(ZARR_NODE_FILES, key=lambda n: n in ("zarr.json", ".zattrs")):
+        if fs.exists(f"{root}/{name}"):
+            fs.rm(f"{root}/{name}")
     remaining = fs.ls(root, detail=False) if fs.exists(root) else []  # an emptied folder
     # of an object store (memory://, s3://) is gone with its last object
     for name in remaining:  # zarr's temporary files beside the root metadata
-        if posixpath.basename(name.rstrip("/")).startswith("zarr.json.") and name.endswith(
-            ".partial"
-        ):
+        base = posixpath.basename(name.rstrip("/"))
+        if base.startswith(tuple(f"{n}." for n in ZARR_NODE_FILES)) and base.endswith(".partial"):
             fs.rm(name)
 
 

@@ -291,6 +291,7 @@ def _map(args: argparse.Namespace) -> int:
             flag="--overwrite",  # the library names its keyword; here it is a flag
             client=client,
             progress=not args.quiet,
+            zarr_format=args.zarr_format,
         )
         cube, pixels, seconds = run.cube, run.pixels, run.seconds
         if pixels:
@@ -416,6 +417,13 @@ def _add_map_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     m.add_argument("--collection", default=None, help="collection of a custom STAC API")
     m.add_argument("--out", required=True, help="Zarr store of the cube (path or fsspec URL)")
     m.add_argument("--overwrite", action="store_true", help="replace a conflicting cube")
+    m.add_argument(
+        "--zarr-format",
+        type=int,
+        choices=(2, 3),
+        default=None,
+        help="Zarr format of a new cube: 3 (sharded, default) or 2 (GDAL/QGIS read it)",
+    )
     m.add_argument("--model", default="jointseg", help="registered name or weights path")
     m.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     m.add_argument("--scheduler", default=None, help="Dask scheduler address (tcp://host:8786)")

@@ -48,6 +48,7 @@ def write_cube(
     client: Any = None,
     progress: bool = False,
     on_replace: Callable[[], None] | None = None,
+    zarr_format: int | None = None,
 ) -> CubeRun:
     """Write ``isa`` into the cube at ``store`` (resuming what is there) and open it.
 
@@ -58,7 +59,7 @@ def write_cube(
     """
     existed, replaced = _is_cube(store), False
     try:
-        job = to_zarr(isa, store, compute=False, overwrite=overwrite)
+        job = to_zarr(isa, store, compute=False, overwrite=overwrite, zarr_format=zarr_format)
     except (CubeMismatchError, PeriodConflictError) as exc:
         if not (replace_own and existed):
             if flag == "overwrite=True":
@@ -66,7 +67,7 @@ def write_cube(
             raise type(exc)(str(exc).replace("overwrite=True", flag)) from None
         if on_replace is not None:
             on_replace()
-        job = to_zarr(isa, store, compute=False, overwrite=True)
+        job = to_zarr(isa, store, compute=False, overwrite=True, zarr_format=zarr_format)
         replaced = True
     start = time.perf_counter()
     pixels = int(compute(job, client=client, progress=progress))

@@ -1,11 +1,13 @@
-"""Multi-period ISA cubes in Zarr v3: a template written once, then one region write per period
-and block. Writing is resumable after a kill, refuses a different computation, and lets
-disjoint blocks be written by several workers or jobs at once.
+"""Multi-period ISA cubes in Zarr v3 (or v2, for GDAL: ``zarr_format=2``): a template written
+once, then one region write per period and block. Writing is resumable after a kill, refuses
+a different computation, and lets disjoint blocks be written by several workers or jobs at
+once.
 
 Store layout (a local path or any fsspec URL)::
 
     cube.zarr/
       zarr.json               root group; attrs model, model_sha256, xjointseg_version, source_items
+                              (Zarr v2: .zgroup and .zattrs; arrays .zarray, chunks 0.2.5)
       isa/                    uint8 (period, y, x): 0 not ISA, 1 ISA, 255 nodata (also the fill
                               value, so a block never written reads as nodata, never as "not ISA")
       probability/            optional uint8, probability = value * 0.004, 255 nodata (CF-scaled)
@@ -16,7 +18,8 @@ Store layout (a local path or any fsspec URL)::
                               written after the block's data; its content is the fingerprint
 
 Each dask block of the (rechunked) input is one Zarr shard (or one chunk when blocks are
-small), so one task writes one object and concurrent tasks never touch the same object.
+small, and always in Zarr v2), so one task writes one object and concurrent tasks never
+touch the same object.
 xarray writes the template (``Dataset.to_zarr(compute=False)``) and each block
 (``to_zarr(region=...)``, encoded as the store's attributes say); the bookkeeping group, the
 period records and the block markers are small JSON objects of their own. Appending periods

@@ -78,6 +78,7 @@ def _record(key: str, fp: str, meta: dict, info: dict) -> dict:
 def _compatible(existing: dict, meta: dict) -> bool:
     return (
         existing.get("format") == FORMAT
+        and existing.get("zarr_format", 3) == meta.get("zarr_format", 3)
         and existing["dim"] == meta["dim"]
         and existing["period_kind"] == meta["period_kind"]
         and existing["variables"] == meta["variables"]
@@ -105,6 +106,11 @@ def _mismatch_message(existing: dict, meta: dict, url: str) -> str:
         what.append(
             f"its periods are {existing['dim']!r} ({existing['period_kind']}), this map's "
             f"{meta['dim']!r} ({meta['period_kind']})"
+        )
+    if existing.get("zarr_format", 3) != meta.get("zarr_format", 3):
+        what.append(
+            f"it is Zarr v{existing.get('zarr_format', 3)}, this write asks for "
+            f"zarr_format={meta.get('zarr_format', 3)}"
         )
     return (
         f"the cube at {url} cannot take this map: {'; '.join(what) or 'another format'}. "
@@ -201,7 +207,7 @@ def _refresh_consolidated(target: _Target) -> None:
     warning suggests): left stale, plain xarray would show the periods before the append."""
     fs, root = target.fs()
     node = _read_json(fs, f"{root}/zarr.json") or {}
-    if node.get("consolidated_metadata") is None:
+    if node.get("consolidated_metadata") is None and not fs.exists(f"{root}/.zmetadata"):
         return
     import warnings
 

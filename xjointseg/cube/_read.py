@@ -68,7 +68,6 @@ def open_cube(
     ds = xr.open_zarr(
         target.url,
         consolidated=False,
-        zarr_format=3,
         chunks={} if chunks is None else dict(chunks),
         # isa stays uint8 with 255 (its _FillValue is for CF readers); probability decodes
         mask_and_scale={"isa": False},

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import OptionError
-from ..paths import check_protocol, check_writable, is_url, written_by_xjointseg
+from ..paths import check_protocol, check_writable, is_url, written_by_xjointseg, zarr_attrs
 
 BOOK = "_xjointseg"
 
@@ -74,9 +74,7 @@ class _Target:
     def open_group(self, path: str = "", mode: Literal["r", "r+", "a", "w", "w-"] = "r+"):
         import zarr
 
-        return zarr.open_group(
-            self.url, path=path, mode=mode, storage_options=self.storage_options, zarr_format=3
-        )
+        return zarr.open_group(self.url, path=path, mode=mode, storage_options=self.storage_options)
 
 
 def _read_json(fs, path: str) -> dict | None:
@@ -135,10 +133,25 @@ def _done_blocks(fs, root: str, index: int, fp: str) -> set[str]:
 
 
 def _book(fs, root: str) -> dict | None:
-    meta = _read_json(fs, f"{root}/{BOOK}/zarr.json")
-    if meta is None:
-        return None
-    return meta.get("attributes", {}).get("xjointseg_cube")
+    attrs = zarr_attrs(fs, f"{root}/{BOOK}")
+    return attrs.get("xjointseg_cube") if isinstance(attrs, dict) else None
+
+
+#: Zarr formats a cube can be written in: 3 (sharded, the default) or 2 (GDAL >= 3.4 and
+#: QGIS read it; one chunk per block)
+ZARR_FORMATS = (2, 3)
+
+
+def _group_nodes(fmt: int, attrs: dict) -> dict[str, bytes]:
+    """The files of a Zarr group node holding ``attrs``, in format ``fmt``."""
+    if fmt == 3:
+        return {"zarr.json": _dumps({"zarr_format": 3, "node_type": "group", "attributes": attrs})}
+    return {".zgroup": _dumps({"zarr_format": 2}), ".zattrs": _dumps(attrs)}
+
+
+def _has_root(fs, root: str) -> bool:
+    """Whether Zarr group metadata (either format) stands at ``root``."""
+    return fs.exists(f"{root}/zarr.json") or fs.exists(f"{root}/.zgroup")
 
 
 def _is_ours(target: _Target) -> bool:

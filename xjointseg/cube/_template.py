@@ -8,7 +8,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Hashable, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -25,7 +25,17 @@ from ..schema import (
     period_digest,
     period_kind,
 )
-from ._store import BOOK, FORMAT, _book, _dumps, _jsonable, _put, _Target, _write_record
+from ._store import (
+    BOOK,
+    FORMAT,
+    _book,
+    _dumps,
+    _group_nodes,
+    _jsonable,
+    _put,
+    _Target,
+    _write_record,
+)
 
 PROBABILITY_SCALE = 0.004  # 250 steps over [0, 1]; 251..254 unused, 255 nodata
 
@@ -207,12 +217,14 @@ def _template(
     attrs.update(nodata=NODATA, grid_mapping="spatial_ref")
     attrs.setdefault("flag_values", list(FLAG_VALUES))
     attrs.setdefault("flag_meanings", FLAG_MEANINGS)
-    sharded = list(inner) != list(block)
-    enc_common = {"compressors": [dict(COMPRESSOR)], "fill_value": NODATA}
-    if sharded:
+    enc_common: dict[str, Any]
+    if meta.get("zarr_format", 3) == 2:  # no shards in v2: each block is one chunk
+        enc_common = {"compressors": [_v2_compressor()], "chunks": chunks}
+    elif list(inner) != list(block):
+        enc_common = {"compressors": [dict(COMPRESSOR)], "fill_value": NODATA}
         enc_common.update(chunks=(1, *inner), shards=chunks)
     else:
-        enc_common.update(chunks=chunks)
+        enc_common = {"compressors": [dict(COMPRESSOR)], "fill_value": NODATA, "chunks": chunks}
     dims = (pdim, ydim, xdim)
     data_vars = {
         "isa": xr.Variable(dims, da.full(shape, NODATA, dtype=np.uint8, chunks=chunks), attrs=attrs)
@@ -244,6 +256,13 @@ def _template(
     return ds, encoding
 
 
+def _v2_compressor():
+    """:data:`COMPRESSOR` as Zarr v2 writes it (numcodecs)."""
+    from numcodecs import Blosc
+
+    return Blosc(cname="zstd", clevel=5, shuffle=Blosc.BITSHUFFLE)
+
+
 def _root_attrs(meta: dict, records: list[dict]) -> dict:
     items = sorted({s for r in records for s in r.get("sources", [])})
     return {
@@ -264,12 +283,14 @@ def _create(
     fs, root = target.fs()
     ds = ds.assign_attrs(_root_attrs(meta, records))
 
+    fmt = meta.get("zarr_format", 3)
+
     def write(t: _Target, mode: Literal["w-", "w", "a"]) -> None:
         ds.to_zarr(
             t.url,
             mode=mode,
             compute=False,
-            zarr_format=3,
+            zarr_format=fmt,
             consolidated=False,
             encoding=encoding,
             storage_options=t.storage_options,
@@ -278,10 +299,10 @@ def _create(
         for i, rec in enumerate(records):
             _write_record(tfs, troot, i, rec)
         # the bookkeeping group is written last: its presence says the template is whole
-        # (its zarr.json by hand: opened through xarray or zarr, the group's folder would be
+        # (its metadata by hand: opened through xarray or zarr, the group's folder would be
         # walked, and the records and markers in it are not Zarr nodes)
-        node = {"zarr_format": 3, "node_type": "group", "attributes": {"xjointseg_cube": meta}}
-        _put(tfs, f"{troot}/{BOOK}/zarr.json", _dumps(node))
+        for name, data in _group_nodes(fmt, {"xjointseg_cube": meta}).items():
+            _put(tfs, f"{troot}/{BOOK}/{name}", data)
 
     # files of a user's that a replaced cube left in the folder stay (never deleted)
     kept = fs.exists(root) and bool(fs.ls(root))
@@ -311,6 +332,7 @@ def _create(
 def _move_into(tmp: str, root: str) -> None:
     """Move a template's entries into a folder that holds other files: the arrays, then the
     root metadata, the bookkeeping group last (its presence says the template is whole)."""
-    names = sorted(os.listdir(tmp), key=lambda n: (n == BOOK, n == "zarr.json", n))
+    root_meta = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")
+    names = sorted(os.listdir(tmp), key=lambda n: (n == BOOK, n in root_meta, n))
     for name in names:
         os.rename(os.path.join(tmp, name), os.path.join(root, name))

@@ -24,10 +24,12 @@ from ._read import open_cube
 from ._store import (
     BOOK,
     FORMAT,
+    ZARR_FORMATS,
     _book,
     _check_store_path,
     _done_blocks,
     _done_dir,
+    _has_root,
     _is_ours,
     _is_partial_template,
     _put,
@@ -59,6 +61,7 @@ def to_zarr(
     progress: bool = False,
     compute: bool = True,
     storage_options: Mapping[str, Any] | None = None,
+    zarr_format: int | None = None,
 ):
     """Write an ISA map with a period dimension to a Zarr v3 cube; resume if interrupted.
 
@@ -104,6 +107,12 @@ def to_zarr(
         the missing blocks when computed (e.g. together with other work).
     storage_options : mapping, optional
         fsspec options for URLs (credentials, endpoint...).
+    zarr_format : {3, 2}, optional
+        The Zarr format of a new cube: 3 (sharded; the default) or 2, which GDAL (>= 3.4)
+        and so QGIS and rasterio open as a raster with its CRS, 1 m pixels and nodata 255
+        (``ZARR:"cube.zarr":/isa``, one band per period; GDAL reads Zarr v3 shards only
+        from 3.13). In v2 each block is one chunk (no ``inner_chunks``). Default: the
+        format of the cube already there, else 3.
 
     Returns
     -------
@@ -165,6 +174,7 @@ def to_zarr(
         part=part,
         inner_chunks=inner_chunks,
         storage_options=storage_options,
+        zarr_format=zarr_format,
     )
     job = _write_job(plan, *_prepare_store(plan))
     if not compute:
@@ -204,6 +214,7 @@ def plan_write(
     part: tuple[int, int] | None = None,
     inner_chunks: int | tuple[int, int] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    zarr_format: int | None = None,
 ) -> WritePlan:
     """Check everything :func:`to_zarr` is given and return the plan of the write.
 
@@ -219,6 +230,14 @@ def plan_write(
         maps.append(("probability", _check_probability(probability, isa, keys, kind)))
     if not isinstance(overwrite, bool | np.bool_):
         raise OptionError(f"overwrite must be True or False, not {overwrite!r}")
+    if zarr_format is not None and (
+        isinstance(zarr_format, bool) or zarr_format not in ZARR_FORMATS
+    ):
+        raise OptionError(
+            f"zarr_format must be 3 (sharded) or 2 (for GDAL and QGIS), not {zarr_format!r}"
+        )
+    if zarr_format == 2 and inner_chunks is not None:
+        raise OptionError("inner_chunks are chunks inside Zarr v3 shards: not with zarr_format=2")
     if part is not None:
         ints = (
             isinstance(part, tuple | list)
@@ -239,6 +258,7 @@ def plan_write(
         "model": isa.attrs.get("model"),
         "model_sha256": isa.attrs.get("model_sha256"),
         "coords": _extra_coords(isa),
+        "zarr_format": None if zarr_format is None else int(zarr_format),
     }
     info = [
         {
@@ -290,6 +310,8 @@ def _prepare_store(plan: WritePlan) -> tuple[dict, list[int]]:
     target, meta = plan.target, dict(plan.meta)
     fs, root = target.fs()
     existing = _book(fs, root)
+    if meta["zarr_format"] is None:  # a cube keeps its format; a new one is Zarr v3
+        meta["zarr_format"] = existing.get("zarr_format", 3) if existing is not None else 3
     if existing is not None and not _compatible(existing, meta):
         if not plan.overwrite:
             raise CubeMismatchError(_mismatch_message(existing, meta, target.url))
@@ -325,7 +347,7 @@ def _prepare_store(plan: WritePlan) -> tuple[dict, list[int]]:
 def _clear_for_template(target: _Target, overwrite: bool) -> None:
     """Make room for a new template: refuse anything there but an xjointseg cube."""
     fs, root = target.fs()
-    if not (fs.exists(f"{root}/zarr.json") or (fs.exists(root) and fs.ls(root))):
+    if not (_has_root(fs, root) or (fs.exists(root) and fs.ls(root))):
         return
     if not _is_ours(target):
         # never delete what xjointseg did not make, overwrite=True or not
@@ -388,9 +410,11 @@ def _sweep_partials(target: _Target, var: str, index: int, iy: int, ix: int) -> 
     if not target.local:
         return
     _, root = target.fs()
-    folder = Path(root, var, "c", str(index), str(iy))
-    for p in folder.glob(f"{ix}.*.partial"):
-        p.unlink(missing_ok=True)
+    v3 = Path(root, var, "c", str(index), str(iy)), f"{ix}.*.partial"
+    v2 = Path(root, var), f"{index}.{iy}.{ix}.*.partial"
+    for folder, pattern in (v3, v2):
+        for p in folder.glob(pattern):
+            p.unlink(missing_ok=True)
 
 
 def _write_block(
@@ -435,7 +459,6 @@ def _write_block(
         target.url,
         region=dict(zip(dims, region, strict=True)),
         mode="r+",
-        zarr_format=3,
         consolidated=False,
         write_empty_chunks=False,  # an all-nodata block stays unwritten: it reads as fill
         storage_options=target.storage_options,

@@ -233,7 +233,7 @@ class LoadPlan:
         common = {
             "source": self.source_name,
             "collection": self.collection,
-            "grid": [self.gbox.crs.to_wkt(), list(self.gbox.affine)[:6], list(self.gbox.shape)],
+            "grid": [str(self.gbox.crs), list(self.gbox.affine)[:6], list(self.gbox.shape)],
             "composite": options.composite,
             "cloud_mask": sorted(options.mask_classes),
             "cloud_dilation": options.cloud_dilation,
