@@ -3,8 +3,10 @@
 Prints, from one run:
 
 * wall time of ``segment(...).compute()`` on a ``LocalCluster`` of 1 and of 2 worker processes
-  (one thread each; target speed-up >= 1.7 on a 2-core machine), next to the same tiles run
-  in 1 and 2 plain processes without Dask — the speed-up the machine itself allows;
+  (one thread each; target speed-up >= 1.7 on a 2-core machine), cold (fresh workers: the
+  first call, model load included) and warm, whether the masks equal the threaded
+  scheduler's, next to the same tiles run in 1 and 2 plain processes without Dask — the
+  speed-up the machine itself allows;
 * the pickled size of the task graph against the number of blocks (it must not grow with the
   model: tasks carry a model reference, not the weights);
 * with a CUDA GPU: km2/s of 1 m output and achieved TFLOP/s in fp32 and bf16, the bf16/fp32
@@ -43,10 +45,12 @@ def build_weights(kind: str, folder: Path) -> Path:
     return untrained_weights(folder / f"{kind}.safetensors", arch, size)
 
 
-def time_cluster(ds, weights: Path, n_workers: int, chunking: str) -> tuple[float, int, int]:
-    """Seconds of ``segment(...).compute()`` on ``n_workers`` processes, the tile and the
-    number of blocks. ``chunking="default"``: segment's own tile and chunks, chosen with
-    the client active (as a user would call it); ``"128"``: tiles and blocks of 128 px."""
+def time_cluster(ds, weights: Path, n_workers: int, chunking: str):
+    """Seconds of ``segment(...).compute()`` on ``n_workers`` fresh processes, cold (the
+    first run: the workers load the model and torch picks its kernels, as a user's first
+    call) and warm (the same call again), the tile, the number of blocks and the mask.
+    ``chunking="default"``: segment's own tile and chunks, chosen with the client active
+    (as a user would call it); ``"128"``: tiles and blocks of 128 px."""
     from distributed import Client, LocalCluster
 
     with (
@@ -58,17 +62,12 @@ def time_cluster(ds, weights: Path, n_workers: int, chunking: str) -> tuple[floa
         xjointseg.distributed.register_model(client, weights, device="cpu")
         options = {} if chunking == "default" else {"tile": 128, "chunks": 128}
         isa = ds.isa.segment(model=str(weights), device="cpu", **options)
-        tile = isa.attrs["tile"]
-        # warm every worker (torch picks its kernels on the first tile of a shape) on a small
-        # scene of its own, so the timed run measures steady-state throughput, not start-up
-        warm = synthetic_scene(tile, tile, seed=1).isa.segment(
-            model=str(weights), device="cpu", tile=tile
-        )
-        for worker in client.scheduler_info()["workers"]:
-            client.compute(warm, workers=[worker]).result()
-        start = time.perf_counter()
-        client.compute(isa).result()
-        return time.perf_counter() - start, tile, isa.data.npartitions
+        seconds = []
+        for _ in ("cold", "warm"):
+            start = time.perf_counter()
+            mask = client.compute(isa).result()
+            seconds.append(time.perf_counter() - start)
+        return seconds, isa.attrs["tile"], isa.data.npartitions, mask.values
 
 
 _MODEL = None
@@ -198,9 +197,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         weights = build_weights(args.model, Path(tmp))
         ds = synthetic_scene(args.size, args.size, seed=0)
-        one, tile, blocks_one = time_cluster(ds, weights, 1, args.chunking)
-        two, tile_two, blocks_two = time_cluster(ds, weights, 2, args.chunking)
+        one, tile, blocks_one, mask_one = time_cluster(ds, weights, 1, args.chunking)
+        two, tile_two, blocks_two, mask_two = time_cluster(ds, weights, 2, args.chunking)
         assert tile == tile_two, "the default tile must not depend on the number of workers"
+        options = {} if args.chunking == "default" else {"tile": 128, "chunks": 128}
+        threaded = ds.isa.segment(model=str(weights), device="cpu", **options).compute()
+        same = np.array_equal(mask_one, mask_two) and np.array_equal(mask_one, threaded.values)
         n_tiles = (-(-args.size // tile)) ** 2  # the tiles of the Dask run
         plain = [time_processes(weights, n, n_tiles, tile) for n in (1, 2)]
         sizes = [(b * b, graph_bytes(weights, b)) for b in (4, 10, 20)]
@@ -210,18 +212,22 @@ def main() -> None:
         f"({km2:.0f} km2), {args.chunking} chunking (tile {tile}, {n_tiles} tiles), "
         f"{os.cpu_count()} CPUs, torch {torch.__version__}\n"
     )
-    print("| LocalCluster | blocks | seconds | km2/s of 1 m output |")
-    print("|---|---|---|---|")
+    print("| LocalCluster | blocks | seconds, cold | seconds, warm | km2/s of 1 m output, warm |")
+    print("|---|---|---|---|---|")
     for n, sec, blocks in ((1, one, blocks_one), (2, two, blocks_two)):
         print(
-            f"| {n} worker process{'es' if n > 1 else ''} x 1 thread | {blocks} | {sec:.1f} | "
-            f"{km2 / sec:.3f} |"
+            f"| {n} worker process{'es' if n > 1 else ''} x 1 thread | {blocks} | {sec[0]:.1f} "
+            f"| {sec[1]:.1f} | {km2 / sec[1]:.3f} |"
         )
-    print(f"\nspeed-up 2 vs 1 workers = {one / two:.2f} (target >= 1.7)\n")
+    print(
+        f"\nspeed-up 2 vs 1 workers = {one[0] / two[0]:.2f} cold, {one[1] / two[1]:.2f} warm "
+        f"(target >= 1.7); masks identical on 1 and 2 workers and the threaded scheduler: "
+        f"{same}\n"
+    )
     print(f"the same {n_tiles} tiles in plain processes, no Dask (the machine's ceiling):")
     print(
         f"1 process {plain[0]:.1f} s, 2 processes {plain[1]:.1f} s, speed-up "
-        f"{plain[0] / plain[1]:.2f}; Dask reaches {(one / two) / (plain[0] / plain[1]):.0%} "
+        f"{plain[0] / plain[1]:.2f}; Dask reaches {(one[1] / two[1]) / (plain[0] / plain[1]):.0%} "
         "of it\n"
     )
     print("| blocks | pickled graph bytes | bytes per block |")
