@@ -35,7 +35,7 @@ from xjointseg.training.splits import OSCD_SPLITS
 SIGMAS = (1.5, 2.0, 3.0)
 CONTEXT_WINDOWS = (11, 21, 41)
 MAGNITUDES = tuple(np.round(np.arange(0.40, 0.776, 0.025), 3))
-CONTEXTS = (0.0, 0.02, 0.05, 0.1, 0.2)
+CONTEXTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4)
 WATER_NDWI = (0.0, -0.05, -0.1, -0.15)
 VEGETATION_NDVI = (0.5, 0.4, 0.3)
 
