@@ -117,3 +117,78 @@ def test_wrong_options_raise_xjointseg_errors_only(tmp_path, entry):
             shutil.rmtree(tmp_path / "new.zarr", ignore_errors=True)
             (tmp_path / "new.tif").unlink(missing_ok=True)
     assert not bare, "\n".join(bare)
+
+
+#: data arguments of every kind a user might pass by mistake
+JUNK_DATA = {
+    "text": "x",
+    "int": 5,
+    "nan": math.nan,
+    "None": None,
+    "list": [1, 2],
+    "dict": {},
+    "ndarray": np.zeros((4, 4)),
+    "1-D DataArray": xr.DataArray(np.zeros(4)),
+    "empty Dataset": xr.Dataset(),
+    "bool": True,
+    "bytes": b"x",
+}
+
+
+def _public_functions():
+    import inspect
+
+    import xjointseg.change
+    import xjointseg.cube
+    import xjointseg.export
+    import xjointseg.metrics
+    import xjointseg.plots
+
+    seen = set()
+    for module in (xjointseg, xjointseg.change, xjointseg.cube, xjointseg.export):
+        yield from _functions(module, seen, inspect)
+    for module in (xjointseg.metrics, xjointseg.plots):
+        yield from _functions(module, seen, inspect)
+
+
+def _functions(module, seen, inspect):
+    for name in getattr(module, "__all__", []):
+        func = getattr(module, name)
+        if callable(func) and not inspect.isclass(func) and id(func) not in seen:
+            seen.add(id(func))
+            yield f"{module.__name__}.{name}", func
+
+
+@pytest.mark.filterwarnings("ignore::xjointseg.sentinel2.Sentinel2Warning")
+def test_every_public_function_refuses_junk_data_with_xjointseg_errors(tmp_path, monkeypatch):
+    """The CI step on bare tracebacks: every public function, given junk for each of its
+    required arguments (the others valid), works or raises an XJointSegError."""
+    import inspect
+
+    monkeypatch.chdir(tmp_path)  # junk text as a store or a path is written here
+
+    bare, tried = [], 0
+    for qualname, func in _public_functions():
+        params = inspect.signature(func).parameters.values()
+        positional = [
+            p for p in params if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD
+        ]
+        keywords = {
+            p.name: None for p in params if p.default is p.empty and p.kind is p.KEYWORD_ONLY
+        }
+        for i in range(len(positional)):
+            for label, junk in JUNK_DATA.items():
+                args = [ISA] * len(positional)
+                args[i] = junk
+                tried += 1
+                try:
+                    result = func(*args, **keywords)
+                    if hasattr(result, "compute"):
+                        result.compute()
+                except errors.XJointSegError:
+                    pass
+                except Exception as exc:  # noqa: BLE001 - what the test looks for
+                    name = positional[i].name
+                    bare.append(f"{qualname}({name}={label}): {type(exc).__name__}: {exc}"[:200])
+    assert tried > 300
+    assert not bare, "\n".join(bare)

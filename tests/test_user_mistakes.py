@@ -28,7 +28,8 @@ from xjointseg.cli import main
 from xjointseg.cube import open_cube, status, to_zarr
 from xjointseg.data import demo_item_path
 from xjointseg.export import ExportError, ExportExistsError, to_cog
-from xjointseg.plots import plot_map
+from xjointseg.metrics import road_scores, roc_auc, scores, scores_from_counts
+from xjointseg.plots import plot_growth, plot_map
 from xjointseg.testing import synthetic_scene, toy_model
 
 MODEL = toy_model()
@@ -1033,6 +1034,44 @@ MISTAKES += [
         lambda t: to_cog(_as_0_255(ISA), t / "a.tif"),
         errors.CubeInputError,
         "attrs['nodata'] = 255",
+    ),
+    # --- metrics, plots, references ---
+    (
+        "scores: a Dataset",
+        lambda t: scores(ISA.to_dataset(name="isa"), ISA),
+        errors.MetricInputError,
+        "ds['isa']",
+    ),
+    (
+        "roc_auc: text scores",
+        lambda t: roc_auc(["a", "b"], [0, 1]),
+        errors.MetricInputError,
+        "numbers",
+    ),
+    (
+        "roc_auc: scores and labels of other lengths",
+        lambda t: roc_auc([0.1, 0.2, 0.3], [0, 1]),
+        errors.MetricInputError,
+        "one value per pixel",
+    ),
+    (
+        "scores_from_counts: a list",
+        lambda t: scores_from_counts([1, 2, 3, 4]),
+        errors.MetricInputError,
+        "confusion()",
+    ),
+    (
+        "road_scores: 1-D arrays",
+        lambda t: road_scores(np.zeros(10), np.zeros(10)),
+        errors.MetricInputError,
+        "map (y, x)",
+    ),
+    ("plot_growth: a dict", lambda t: plot_growth({"a": 1}), errors.OptionError, "area()"),
+    (
+        "read_worldcover: path 5",
+        lambda t: read_worldcover(5, ISA),
+        errors.OptionError,
+        "path or URL",
     ),
     # --- load_sentinel2 ---
     (

@@ -201,6 +201,10 @@ class PeriodOrderError(ChangeInputError):
     """``before`` is not earlier than ``after``."""
 
 
+class MetricInputError(XJointSegError, ValueError):
+    """Arrays or counts a score cannot be computed from (see :mod:`xjointseg.metrics`)."""
+
+
 class FactorError(OptionError):
     """A coarsening factor that does not divide the grid (or is not a positive integer)."""
 
@@ -219,6 +223,7 @@ __all__ += [
     "ReferenceRasterError",
     "FactorError",
     "ChangeInputError",
+    "MetricInputError",
     "PeriodOrderError",
 ]
 

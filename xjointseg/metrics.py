@@ -6,7 +6,7 @@ so maps of any size are scored without being held in memory.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dask
@@ -14,7 +14,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from .errors import CubeInputError
+from .errors import CubeInputError, MetricInputError
 
 __all__ = [
     "MIXED_SHARES",
@@ -33,10 +33,43 @@ __all__ = [
 ]
 
 
-def _array(x: Any):
+def _array(x: Any, what: str = "the map"):
+    """``x`` as a numeric numpy or dask array (DataArray, dask, numpy or nested lists)."""
+    if isinstance(x, xr.Dataset):
+        raise MetricInputError(
+            f"{what} must be an array, not a Dataset: pass one of its variables, e.g. ds['isa']"
+        )
     if isinstance(x, xr.DataArray):
-        return x.data
-    return x if isinstance(x, da.Array) else np.asarray(x)
+        x = x.data
+    if not isinstance(x, da.Array):
+        try:
+            x = np.asarray(x)
+        except (TypeError, ValueError) as err:  # ragged lists, objects numpy cannot hold
+            raise MetricInputError(f"{what} is not an array of numbers: {err}") from None
+    if x.dtype.kind not in "biuf":
+        raise MetricInputError(f"{what} must hold numbers, not {x.dtype} ({type(x).__name__})")
+    return x
+
+
+def _map(x: Any, what: str) -> np.ndarray:
+    """A 2-D (or stacked 2-D) numeric map in memory."""
+    a = np.asarray(_array(x, what))
+    if a.ndim < 2:
+        raise MetricInputError(f"{what} must be a map (y, x), got shape {a.shape}")
+    return a
+
+
+def _counts(c: Any, keys: Sequence[str], maker: str) -> dict[str, float]:
+    """Pooled counts: a mapping with ``keys``, as ``maker`` returns them."""
+    if not isinstance(c, Mapping) or any(k not in c for k in keys):
+        raise MetricInputError(
+            f"counts must be the mapping {maker} returns (keys {', '.join(keys)}; summed over "
+            f"scenes), not {c!r:.80}"
+        )
+    try:
+        return {k: float(c[k]) for k in keys}
+    except (TypeError, ValueError):
+        raise MetricInputError(f"counts must be numbers, got {c!r:.80}") from None
 
 
 def _excluded(x, ignore: Sequence[float]):
@@ -83,7 +116,7 @@ def confusion(pred: Any, reference: Any, ignore: Any = None) -> dict[str, int]:
     {'tp': 1, 'fp': 1, 'fn': 0, 'tn': 1}
     """
     _check_same_grid(pred, reference)
-    p, r = _array(pred), _array(reference)
+    p, r = _array(pred, "pred"), _array(reference, "reference")
     if p.shape != r.shape:
         raise CubeInputError(
             f"pred and reference must have the same shape, got {p.shape} and {r.shape}: put "
@@ -149,7 +182,8 @@ def scores_from_counts(counts: dict[str, int]) -> dict[str, float]:
     >>> scores_from_counts({"tp": 1, "fp": 1, "fn": 1, "tn": 1})["f1"]
     0.5
     """
-    tp, fp, fn, tn = (counts[k] for k in ("tp", "fp", "fn", "tn"))
+    c = _counts(counts, ("tp", "fp", "fn", "tn"), "confusion()")
+    tp, fp, fn, tn = (c[k] for k in ("tp", "fp", "fn", "tn"))
     f1 = _ratio(2 * tp, 2 * tp + fp + fn)
     f1_neg = _ratio(2 * tn, 2 * tn + fp + fn)
     return {
@@ -159,7 +193,7 @@ def scores_from_counts(counts: dict[str, int]) -> dict[str, float]:
         "iou": _ratio(tp, tp + fp + fn),
         "oa": _ratio(tp + tn, tp + fp + fn + tn),
         "macro_f1": (f1 + f1_neg) / 2,
-        **{k: float(counts[k]) for k in ("tp", "fp", "fn", "tn")},
+        **c,
     }
 
 
@@ -175,8 +209,12 @@ def roc_auc(score: Any, reference: Any) -> float:
     >>> roc_auc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1])
     0.75
     """
-    s = np.asarray(score, np.float64).ravel()
-    r = np.asarray(reference).ravel()
+    s = np.asarray(_array(score, "score"), np.float64).ravel()
+    r = np.asarray(_array(reference, "reference")).ravel()
+    if s.shape != r.shape:
+        raise MetricInputError(
+            f"score and reference must have one value per pixel each, got {s.size} and {r.size}"
+        )
     keep = ((r == 0) | (r == 1)) & ~np.isnan(s)
     s, r = s[keep], r[keep] == 1
     n_pos, n_neg = int(r.sum()), int((~r).sum())
@@ -208,8 +246,8 @@ def placement_counts(
 ) -> dict[str, float]:
     """The pair counts behind :func:`within_pixel_auc` (to sum over scenes): ``wins`` (ISA
     pixel above a non-ISA pixel of its cell; ties one half), ``pairs`` and ``cells``."""
-    s = _cells(np.asarray(score, np.float32), scale)
-    y = _cells(np.asarray(label), scale)
+    s = _cells(_map(score, "score").astype(np.float32), scale)
+    y = _cells(_map(label, "label"), scale)
     clean = ((y == 0) | (y == 1)).all(axis=1) & ~np.isnan(s).any(axis=1)
     share = (y == 1).mean(axis=1)
     keep = clean & (share >= shares[0]) & (share <= shares[1])
@@ -252,7 +290,7 @@ def smooth_placement(prob: Any, scale: int = 10) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    p = np.asarray(prob, np.float32)
+    p = _map(prob, "prob").astype(np.float32)
     h, w = p.shape[-2:]
     mean = _cells(p, scale).mean(axis=1).reshape(h // scale, w // scale)
     up = F.interpolate(
@@ -279,13 +317,13 @@ def road_counts(
     (1 m road pixels and those the mask calls ISA), ``cells`` (road 10 m pixels),
     ``share`` and ``cover`` (the sums over them of the mask's ISA share and of the road
     cover)."""
-    m = _cells(np.asarray(mask), scale)
-    r = _cells(np.asarray(road, bool), scale)
+    m = _cells(_map(mask, "mask"), scale)
+    r = _cells(_map(road, "road").astype(bool), scale)
     valid = (m != 255).all(axis=1)
     cover = r.mean(axis=1)
     road_cell = valid & (cover >= min_cover)
     if other is not None:  # away from buildings: a road, not a street between houses
-        road_cell &= _cells(np.asarray(other, bool), scale).mean(axis=1) <= max_other
+        road_cell &= _cells(_map(other, "other").astype(bool), scale).mean(axis=1) <= max_other
     share = (m == 1).mean(axis=1)
     return {
         "road_px": float((r & (m != 255)).sum()),
@@ -319,6 +357,7 @@ def road_scores(mask: Any, road: Any, other: Any = None, **options: Any) -> dict
 
 def road_scores_from_counts(c: dict[str, float]) -> dict[str, float]:
     """:func:`road_scores` from pooled :func:`road_counts`."""
+    c = _counts(c, ("road_px", "road_hit", "cells", "share", "cover"), "road_counts()")
     return {
         "recall_1m": _ratio(c["road_hit"], c["road_px"]),
         "cells": c["cells"],

@@ -199,6 +199,13 @@ def plot_first_period(
     return fig
 
 
+def _check_table(table: Any, maker: str) -> None:
+    if not isinstance(table, pd.DataFrame):
+        raise OptionError(
+            f"table must be the pandas DataFrame that {maker} returns, not {type(table).__name__}"
+        )
+
+
 def plot_growth(table: pd.DataFrame, *, ax=None, value: str = "isa_km2"):
     """Growth curves: ISA area per period, one line per region (from :func:`area`).
 
@@ -222,6 +229,7 @@ def plot_growth(table: pd.DataFrame, *, ax=None, value: str = "isa_km2"):
     >>> t = pd.DataFrame({"period": [2017, 2019], "region": ["a", "a"], "isa_km2": [1.0, 1.2]})
     >>> fig = plot_growth(t)
     """
+    _check_table(table, "area()")
     missing = {"period", "region", value} - set(table.columns)
     if missing:
         raise OptionError(f"the table lacks {sorted(missing)}: pass the result of area()")
@@ -277,6 +285,7 @@ def plot_growth_classes(
     """
     from matplotlib.patches import Patch
 
+    _check_table(table, "growth()")
     missing = {"region", "period_from", "period_to", "annual_rate", "expansion"} - set(
         table.columns
     )

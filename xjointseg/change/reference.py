@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import cast
 
 import numpy as np
@@ -53,6 +54,10 @@ def read_worldcover(
     from odc.geo.xr import wrap_xr
     from rioxarray.exceptions import NoDataInBounds, OneDimensionalRaster
 
+    if not isinstance(path, str | os.PathLike):
+        raise OptionError(
+            f"path must be the WorldCover GeoTIFF's path or URL (str), not {type(path).__name__}"
+        )
     if not isinstance(like, _GeoBox | xr.DataArray | xr.Dataset):
         raise OptionError(
             f"like must be an xarray object with a CRS or an odc-geo GeoBox (the grid to read "
