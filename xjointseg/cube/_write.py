@@ -228,27 +228,7 @@ def plan_write(
     maps = [("isa", isa)]
     if probability is not None:
         maps.append(("probability", _check_probability(probability, isa, keys, kind)))
-    if not isinstance(overwrite, bool | np.bool_):
-        raise OptionError(f"overwrite must be True or False, not {overwrite!r}")
-    if zarr_format is not None and (
-        isinstance(zarr_format, bool) or zarr_format not in ZARR_FORMATS
-    ):
-        raise OptionError(
-            f"zarr_format must be 3 (sharded) or 2 (for GDAL and QGIS), not {zarr_format!r}"
-        )
-    if zarr_format == 2 and inner_chunks is not None:
-        raise OptionError("inner_chunks are chunks inside Zarr v3 shards: not with zarr_format=2")
-    if part is not None:
-        ints = (
-            isinstance(part, tuple | list)
-            and len(part) == 2
-            and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in part)
-        )
-        if not (ints and part[1] >= 1 and 0 <= part[0] < part[1]):
-            raise OptionError(
-                f"part must be (k, n), two ints with 0 <= k < n (job k of n), got {part!r}"
-            )
-        part = (int(part[0]), int(part[1]))
+    part = _check_write_options(overwrite, zarr_format, inner_chunks, part)
     meta: dict[str, Any] = {
         "format": FORMAT,
         "dim": str(pdim),
@@ -283,6 +263,34 @@ def plan_write(
         part=part,
         inner_chunks=inner_chunks,
     )
+
+
+def _check_write_options(
+    overwrite: Any, zarr_format: Any, inner_chunks: Any, part: Any
+) -> tuple[int, int] | None:
+    """Refuse options no write can use; return ``part`` as two ints (or None)."""
+    if not isinstance(overwrite, bool | np.bool_):
+        raise OptionError(f"overwrite must be True or False, not {overwrite!r}")
+    if zarr_format is not None and (
+        isinstance(zarr_format, bool) or zarr_format not in ZARR_FORMATS
+    ):
+        raise OptionError(
+            f"zarr_format must be 3 (sharded) or 2 (for GDAL and QGIS), not {zarr_format!r}"
+        )
+    if zarr_format == 2 and inner_chunks is not None:
+        raise OptionError("inner_chunks are chunks inside Zarr v3 shards: not with zarr_format=2")
+    if part is not None:
+        ints = (
+            isinstance(part, tuple | list)
+            and len(part) == 2
+            and all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in part)
+        )
+        if not (ints and part[1] >= 1 and 0 <= part[0] < part[1]):
+            raise OptionError(
+                f"part must be (k, n), two ints with 0 <= k < n (job k of n), got {part!r}"
+            )
+        return (int(part[0]), int(part[1]))
+    return None
 
 
 def _check_probability(probability, isa: xr.DataArray, keys: list[str], kind: str):
