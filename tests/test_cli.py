@@ -243,6 +243,19 @@ def test_map_never_replaces_a_cog_it_did_not_write(tmp_path, toy):
     assert not (tmp_path / "c.zarr").exists()  # refused before any work
 
 
+def test_map_writes_a_zarr_v2_cube_for_gdal(tmp_path, toy):
+    import rasterio
+
+    out = tmp_path / "c.zarr"
+    argv = ["map", "--catalog", ITEM, "--bbox", *BBOX, "--periods", "2017", "--model", toy]
+    rc, _, err = run([*argv, "--out", str(out), "--quiet", "--zarr-format", "2"])
+    assert rc == 0, err
+    assert (out / ".zgroup").exists() and not (out / "zarr.json").exists()
+    with rasterio.open(f'ZARR:"{out}":/isa') as gdal:
+        assert gdal.res == (1.0, 1.0) and gdal.crs is not None and gdal.nodata == 255
+        assert np.array_equal(gdal.read(1), xjointseg.open_cube(out).values[0])
+
+
 @pytest.mark.parametrize("flag", ["--out", "--cog-dir"])
 def test_map_output_paths_that_are_files(tmp_path, toy, flag):
     (tmp_path / "file").write_text("x")
