@@ -240,6 +240,7 @@ class LoadPlan:
             "l1c_mask": options.l1c_mask,
             "harmonize": options.harmonize,
             "resampling": options.resampling,
+            "xjointseg": __version__,  # how the composites are made
         }
         digests = []
         for label, time in zip(ds["period"].values, ds["time"].values, strict=True):
@@ -304,7 +305,7 @@ class LoadPlan:
 def _item_identity(item: pystac.Item) -> list:
     """An item as its pixels depend on it: id, update time and asset files (a signing
     token in a URL's query changes on every request, not the file)."""
-    hrefs = sorted(a.href.split("?")[0] for a in item.assets.values())
+    hrefs = sorted((a.get_absolute_href() or a.href).split("?")[0] for a in item.assets.values())
     return [item.id, item.properties.get("updated"), hrefs]
 
 
