@@ -16,6 +16,7 @@ import xarray as xr
 
 from .._version import __version__
 from ..errors import OptionError
+from ..paths import ZARR_NODE_FILES
 from ..schema import (
     FINGERPRINT_COORD,
     FLAG_MEANINGS,
@@ -332,7 +333,6 @@ def _create(
 def _move_into(tmp: str, root: str) -> None:
     """Move a template's entries into a folder that holds other files: the arrays, then the
     root metadata, the bookkeeping group last (its presence says the template is whole)."""
-    root_meta = ("zarr.json", ".zgroup", ".zattrs", ".zmetadata")
-    names = sorted(os.listdir(tmp), key=lambda n: (n == BOOK, n in root_meta, n))
+    names = sorted(os.listdir(tmp), key=lambda n: (n == BOOK, n in ZARR_NODE_FILES, n))
     for name in names:
         os.rename(os.path.join(tmp, name), os.path.join(root, name))
