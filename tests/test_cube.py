@@ -497,3 +497,23 @@ def test_a_lazy_load_chunked_otherwise_is_the_same_computation(tmp_path):
     assert fingerprint(load(32, cloud_dilation=2)) != fingerprint(load(32))
     shifted = load(32).assign_coords(x=lambda d: d.x + 10.0)
     assert fingerprint(shifted) != fingerprint(load(32))
+
+
+def test_zarr_v2_cube_on_an_object_store_with_probability_resumes_in_parts():
+    from xjointseg.testing import synthetic_scene, toy_model
+
+    scene = synthetic_scene(32, 32, times=2)
+    isa = xjointseg.segment(scene, toy_model()).compute()
+    prob = xjointseg.segment(scene, toy_model(), output="probability").compute()
+    store = "memory://v2-parts.zarr"
+    to_zarr(isa, store, probability=prob, zarr_format=2, part=(0, 2))
+    assert not status(store)["complete"].all()
+    to_zarr(isa, store, probability=prob, part=(1, 2))  # the store's format is kept
+    assert status(store)["complete"].all()
+    assert np.array_equal(open_cube(store).values, isa.values)
+    back = open_cube(store, variable="probability").values
+    assert np.nanmax(np.abs(back - prob.values)) <= 0.002 + 1e-6  # half a 0.004 step
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    assert fs.exists("/v2-parts.zarr/.zgroup") and not fs.exists("/v2-parts.zarr/zarr.json")
