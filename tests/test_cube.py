@@ -517,3 +517,18 @@ def test_zarr_v2_cube_on_an_object_store_with_probability_resumes_in_parts():
 
     fs = fsspec.filesystem("memory")
     assert fs.exists("/v2-parts.zarr/.zgroup") and not fs.exists("/v2-parts.zarr/zarr.json")
+
+
+def test_a_lazy_load_with_more_periods_appends_the_new_ones(tmp_path):
+    import pystac
+
+    from xjointseg.data import demo_pair_items
+    from xjointseg.testing import toy_model
+
+    items = [pystac.Item.from_file(str(p)) for p in demo_pair_items()]
+    model, store = toy_model(), tmp_path / "cube.zarr"
+    first = xjointseg.load_sentinel2(items, periods=[2016])
+    to_zarr(xjointseg.segment(first, model), store)
+    both = xjointseg.load_sentinel2(items, periods=[2016, 2018], chunks=64)
+    cube = to_zarr(xjointseg.segment(both, model), store)  # 2016 is the same computation
+    assert cube.sizes["time"] == 2 and status(store)["complete"].all()

@@ -462,6 +462,8 @@ def _input_identity(obj, data, others, bands) -> list:
         names = [find_band(b, list(obj.data_vars)) for b in bands]
         recipes = recipe_digests([obj[name].data for name in names if name is not None])
         if recipes is not None and len(recipes) == n:
-            where = [str(obj.odc.geobox), [str(v) for v in obj[others[0]].values]]
-            return [_digest([r, where]) for r in recipes]
+            grid, labels = str(obj.odc.geobox), obj[others[0]].values
+            return [
+                _digest([r, grid, str(label)]) for r, label in zip(recipes, labels, strict=True)
+            ]
     return [period_digest(data, t, loaded) for t in range(n)]
