@@ -268,7 +268,6 @@ def to_cog(
             "driver='COG'))"
         )
     if one.chunks is None:  # in memory: a 0/255 mask (255 meaning ISA) is seen here
-        check_isa_values(one.values, "the map")
         check_255_declared(one, "isa")
     _check_options(overview_resampling, compress, blocksize, path)
     gbox = _check_grid(one)

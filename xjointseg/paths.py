@@ -89,8 +89,10 @@ def written_by_xjointseg(
     return isinstance(attrs, Mapping) and attrs.get(mark) == value
 
 
-#: The metadata files of a Zarr node: v3 and v2 (array, group, attributes, consolidated)
-ZARR_NODE_FILES = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
+#: The files that make a folder a Zarr node: v3, and v2 (array, group)
+ZARR_NODE_MARKERS = ("zarr.json", ".zarray", ".zgroup")
+#: Every metadata file of a Zarr node (v2 keeps attributes and consolidated metadata apart)
+ZARR_NODE_FILES = (*ZARR_NODE_MARKERS, ".zattrs", ".zmetadata")
 
 
 def remove_zarr_store(fs, root: str, own: tuple[str, ...] = ()) -> None:
@@ -105,7 +107,7 @@ def remove_zarr_store(fs, root: str, own: tuple[str, ...] = ()) -> None:
     ordered = [c for c in own if c in children] + [c for c in children if c not in own]
     for name in ordered:
         path = f"{root}/{name}"
-        node = fs.isdir(path) and any(fs.exists(f"{path}/{m}") for m in ZARR_NODE_FILES[:3])
+        node = fs.isdir(path) and any(fs.exists(f"{path}/{m}") for m in ZARR_NODE_MARKERS)
         if name in own or node:
             fs.rm(path, recursive=True)
     # the attributes that say "ours" go last

@@ -420,7 +420,8 @@ def check_255_declared(isa: xr.DataArray, what: str) -> None:
     if any(v is not None and np.all(np.asarray(v) == NODATA) for v in declared):
         return
     values = isa.values
-    if (values == NODATA).any() and (values == NOT_ISA).any() and not (values == ISA).any():
+    only_0_255 = ((values == NODATA) | (values == NOT_ISA)).all()
+    if only_0_255 and (values == NODATA).any() and (values == NOT_ISA).any():
         raise CubeInputError(
             f"{what} holds only 0 and 255 and does not declare 255 as nodata: if 255 means "
             f"ISA, recode it, e.g. xr.where({what} == 255, 1, 0).astype('uint8'); if it "

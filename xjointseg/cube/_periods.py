@@ -78,7 +78,7 @@ def _record(key: str, fp: str, meta: dict, info: dict) -> dict:
 def _compatible(existing: dict, meta: dict) -> bool:
     return (
         existing.get("format") == FORMAT
-        and existing.get("zarr_format", 3) == meta.get("zarr_format", 3)
+        and existing.get("zarr_format", 3) == meta["zarr_format"]  # a book without it: v3
         and existing["dim"] == meta["dim"]
         and existing["period_kind"] == meta["period_kind"]
         and existing["variables"] == meta["variables"]
@@ -107,10 +107,10 @@ def _mismatch_message(existing: dict, meta: dict, url: str) -> str:
             f"its periods are {existing['dim']!r} ({existing['period_kind']}), this map's "
             f"{meta['dim']!r} ({meta['period_kind']})"
         )
-    if existing.get("zarr_format", 3) != meta.get("zarr_format", 3):
+    if existing.get("zarr_format", 3) != meta["zarr_format"]:
         what.append(
             f"it is Zarr v{existing.get('zarr_format', 3)}, this write asks for "
-            f"zarr_format={meta.get('zarr_format', 3)}"
+            f"zarr_format={meta['zarr_format']}"
         )
     return (
         f"the cube at {url} cannot take this map: {'; '.join(what) or 'another format'}. "

@@ -219,13 +219,12 @@ def _template(
     attrs.setdefault("flag_values", list(FLAG_VALUES))
     attrs.setdefault("flag_meanings", FLAG_MEANINGS)
     enc_common: dict[str, Any]
-    if meta.get("zarr_format", 3) == 2:  # no shards in v2: each block is one chunk
+    if meta["zarr_format"] == 2:  # no shards in v2: each block is one chunk
         enc_common = {"compressors": [_v2_compressor()], "chunks": chunks}
-    elif list(inner) != list(block):
-        enc_common = {"compressors": [dict(COMPRESSOR)], "fill_value": NODATA}
-        enc_common.update(chunks=(1, *inner), shards=chunks)
     else:
         enc_common = {"compressors": [dict(COMPRESSOR)], "fill_value": NODATA, "chunks": chunks}
+        if list(inner) != list(block):
+            enc_common.update(chunks=(1, *inner), shards=chunks)
     dims = (pdim, ydim, xdim)
     data_vars = {
         "isa": xr.Variable(dims, da.full(shape, NODATA, dtype=np.uint8, chunks=chunks), attrs=attrs)
@@ -284,7 +283,7 @@ def _create(
     fs, root = target.fs()
     ds = ds.assign_attrs(_root_attrs(meta, records))
 
-    fmt = meta.get("zarr_format", 3)
+    fmt = meta["zarr_format"]
 
     def write(t: _Target, mode: Literal["w-", "w", "a"]) -> None:
         ds.to_zarr(

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import string
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -63,9 +64,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise OptionError(f"device {device!r} asked for, but torch sees no CUDA GPU: use 'cpu'")
     return dev
-
-
-_HEX = "0123456789abcdef"
 
 
 class Model:
@@ -502,7 +500,7 @@ def load_model(
     if isinstance(name_or_path, Model) or _is_model_like(name_or_path):
         return cast(Model, name_or_path)  # a model-like object stands in for a Model
     if sha256 is not None and not (
-        isinstance(sha256, str) and len(sha256) == 64 and set(sha256.lower()) <= set(_HEX)
+        isinstance(sha256, str) and len(sha256) == 64 and set(sha256) <= set(string.hexdigits)
     ):
         raise OptionError(
             f"sha256 must be the weights' checksum as 64 hex digits (what sha256sum prints), "
