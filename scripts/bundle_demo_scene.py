@@ -2,7 +2,8 @@
 
 * ``havelland``: ``xjointseg/data/havelland/`` — B02, B03, B04, B08 of a 3.84 x 3.84 km window
   of the Havelland scene (villages, roads, a lake, fields, forest), 16 Feb 2017;
-* ``beihai``: ``xjointseg/data/beihai/date1``, ``date2`` — the same bands of a 1.92 x 1.92 km
+* ``beihai``: ``xjointseg/data/beihai/date1``, ``date2`` — the same bands and B11 (20 m, for
+  ``new_isa``'s MNDWI water test) of a 1.92 x 1.92 km
   window of the OSCD city Beihai (China) on 9 Dec 2016 and 9 Mar 2018, on one grid: land
   that was cleared, built on and paved between the dates. Only the images: OSCD's change
   labels are non-commercial and stay out of the package.
@@ -25,31 +26,46 @@ from odc.geo.geobox import GeoBox
 from rasterio.windows import Window, from_bounds
 
 BANDS = {"B02": "blue", "B03": "green", "B04": "red", "B08": "nir"}
-WAVELENGTH = {"B02": 0.49, "B03": 0.56, "B04": 0.665, "B08": 0.842}
+SWIR = {"B11": "swir16"}  # 20 m
+WAVELENGTH = {"B02": 0.49, "B03": 0.56, "B04": 0.665, "B08": 0.842, "B11": 1.61}
 DATA = Path(__file__).parents[1] / "xjointseg" / "data"
 HAVELLAND_WINDOW = Window(col_off=150, row_off=384, width=384, height=384)
 # Beihai: the 192 x 192 px (10 m) square whose upper-left corner is at this UTM 49N point
 BEIHAI_CORNER, BEIHAI_SIDE = (343080.0 + 440 * 10, 2391080.0 - 704 * 10), 192
 
 
-def write_bands(src_dir: Path, window: Window, out: Path) -> tuple[dict, object, int]:
-    """The window of each band as a COG in ``out``; returns the STAC assets, the window's
-    affine transform and the EPSG code."""
+def write_bands(
+    src_dir: Path, window: Window, out: Path, bands: dict[str, str] = BANDS
+) -> tuple[dict, object, int]:
+    """The window (of 10 m pixels) of each band as a COG in ``out``; a 20 m band gets the
+    same ground. Returns the STAC assets, the window's 10 m affine transform and the EPSG
+    code."""
     out.mkdir(parents=True, exist_ok=True)
     assets = {}
-    for band, common in BANDS.items():
+    for band, common in bands.items():
         with rasterio.open(src_dir / f"{band}.tif") as src:
-            data = src.read(1, window=window)
-            transform = src.window_transform(window)
+            step = round(src.transform.a / 10)  # 1 for the 10 m bands, 2 for the 20 m ones
+            if any(v % step for v in (window.col_off, window.row_off, window.width)):
+                raise ValueError(f"the window is not on {band}'s {10 * step} m grid")
+            own = Window(
+                window.col_off // step,
+                window.row_off // step,
+                window.width // step,
+                window.height // step,
+            )
+            data = src.read(1, window=own)
+            own_transform = src.window_transform(own)
+            if step == 1:
+                transform = own_transform
             epsg = src.crs.to_epsg()
             profile = dict(
                 driver="COG",
-                width=window.width,
-                height=window.height,
+                width=own.width,
+                height=own.height,
                 count=1,
                 dtype="uint16",
                 crs=src.crs,
-                transform=transform,
+                transform=own_transform,
                 nodata=0,
                 compress="deflate",
                 predictor=2,
@@ -61,9 +77,9 @@ def write_bands(src_dir: Path, window: Window, out: Path) -> tuple[dict, object,
             "href": f"./{band}.tif",
             "type": "image/tiff; application=geotiff; profile=cloud-optimized",
             "title": band,
-            "proj:shape": [window.height, window.width],
-            "proj:transform": list(transform)[:6],
-            "raster:bands": [{"nodata": 0, "data_type": "uint16", "spatial_resolution": 10}],
+            "proj:shape": [own.height, own.width],
+            "proj:transform": list(own_transform)[:6],
+            "raster:bands": [{"nodata": 0, "data_type": "uint16", "spatial_resolution": 10 * step}],
             "roles": ["data", "reflectance"],
             "eo:bands": [
                 {"name": band, "common_name": common, "center_wavelength": WAVELENGTH[band]}
@@ -139,7 +155,7 @@ def beihai(city_dir: Path) -> None:
             window = from_bounds(x0, y0 - side, x0 + side, y0, src.transform).round_offsets()
         window = Window(window.col_off, window.row_off, BEIHAI_SIDE, BEIHAI_SIDE)
         out = DATA / "beihai" / date
-        assets, transform, epsg = write_bands(src_dir, window, out)
+        assets, transform, epsg = write_bands(src_dir, window, out, BANDS | SWIR)
         day = source["properties"]["datetime"][:10].replace("-", "")
         attribution = f"Contains modified Copernicus Sentinel data {day[:4]}"
         write_item(

@@ -3,12 +3,12 @@ with the best pooled change F1 against OSCD's labels, under a cap on false chang
 
     python scripts/calibrate_change.py [--model jointseg] [--data ../shared/data] \
         [--split val] [--max-side 0] [--top 10] [--max-false 0.01] \
-        [--rule M,C,SIGMA,WINDOW,NDWI,NDVI] [--cache DIR]
+        [--rule M,C,SIGMA,WINDOW,NDWI,NDVI[,MNDWI]] [--cache DIR]
 
 Each city's two dates are segmented as a user would (xjointseg.training.evaluation.
 segment_city); for every window pair (Gaussian sigma, context window) the evidence is
 computed once (``--cache``: stored per city, so a rerun segments nothing) and every
-threshold pair and surface test (NDWI, NDVI; as in new_isa) scored on it. Every city of the
+threshold pair and surface test (NDWI, NDVI, MNDWI; as in new_isa) scored on it. Every city of the
 split counts for the false change on stable open land (Dynamic World confidently not built at
 both dates, same class); the F1 pools the cities with change labels. ``--max-false``: only
 rules whose false change is at most this fraction in every city are ranked. Printed: the
@@ -38,6 +38,7 @@ MAGNITUDES = tuple(np.round(np.arange(0.40, 0.776, 0.025), 3))
 CONTEXTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4)
 WATER_NDWI = (0.0, -0.05, -0.1, -0.15)
 VEGETATION_NDVI = (0.5, 0.4, 0.3)
+WATER_MNDWI = (None, 0.0)  # without the test, or at the index's zero crossing (Xu 2006)
 
 
 def city_layers(model, city: Path, max_side: int | None, pairs, cache: Path | None) -> dict:
@@ -49,6 +50,8 @@ def city_layers(model, city: Path, max_side: int | None, pairs, cache: Path | No
         with np.load(cache / name) as f:
             stored = dict(f)
     missing = [p for p in pairs if f"magnitude_{p[0]}_{p[1]}" not in stored]
+    if "mndwi" not in stored:  # a cache of a version without the MNDWI test
+        missing = list(pairs)
     if missing:
         pair = segment_city(model, city, max_side)
         images = tuple(pair["images"])
@@ -57,8 +60,9 @@ def city_layers(model, city: Path, max_side: int | None, pairs, cache: Path | No
             ev = change_evidence(*pair["maps"], images=images, rule=rule).compute()
             stored[f"magnitude_{sigma}_{window}"] = ev["magnitude"].values
             stored[f"context_{sigma}_{window}"] = ev["context"].values
-        # ndwi: the lower of the two dates' (water on both dates), ndvi: after
-        stored["ndwi"], stored["ndvi_after"] = ev["ndwi"].values, ev["ndvi_after"].values
+        # ndwi, mndwi: the lower of the two dates' (water on both dates), ndvi: after
+        for key in ("ndwi", "ndvi_after", "mndwi"):
+            stored[key] = ev[key].values
         s1, s2 = (x.values for x in pair["shares"])
         dw1, dw2 = pair["dw"]
         weak = [dynamic_world_weak_labels(*dw) for dw in (dw1, dw2)]
@@ -87,6 +91,7 @@ def view(c: dict, sigma: float, window: int, floor: float) -> dict:
         "context": c[f"context_{sigma}_{window}"][keep],
         "ndwi": c["ndwi"][keep],
         "ndvi_after": c["ndvi_after"][keep],
+        "mndwi": c["mndwi"][keep],
         "y": None if y is None else y[keep],
         "stable": stable[keep],
         "npos": 0 if y is None else int(y.sum()),
@@ -105,6 +110,8 @@ def score(views: dict[str, dict], rule: ChangeRule) -> tuple[float, dict[str, fl
             new &= ~(v["ndwi"] > rule.water_ndwi)
         if rule.vegetation_ndvi is not None:
             new &= ~(v["ndvi_after"] > rule.vegetation_ndvi)
+        if rule.water_mndwi is not None:
+            new &= ~(v["mndwi"] > rule.water_mndwi)
         if v["y"] is not None:
             tp, npred, npos = tp + (new & v["y"]).sum(), npred + new.sum(), npos + v["npos"]
         nstable = v["nstable"]
@@ -121,14 +128,15 @@ def worst(false: dict[str, float]) -> float:
 def row(f1: float, r: ChangeRule, false: dict[str, float], cities: list[str]) -> str:
     return (
         f"| {f1:.4f} | {r.magnitude} | {r.context} | {r.smooth_sigma} | {r.context_px} | "
-        f"{r.water_ndwi} | {r.vegetation_ndvi} | "
+        f"{r.water_ndwi} | {r.vegetation_ndvi} | {r.water_mndwi} | "
         + " | ".join(f"{false[c]:.3%}" for c in cities)
         + f" | {worst(false):.3%} |"
     )
 
 
 def parse_rule(text: str) -> ChangeRule:
-    m, c, sigma, window, ndwi, ndvi = text.split(",")
+    m, c, sigma, window, ndwi, ndvi, *rest = text.split(",")
+    mndwi = rest[0] if rest else "none"
     return ChangeRule(
         float(m),
         float(c),
@@ -136,6 +144,7 @@ def parse_rule(text: str) -> ChangeRule:
         context_px=int(window),
         water_ndwi=float(ndwi),
         vegetation_ndvi=float(ndvi),
+        water_mndwi=None if mndwi.lower() == "none" else float(mndwi),
     )
 
 
@@ -145,8 +154,8 @@ def search(views, pairs: list[tuple[float, int]]) -> list[tuple]:
     rows = []
     for sigma, window in pairs:
         v = views(sigma, window, min(MAGNITUDES))
-        for magnitude, context, ndwi, ndvi in itertools.product(
-            MAGNITUDES, CONTEXTS, WATER_NDWI, VEGETATION_NDVI
+        for magnitude, context, ndwi, ndvi, mndwi in itertools.product(
+            MAGNITUDES, CONTEXTS, WATER_NDWI, VEGETATION_NDVI, WATER_MNDWI
         ):
             rule = ChangeRule(
                 float(magnitude),
@@ -155,10 +164,12 @@ def search(views, pairs: list[tuple[float, int]]) -> list[tuple]:
                 context_px=window,
                 water_ndwi=ndwi,
                 vegetation_ndvi=ndvi,
+                water_mndwi=mndwi,
             )
             f1, false = score(v, rule)
-            rows.append((f1, -worst(false), context, window, -ndwi, -ndvi, rule, false))
-    rows.sort(key=lambda r: r[:6], reverse=True)
+            strict = (context, window, -ndwi, -ndvi, mndwi is not None)
+            rows.append((f1, -worst(false), *strict, rule, false))
+    rows.sort(key=lambda r: r[:7], reverse=True)
     return rows
 
 
@@ -188,7 +199,9 @@ def main() -> None:
     parser.add_argument("--max-side", type=int, default=0, help="10 m px per city; 0: whole")
     parser.add_argument("--top", type=int, default=10)
     parser.add_argument("--max-false", type=float, default=None, help="cap in every city")
-    parser.add_argument("--rule", type=parse_rule, default=None, help="M,C,SIGMA,WINDOW,NDWI,NDVI")
+    parser.add_argument(
+        "--rule", type=parse_rule, default=None, help="M,C,SIGMA,WINDOW,NDWI,NDVI[,MNDWI|none]"
+    )
     parser.add_argument("--cache", type=Path, default=None, help="folder of per-city layers")
     args = parser.parse_args()
     model = xjointseg.load_model(args.model, device="cpu")
@@ -211,11 +224,11 @@ def main() -> None:
         "false change on stable open land"
     )
     print(
-        "| F1 | magnitude | context | sigma | context px | NDWI | NDVI | "
+        "| F1 | magnitude | context | sigma | context px | NDWI | NDVI | MNDWI | "
         + " | ".join(cities)
         + " | worst |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(cities) + 1))
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(cities) + 1))
     default_f1, default_false = score(
         views(DEFAULT_RULE.smooth_sigma, DEFAULT_RULE.context_px, DEFAULT_RULE.magnitude),
         DEFAULT_RULE,

@@ -10,7 +10,8 @@ against Dynamic World "built", the ISA share in confidently built / not built pi
 Dynamic World class of the not built), where the ranking is lost (the AUC of the mean 1 m
 probability and of the 10 m prior alone), the change F1 against OSCD's labels of new_isa, of
 the plain share rise and of Dynamic World (pooled too), and the false change on stable open
-land; the ISA share of the Havelland map inside OSM land-use classes. See
+land; the ISA share of the Havelland map inside OSM land-use classes (whole polygons and
+20 m inside their edges) and the polygons that hold each open class's ISA. See
 xjointseg.training.evaluation.
 """
 
@@ -24,6 +25,7 @@ import xjointseg
 from xjointseg.training.evaluation import (
     CHANGE_THRESHOLD,
     DW_CLASSES,
+    LANDUSE_INSET_M,
     OPEN_LAND,
     aerial_scores,
     landuse_shares,
@@ -157,14 +159,28 @@ def print_change(real: dict) -> None:
 
 
 def print_landuse(lu: dict) -> None:
-    print("\nHavelland, ISA share inside OSM land use:")
-    print("| " + " | ".join(lu) + " |")
-    print("|" + "---:|" * len(lu))
-    print("| " + " | ".join(f"{v:.1%}" for v in lu.values()) + " |")
-    open_land = [lu[k] for k in OPEN_LAND if k in lu]
+    shares, inset = lu["shares"], lu["inset"]
     print(
-        f"residential {lu.get('residential', float('nan')):.1%}, open land max {max(open_land):.1%}"
+        "\nHavelland, ISA share inside OSM land use (whole polygons; "
+        f"{LANDUSE_INSET_M:g} m inside their edges):"
     )
+    print("| | " + " | ".join(shares) + " |")
+    print("|---|" + "---:|" * len(shares))
+    print("| whole | " + " | ".join(f"{v:.1%}" for v in shares.values()) + " |")
+    print("| inset | " + " | ".join(f"{inset.get(k, float('nan')):.1%}" for k in shares) + " |")
+    open_land = [shares[k] for k in OPEN_LAND if k in shares]
+    print(
+        f"residential {shares.get('residential', float('nan')):.1%}, open land max "
+        f"{max(open_land):.1%}"
+    )
+    print("where each open class's ISA lies: its three polygons with the most of it")
+    for fclass, rows in lu["polygons"].items():
+        top = ", ".join(
+            f"osm {r['osm_id']} ({r['km2']:.3f} km2, {r['isa_share']:.1%} ISA, "
+            f"{r['of_class']:.0%} of the class's)"
+            for r in rows[:3]
+        )
+        print(f"  {fclass}: {top}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,14 @@ from conftest import shared_path
 from odc.geo.xr import xr_coords
 
 import xjointseg
-from xjointseg.change import DEFAULT_RULE, RGB_RULE, ChangeRule, change_evidence, new_isa
+from xjointseg.change import (
+    DEFAULT_RULE,
+    NIR_RULE,
+    RGB_RULE,
+    ChangeRule,
+    change_evidence,
+    new_isa,
+)
 from xjointseg.errors import ChangeInputError, OptionError, PeriodOrderError, XJointSegError
 from xjointseg.testing import synthetic_scene
 
@@ -111,6 +118,54 @@ def test_the_surface_tests_need_b08_the_rgb_rule_does_not():
     out = new_isa(before, after, images=rgb_only, rule=RGB_RULE)
     assert set(np.unique(out.values)) <= {0, 1}
     assert "ndwi" not in change_evidence(before, after, images=rgb_only, rule=RGB_RULE)
+
+
+def with_swir(images, turbid=()):
+    """The images with B11: land bright in the short-wave infrared, water dark; ``turbid``:
+    windows of water whose silt makes it bright in the near infrared (NDWI below 0) on both
+    dates, while it stays dark in the short-wave infrared (MNDWI above 0)."""
+    out = []
+    for img in images:
+        img = img.copy(deep=True)
+        swir = img["B04"] * 1.5 + 500.0
+        for rows, cols in (RIVER, *turbid):
+            swir[rows, cols] = 100.0
+        for rows, cols in turbid:
+            img["B08"][rows, cols] = img["B03"][rows, cols] * 1.3
+        out.append(img.assign(B11=swir))
+    return tuple(out)
+
+
+TURBID = (slice(24, 34), slice(84, 100))  # in town, beside the new block
+
+
+def test_a_turbid_river_is_water_by_its_short_wave_infrared():
+    """Silt makes a river's NDWI negative, so the near-infrared test misses it; the MNDWI of
+    B11 still calls it water. Without B11 the default falls back to NIR_RULE and says so."""
+    before, after, (d1, d2) = maps_and_images()
+    d1, d2 = d1.copy(deep=True), d2.copy(deep=True)
+    for band in ("B02", "B03", "B04"):
+        d1[band][TURBID], d2[band][TURBID] = 700.0, 1500.0  # its colour changed
+    images = with_swir((d1, d2), turbid=[TURBID])
+    ev = change_evidence(before, after, images=images).compute()
+    core = (slice(26, 32), slice(86, 98))
+    assert float(ev.magnitude[core].min()) > DEFAULT_RULE.magnitude
+    assert float(ev.ndwi[core].max()) < 0 < float(ev.mndwi[core].min())
+    auto = new_isa(before, after, images=images)
+    assert json.loads(auto.attrs["change_rule"])["water_mndwi"] == DEFAULT_RULE.water_mndwi
+    assert auto.values[TURBID].sum() == 0
+    nir = new_isa(before, after, images=images, rule=NIR_RULE)
+    assert nir.values[core].all()
+    np.testing.assert_array_equal(auto.values[40:55, 60:80], nir.values[40:55, 60:80])
+    # without B11: NIR_RULE, named in the attributes; the explicit DEFAULT_RULE asks for B11
+    no_swir = tuple(img.drop_vars("B11") for img in images)
+    fallback = new_isa(before, after, images=no_swir)
+    assert json.loads(fallback.attrs["change_rule"])["water_mndwi"] is None
+    np.testing.assert_array_equal(fallback.values, nir.values)
+    with pytest.raises(ChangeInputError, match="swir16.*NIR_RULE"):
+        new_isa(before, after, images=no_swir, rule=DEFAULT_RULE)
+    with pytest.raises(ChangeInputError, match="after image has no B11"):
+        new_isa(before, after, images=(images[0], no_swir[1]), rule=DEFAULT_RULE)
 
 
 def test_missing_pixels_are_nodata_and_do_not_spread():
@@ -221,6 +276,7 @@ def test_what_is_not_one_map_of_segment_is_refused(bad):
         {"context_px": 0},
         {"water_ndwi": 2},
         {"vegetation_ndvi": True},
+        {"water_mndwi": -1.5},
     ],
 )
 def test_a_bad_rule_is_refused(kwargs):
@@ -264,3 +320,34 @@ def test_the_cube_method_names_the_periods_it_compares():
     )
     assert (got.attrs["before"], got.attrs["after"]) == ("2017-01-01", "2019-01-01")
     assert got.attrs["model_sha256"] == SHA
+
+
+def test_real_turbid_river_is_not_new_isa():
+    """Bordeaux (an OSCD test city), a 1 x 1 km crop of the Garonne and its banks, both dates
+    segmented by the bundled model: the near-infrared rule calls part of the river new ISA
+    (Dynamic World calls it water on both dates); the default rule, with B11, none of it."""
+    import odc.stac
+    import pystac
+    import rioxarray  # noqa: F401
+
+    root = shared_path("s2", "oscd", "bordeaux")
+    window, maps, images, water = None, [], [], []
+    for date in ("date1", "date2"):
+        item = pystac.Item.from_file(root / date / "item.json")
+        bands = ["red", "green", "blue", "nir", "swir16"]
+        ds = odc.stac.load([item], bands=bands, resolution=10).isel(time=0)
+        if window is None:
+            crop = ds.isel(y=slice(220, 320), x=slice(280, 380))
+            window = {"y": crop.y.values, "x": crop.x.values}
+        ds = ds.sel(window)
+        images.append(ds)
+        maps.append(ds.isa.segment(model="jointseg"))
+        dw = xr.open_dataarray(root / date / "dynamicworld.tif", engine="rasterio")
+        water.append(dw.sel(band=2).sel(window, method="nearest").values == 0)
+    river = water[0] & water[1]
+    auto = new_isa(*maps, images=tuple(images)).values
+    nir = new_isa(*maps, images=tuple(images), rule=NIR_RULE).values
+    assert river.sum() > 1000
+    assert (nir[river] == 1).sum() > 50
+    assert (auto[river] == 1).sum() == 0
+    assert ((auto == 1) & (nir == 0)).sum() == 0  # the MNDWI test only removes

@@ -16,6 +16,7 @@ from ..schema import NEVER
 from .evidence import (
     DEFAULT_RULE,
     F1_RULE,
+    NIR_RULE,
     RGB_RULE,
     ChangeRule,
     change_evidence,
@@ -33,6 +34,7 @@ __all__ = [
     "F1_RULE",
     "ChangeRule",
     "NEVER",
+    "NIR_RULE",
     "RGB_RULE",
     "area",
     "change_evidence",

@@ -19,18 +19,24 @@ AUC 0.83. :func:`new_isa` therefore reads both:
   happens in and beside built-up land; a field that was ploughed, a lake that dried up,
   a forest that was cut are spectral changes with no ISA around them.
 
-* **what the surface is after**, from the near infrared (B08), pixel by pixel: water on both
-  dates (NDWI of green and NIR above ``water_ndwi`` at each, McFeeters 1996, "The use of the
+* **what the surface is after**, from the near and short-wave infrared (B08, B11), pixel by
+  pixel: water on both dates is a river whose silt changed, not a building site — by the
+  NDWI of green and NIR above ``water_ndwi`` at each (McFeeters 1996, "The use of the
   Normalized Difference Water Index (NDWI) in the delineation of open water features",
-  IJRS 17(7)) is a river whose silt changed, not a building site; land that is densely
-  vegetated after (NDVI above ``vegetation_ndvi``) is a crop that grew, not a new roof.
+  IJRS 17(7)) or the MNDWI of green and SWIR (B11) above ``water_mndwi`` at each (Xu 2006,
+  "Modification of normalised difference water index (NDWI) to enhance open water features
+  in remotely sensed imagery", IJRS 27(14)): silt raises the near infrared of a turbid
+  river until its NDWI falls below zero, while water still absorbs the short-wave infrared;
+  land that is densely vegetated after (NDVI above ``vegetation_ndvi``) is a crop that grew,
+  not a new roof.
 
 A 10 m pixel is new ISA (1) where the magnitude reaches ``rule.magnitude``, the context
 reaches ``rule.context`` and neither surface test excludes it; nodata (255) where either
 date has no valid image or map pixel. The thresholds of :data:`DEFAULT_RULE` were chosen
 on the validation cities only (see the model card and ``scripts/calibrate_change.py``);
 the surface tests keep the indices' textbook zero crossing (water) and dense-vegetation
-level. :data:`RGB_RULE` leaves them out, for images without B08.
+level. :data:`NIR_RULE` leaves the MNDWI test out, for images without B11;
+:data:`RGB_RULE` leaves every surface test out, for images without B08.
 
 Exactness: the local means are computed from the DN rounded to 1/8, in integer arithmetic
 (exact cumulative sums), the Gaussian as a fixed-order weighted sum; each block gets all the
@@ -67,6 +73,7 @@ from .maps import coarse_share
 __all__ = [
     "DEFAULT_RULE",
     "F1_RULE",
+    "NIR_RULE",
     "RGB_RULE",
     "ChangeRule",
     "change_evidence",
@@ -76,6 +83,7 @@ __all__ = [
 
 RGB = ("B04", "B03", "B02")
 NIR = "B08"
+SWIR = "B11"
 QUANTUM = 8  # DN are rounded to 1/8 for the exact integer sums of the local means
 BLOCK = 1024  # 10 m pixels per block side of the evidence computation
 
@@ -97,13 +105,14 @@ class ChangeRule:
     context_px: int = 41  #: window of the built-up context
     water_ndwi: float | None = 0.0  #: NDWI above this on both dates: water, not new ISA
     vegetation_ndvi: float | None = 0.4  #: NDVI above this after: vegetation, not new ISA
+    water_mndwi: float | None = 0.0  #: MNDWI (B11) above this on both dates: water
 
     def __post_init__(self) -> None:
         for name in ("magnitude", "context", "smooth_sigma"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise OptionError(f"ChangeRule.{name} must be a number >= 0, not {value!r}")
-        for name in ("water_ndwi", "vegetation_ndvi"):
+        for name in ("water_ndwi", "vegetation_ndvi", "water_mndwi"):
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int | float) or abs(value) > 1
@@ -120,8 +129,13 @@ class ChangeRule:
 
     @property
     def needs_nir(self) -> bool:
-        """Whether the rule reads B08 (its surface tests)."""
+        """Whether the rule reads B08 (its NDWI and NDVI tests)."""
         return self.water_ndwi is not None or self.vegetation_ndvi is not None
+
+    @property
+    def needs_swir(self) -> bool:
+        """Whether the rule reads B11 (its MNDWI test)."""
+        return self.water_mndwi is not None
 
     @property
     def depth(self) -> int:
@@ -131,15 +145,19 @@ class ChangeRule:
 
 
 #: The calibrated rule: the best pooled change F1 on the validation cities among the rules
-#: that call at most 1 % of the stable open land of every validation city new (see the
-#: model card). Trend-grade: growth tables built on it count little false new ISA.
+#: that call at most 1 % of the stable open land of every validation city new, with the
+#: MNDWI water test at the index's zero crossing (see the model card). Trend-grade: growth
+#: tables built on it count little false new ISA. Reads B08 and B11.
 DEFAULT_RULE = ChangeRule()
 #: The best validation F1 with no bound on false change: finds more of the labelled change,
 #: and calls 1-3 % of stable open land new on the test cities.
 F1_RULE = ChangeRule(magnitude=0.45, context=0.05, vegetation_ndvi=0.5)
-#: The same rule without the surface tests, for images without B08 (more false change on
-#: rivers and crops; see the model card).
-RGB_RULE = ChangeRule(water_ndwi=None, vegetation_ndvi=None)
+#: :data:`DEFAULT_RULE` without the MNDWI test, for images without B11 (more false change
+#: on turbid rivers; see the model card).
+NIR_RULE = ChangeRule(water_mndwi=None)
+#: :data:`DEFAULT_RULE` without any surface test, for images without B08 (more false change
+#: on rivers and crops; see the model card).
+RGB_RULE = ChangeRule(water_ndwi=None, vegetation_ndvi=None, water_mndwi=None)
 
 
 # --- the block computation (numpy) --------------------------------------------------------
@@ -297,8 +315,26 @@ def _band_names(img: Any) -> list[str]:
     return []
 
 
-def _images(images: Any, gbox10, labels: tuple, nir: bool) -> list[xr.DataArray]:
-    """The two dates' red, green, blue (and B08 where ``nir``) on the maps' 10 m grid."""
+def _surface_bands(rule: ChangeRule) -> tuple[str, ...]:
+    """The bands the rule's surface tests read, after red, green and blue."""
+    return ((NIR,) if rule.needs_nir else ()) + ((SWIR,) if rule.needs_swir else ())
+
+
+def choose_rule(rule: ChangeRule | None, images: Any) -> ChangeRule:
+    """``rule``, checked; None: :data:`DEFAULT_RULE` where both images hold B11, else
+    :data:`NIR_RULE` (the MNDWI test needs B11, which few loads ask for by default)."""
+    if rule is None:
+        pair = images if isinstance(images, list | tuple) else ()
+        with_swir = len(pair) == 2 and all(find_band(SWIR, _band_names(i)) for i in pair)
+        return DEFAULT_RULE if with_swir else NIR_RULE
+    if not isinstance(rule, ChangeRule):
+        raise OptionError(f"rule must be a ChangeRule or None, not {type(rule).__name__}")
+    return rule
+
+
+def _images(images: Any, gbox10, labels: tuple, rule: ChangeRule) -> list[xr.DataArray]:
+    """The two dates' red, green, blue and the bands of the rule's surface tests (B08, B11)
+    on the maps' 10 m grid."""
     if not isinstance(images, list | tuple) or len(images) != 2:
         raise ChangeInputError(
             "images must be the two dates' Sentinel-2 inputs, (before, after): the Datasets "
@@ -306,13 +342,22 @@ def _images(images: Any, gbox10, labels: tuple, nir: bool) -> list[xr.DataArray]
         )
     out = []
     for img, name, label in zip(images, ("before", "after"), labels, strict=True):
-        if nir and find_band(NIR, _band_names(img)) is None:
+        names = _band_names(img)
+        if rule.needs_nir and find_band(NIR, names) is None:
             raise ChangeInputError(
                 f"the {name} image has no {NIR} (nir), which the rule's water and vegetation "
-                "tests read: load it too (e.g. bands=['red', 'green', 'blue', 'nir']), or "
-                "pass rule=RGB_RULE (no surface tests; more false change on rivers and crops)"
+                "tests read: load it too (e.g. bands=['red', 'green', 'blue', 'nir', "
+                "'swir16']), or pass rule=RGB_RULE (no surface tests; more false change on "
+                "rivers and crops)"
             )
-        arr, others = read_bands(img, RGB + ((NIR,) if nir else ()))
+        if rule.needs_swir and find_band(SWIR, names) is None:
+            raise ChangeInputError(
+                f"the {name} image has no {SWIR} (swir16), which the rule's MNDWI water test "
+                "reads: load it too (load_sentinel2's default bands hold it; e.g. "
+                "bands=['red', 'green', 'blue', 'nir', 'swir16']), or pass rule=NIR_RULE (no "
+                "MNDWI test; more false change on turbid rivers)"
+            )
+        arr, others = read_bands(img, RGB + _surface_bands(rule))
         if others:
             if arr.sizes[others[0]] != 1:
                 raise ChangeInputError(
@@ -398,7 +443,7 @@ def change_evidence(
     after: xr.DataArray,
     *,
     images: tuple[xr.Dataset | xr.DataArray, xr.Dataset | xr.DataArray],
-    rule: ChangeRule = DEFAULT_RULE,
+    rule: ChangeRule | None = None,
 ) -> xr.Dataset:
     """The two measures :func:`new_isa` thresholds, lazily, at 10 m.
 
@@ -408,8 +453,9 @@ def change_evidence(
         The 1 m maps of the two dates, as :func:`new_isa` takes them.
     images
         The two dates' Sentinel-2 inputs, as :func:`new_isa` takes them.
-    rule : ChangeRule
-        Its window sizes, and whether it has surface tests (then B08 is read).
+    rule : ChangeRule, optional
+        Its window sizes, and which surface tests it has (B08 and B11 are read for them);
+        None chooses as :func:`new_isa` does.
 
     Returns
     -------
@@ -417,23 +463,38 @@ def change_evidence(
         float32 ``magnitude`` (smoothed relative RGB change) and ``context`` (mean ISA share
         around the pixel, the larger of the two dates), NaN where either date is missing,
         on the maps' grid zoomed out 10x; with the surface tests of ``rule``, also ``ndwi``
-        (the lower of the two dates') and ``ndvi_after``. ``attrs``: the dates
+        and ``mndwi`` (each the lower of the two dates') and ``ndvi_after``. ``attrs``: the dates
         (``before``, ``after``) and the maps' model.
     """
     b, a, labels = _pair(before, after)
+    rule = choose_rule(rule, images)
     gbox10 = b.odc.geobox.zoom_out(INPUT_RESOLUTION)
-    img_b, img_a = _images(images, gbox10, labels, rule.needs_nir)
+    img_b, img_a = _images(images, gbox10, labels, rule)
     out = evidence_array(img_b.data[:3], img_a.data[:3], _share(b), _share(a), rule)
     dims = gbox10.dimensions
     layers = {
         "magnitude": (dims, out[0], {"long_name": "relative RGB change"}),
         "context": (dims, out[1], {"long_name": "ISA share around the pixel"}),
     }
-    if rule.needs_nir:  # red, green, blue, nir
-        red, green, nir = img_a.data[0], img_a.data[1], img_a.data[3]
-        water = da.fmin(_index(green, nir), _index(img_b.data[1], img_b.data[3]))
-        layers["ndwi"] = (dims, water, {"long_name": "NDWI (green, NIR), lower of two dates"})
-        layers["ndvi_after"] = (dims, _index(nir, red), {"long_name": "NDVI after"})
+    band = {b: i for i, b in enumerate(RGB + _surface_bands(rule))}
+
+    def lower(b1: str, b2: str) -> da.Array:  # the lower of the two dates' index
+        return da.fmin(*(_index(img.data[band[b1]], img.data[band[b2]]) for img in (img_b, img_a)))
+
+    if rule.needs_nir:
+        layers["ndwi"] = (
+            dims,
+            lower("B03", NIR),
+            {"long_name": "NDWI (green, NIR), lower of two dates"},
+        )
+        ndvi = _index(img_a.data[band[NIR]], img_a.data[band["B04"]])
+        layers["ndvi_after"] = (dims, ndvi, {"long_name": "NDVI after"})
+    if rule.needs_swir:
+        layers["mndwi"] = (
+            dims,
+            lower("B03", SWIR),
+            {"long_name": "MNDWI (green, SWIR), lower of two dates"},
+        )
     attrs = {
         name: "" if t is None else str(t)[:10]
         for name, t in zip(("before", "after"), labels, strict=True)
@@ -456,7 +517,7 @@ def new_isa(
     after: xr.DataArray,
     *,
     images: tuple[xr.Dataset | xr.DataArray, xr.Dataset | xr.DataArray],
-    rule: ChangeRule = DEFAULT_RULE,
+    rule: ChangeRule | None = None,
 ) -> xr.DataArray:
     """New impervious surface between two dates, at 10 m, lazily, from evidence.
 
@@ -472,11 +533,14 @@ def new_isa(
         where their ``time`` coordinates say.
     images : (Dataset or DataArray, Dataset or DataArray)
         The Sentinel-2 inputs the two maps were made from (B04, B03, B02 and, for the
-        surface tests of :data:`DEFAULT_RULE`, B08; or red, green, blue, nir; DN; NaN or the
+        surface tests, B08 and B11; or red, green, blue, nir, swir16; DN; NaN or the
         declared nodata missing) on the 10 m grid of the maps.
-    rule : ChangeRule
-        Thresholds and windows; :data:`DEFAULT_RULE` is calibrated on validation cities,
-        :data:`RGB_RULE` is the same without the surface tests (no B08 needed).
+    rule : ChangeRule, optional
+        Thresholds and windows. :data:`DEFAULT_RULE` is calibrated on validation cities and
+        reads B08 and B11; :data:`NIR_RULE` is the same without the MNDWI test (no B11
+        needed), :data:`RGB_RULE` without any surface test (no B08 needed). None (default):
+        :data:`DEFAULT_RULE` where both images hold B11, :data:`NIR_RULE` otherwise;
+        ``attrs["change_rule"]`` says which ran.
 
     Returns
     -------
@@ -504,8 +568,7 @@ def new_isa(
     >>> change.shape, change.dtype.name
     ((40, 40), 'uint8')
     """
-    if not isinstance(rule, ChangeRule):
-        raise OptionError(f"rule must be a ChangeRule, not {type(rule).__name__}")
+    rule = choose_rule(rule, images)
     ev = change_evidence(before, after, images=images, rule=rule)
     mag, ctx = ev["magnitude"].data, ev["context"].data
     new = (mag >= rule.magnitude) & (ctx >= rule.context)
@@ -513,6 +576,8 @@ def new_isa(
         new &= ~(ev["ndwi"].data > rule.water_ndwi)
     if rule.vegetation_ndvi is not None:
         new &= ~(ev["ndvi_after"].data > rule.vegetation_ndvi)
+    if rule.water_mndwi is not None:
+        new &= ~(ev["mndwi"].data > rule.water_mndwi)
     code = da.where(da.isnan(mag), NODATA, da.where(new, ISA, NOT_ISA)).astype(np.uint8)
     attrs = {
         "long_name": "new impervious surface between two dates",
@@ -532,7 +597,7 @@ def new_isa_between(
     before: Any,
     after: Any,
     images: Any,
-    rule: ChangeRule = DEFAULT_RULE,
+    rule: ChangeRule | None = None,
 ) -> xr.DataArray:
     """:func:`new_isa` between two periods of a cube (``cube.isa.new_isa``).
 
@@ -545,7 +610,7 @@ def new_isa_between(
     images : Dataset or DataArray with the same periods, or (before, after)
         The Sentinel-2 composites the periods were mapped from (e.g. ``load_sentinel2``'s
         output, or its staged store); selected by the same labels.
-    rule : ChangeRule
+    rule : ChangeRule, optional
         As in :func:`new_isa`.
 
     Returns

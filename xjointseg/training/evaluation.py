@@ -13,8 +13,9 @@
   ISA fraction rose by at least :data:`CHANGE_THRESHOLD` between the dates; its F1, next to
   Dynamic World's own change (not built at date 1, built at date 2).
 * **Land use** (the bundled Havelland scene, OpenStreetMap polygons): the ISA share of the
-  1 m map inside residential land and inside forest, farmland, meadow and water
-  (:func:`landuse_shares`).
+  1 m map inside residential land and inside forest, farmland, meadow, scrub, wetland and
+  water, over whole polygons and away from their edges, and the polygons that hold each
+  open class's ISA (:func:`landuse_shares`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ CHANGE_THRESHOLD = 0.25
 
 #: OSM land-use classes that should hold almost no ISA. The Havelland extract names farmland
 #: ``farm`` (Geofabrik's class 7205, which also takes in farmyards and their barns).
-OPEN_LAND = ("forest", "farm", "meadow", "water")
+OPEN_LAND = ("forest", "farm", "meadow", "scrub", "wetland", "water")
 
 
 def aerial_scores(
@@ -75,7 +76,7 @@ DW_CLASSES = (
     "bare",
     "snow_and_ice",
 )
-S2_BANDS = ("red", "green", "blue", "nir")  # what segment reads, and new_isa's surface tests
+S2_BANDS = ("red", "green", "blue", "nir", "swir16")  # segment's bands, new_isa's tests
 
 
 def _load_s2(item: Path, window: tuple[slice, slice] | None) -> xr.Dataset:
@@ -85,7 +86,10 @@ def _load_s2(item: Path, window: tuple[slice, slice] | None) -> xr.Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # L1C items: no SCL, said by the loader
         ds = odc.stac.load(
-            [pystac.Item.from_file(item)], bands=list(S2_BANDS), chunks={"x": 256, "y": 256}
+            [pystac.Item.from_file(item)],
+            bands=list(S2_BANDS),
+            resolution=10,  # B11 (20 m) onto the 10 m grid
+            chunks={"x": 256, "y": 256},
         )
     if window is not None:
         ds = ds.sel(y=window[0], x=window[1])
@@ -295,9 +299,20 @@ def _change_scores(pair: dict, scores: dict) -> dict[str, dict[str, int]]:
     return counts
 
 
-def landuse_shares(model: Any, landuse: str | Path) -> dict[str, float]:
+#: Metres inside a land-use polygon's edge for the "inset" shares: Sentinel-2's geolocation
+#: (about 10 m) and the hand-drawn OSM edges put the pixels along an edge on either side.
+LANDUSE_INSET_M = 20.0
+
+
+def landuse_shares(model: Any, landuse: str | Path) -> dict[str, Any]:
     """ISA share of the 1 m map inside each OSM land-use class on the bundled Havelland scene
-    (classes with at least a hectare inside the scene)."""
+    (classes with at least a hectare inside the scene).
+
+    Returns ``shares`` (class -> share over its polygons), ``inset`` (the same over the land
+    at least :data:`LANDUSE_INSET_M` inside its polygons' edges) and ``polygons``: for each
+    open-land class, its polygons by ISA (``osm_id``, ``km2``, ``isa_share``, ``of_class``:
+    the polygon's part of the class's ISA), most first: where a class's ISA lies.
+    """
     import geopandas as gpd
 
     from ..change import area
@@ -307,17 +322,40 @@ def landuse_shares(model: Any, landuse: str | Path) -> dict[str, float]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         isa = segment(load_demo_scene()[["red", "green", "blue"]], model).compute()
+    polygons = gpd.read_file(landuse)[["osm_id", "fclass", "geometry"]].to_crs(isa.odc.crs.wkt)
     # one region per class (overlapping polygons of a class counted once), by the library's
     # own area(): the pixels whose centres fall inside
-    classes = gpd.read_file(landuse)[["fclass", "geometry"]].dissolve(by="fclass").reset_index()
-    table = area(isa, classes, name_column="fclass")
-    big = table[table["valid_km2"] >= 0.01]  # at least a hectare inside the scene
-    return {str(r.region): float(r.isa_share) for r in big.itertuples()}
+    classes = polygons.dissolve(by="fclass").reset_index()
+    inset = classes.assign(geometry=classes.geometry.buffer(-LANDUSE_INSET_M))
+    inset = inset[~inset.geometry.is_empty]
+    out: dict[str, Any] = {"shares": {}, "inset": {}, "polygons": {}}
+    for key, regions in (("shares", classes), ("inset", inset)):
+        table = area(isa, regions, name_column="fclass")
+        big = table[table["valid_km2"] >= 0.01]  # at least a hectare inside the scene
+        out[key] = {str(r.region): float(r.isa_share) for r in big.itertuples()}
+    for fclass in OPEN_LAND:
+        # one region per OSM object (the extract repeats some)
+        mine = polygons[polygons["fclass"] == fclass].dissolve(by="osm_id").reset_index()
+        table = area(isa, mine.assign(osm_id=mine["osm_id"].astype(str)), name_column="osm_id")
+        table = table[table["valid_km2"] > 0]
+        isa_km2 = table["isa_share"] * table["valid_km2"]
+        rows = [
+            {
+                "osm_id": r.region,
+                "km2": float(r.valid_km2),
+                "isa_share": float(r.isa_share),
+                "of_class": float(i / max(isa_km2.sum(), 1e-12)),
+            }
+            for r, i in zip(table.itertuples(), isa_km2, strict=True)
+        ]
+        out["polygons"][fclass] = sorted(rows, key=lambda r: -r["of_class"])
+    return out
 
 
 __all__ = [
     "CHANGE_THRESHOLD",
     "DW_CLASSES",
+    "LANDUSE_INSET_M",
     "OPEN_LAND",
     "aerial_scores",
     "landuse_shares",
