@@ -122,29 +122,32 @@ def print_real(real: dict) -> None:
 def print_change(real: dict) -> None:
     print(
         "\nChange between the dates: F1 against OSCD's labels of new_isa (default rule), of "
-        f"the share rise >= {CHANGE_THRESHOLD} and of Dynamic World; false change on stable "
-        "open land (confidently not built at both dates, same class):"
+        f"the share rise >= {CHANGE_THRESHOLD} between the maps (each date alone; tied to the "
+        "evidence by consistent(images=...)) and of Dynamic World; false change on stable open "
+        "land (confidently not built at both dates, same class):"
     )
     print(
-        "| city | new_isa F1 (P / R) | share rise F1 | DW change F1 "
-        "| false new_isa | false share rise |"
+        "| city | new_isa F1 (P / R) | share rise F1 | tied rise F1 | DW change F1 "
+        "| false new_isa | false share rise | false tied rise |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for city, s in real["cities"].items():
-        keys = ("new_isa_f1", "change_f1", "dw_change_f1")
+        keys = ("new_isa_f1", "change_f1", "tied_f1", "dw_change_f1")
         f1 = {k: f"{s[k]:.3f}" if k in s else "—" for k in keys}
         pr = ""
         if "new_isa_f1" in s:
             pr = f" ({s['new_isa_precision']:.2f} / {s['new_isa_recall']:.2f})"
-        fr = {k: f"{s[k]:.2%}" if k in s else "—" for k in ("false_new_isa", "false_rise")}
+        false_keys = ("false_new_isa", "false_rise", "false_rise_tied")
+        fr = {k: f"{s[k]:.2%}" if k in s else "—" for k in false_keys}
         print(
-            f"| {city} | {f1['new_isa_f1']}{pr} | {f1['change_f1']} | {f1['dw_change_f1']} "
-            f"| {fr['false_new_isa']} | {fr['false_rise']} |"
+            f"| {city} | {f1['new_isa_f1']}{pr} | {f1['change_f1']} | {f1['tied_f1']} "
+            f"| {f1['dw_change_f1']} | {fr['false_new_isa']} | {fr['false_rise']} "
+            f"| {fr['false_rise_tied']} |"
         )
     if "pooled_new_isa_f1" in real:
         print(
             f"| pooled | {real['pooled_new_isa_f1']:.3f} | {real['pooled_change_f1']:.3f} "
-            f"| {real['pooled_dw_change_f1']:.3f} | | |"
+            f"| {real['pooled_tied_f1']:.3f} | {real['pooled_dw_change_f1']:.3f} | | | |"
         )
     aucs = [
         f"{c} {s['magnitude_auc']:.3f} / {s['rise_auc']:.3f}"

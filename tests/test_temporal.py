@@ -193,3 +193,90 @@ def test_growth_and_first_period_say_which_rule_they_follow():
     fixed = consistent(cube)
     assert "consistent()" in growth(fixed).attrs["change_rule"]
     assert fixed.attrs["temporal_rule"] in first_period(fixed).attrs["change_rule"]
+
+
+# --- the rule with evidence: change only where the images show new ISA -------------------
+
+NEW_BLOCK = (slice(40, 55), slice(60, 80))  # built between the first two dates (in the images)
+FALSE_BLOB = (slice(80, 86), slice(120, 130))  # the second map's error: the images did not change
+HOLE = (slice(22, 30), slice(42, 58))  # the third map misses part of the town: a flicker
+
+
+def three_periods():
+    """A cube of three maps of the new_isa scene and the images they were made from: the
+    second map holds a real new block and a false blob, the third (same images as the
+    second) also loses part of the town."""
+    import xarray as xr
+    from test_new_isa import TOWN, isa_map, scene_pair
+
+    d1, d2 = scene_pair()
+    d3 = d2.copy(deep=True)
+    images = [
+        d.assign_coords(time=np.datetime64(f"{y}-01-01", "ns"))
+        for d, y in ((d1, 2017), (d2, 2019), (d3, 2021))
+    ]
+    m1 = isa_map(d1, 2017, [TOWN])
+    ten_m(m1.values, NEW_BLOCK)[:] = 0  # in town, not built yet
+    m2 = isa_map(d2, 2019, [TOWN, NEW_BLOCK, FALSE_BLOB])
+    m3 = isa_map(d3, 2021, [TOWN, NEW_BLOCK, FALSE_BLOB])
+    ten_m(m3.values, HOLE)[:] = 0
+    return xr.concat([m1, m2, m3], "time"), images
+
+
+def ten_m(a, window):
+    rows, cols = window
+    return a[..., rows.start * 10 : rows.stop * 10, cols.start * 10 : cols.stop * 10]
+
+
+def test_with_images_a_period_changes_only_where_the_images_show_new_isa():
+    cube, images = three_periods()
+    raw = cube.values.copy()
+    out = consistent(cube, images=images)
+    assert out.chunks is not None and "evidence" in out.attrs["temporal_rule"]
+    v = out.values
+    np.testing.assert_array_equal(v[0], raw[0])  # the first period holds its map
+    core = (slice(44, 51), slice(64, 76))
+    assert ten_m(v[1], core).mean() > 0.9  # the real new block is kept
+    assert ten_m(v[1], FALSE_BLOB).sum() == 0  # the false blob is not: no change was seen
+    assert ten_m(raw[1], FALSE_BLOB).all()
+    np.testing.assert_array_equal(v[2], v[1])  # same images: nothing changes, the hole fills
+    assert ten_m(raw[2], HOLE).sum() == 0
+    np.testing.assert_array_equal(cube.values, raw)  # the input is untouched
+    # the growth table counts the block and nothing else
+    table = growth(out)
+    assert "evidence" in table.attrs["change_rule"]
+    gained = table["gained_km2"].to_numpy()
+    assert 0.8 * 15 * 20 * 100 / 1e6 < gained[0] <= 15 * 20 * 100 / 1e6 and gained[1] == 0
+    assert table["lost_km2"].sum() == 0
+
+
+def test_with_images_nodata_stays_and_the_result_does_not_depend_on_chunking():
+    import xarray as xr
+
+    cube, images = three_periods()
+    cube = cube.copy(data=cube.values.copy())
+    cube.values[1, 100:300, 200:400] = 255
+    whole = consistent(cube, images=images).values
+    assert (whole[1, 100:300, 200:400] == 255).all()
+    for chunks in (230, 400):
+        got = consistent(cube.chunk({"y": chunks, "x": chunks}), images=images).values
+        np.testing.assert_array_equal(got, whole)
+    # the images as one Dataset with the cube's periods give the same
+    stacked = xr.concat(images, "time")
+    np.testing.assert_array_equal(consistent(cube, images=stacked).values, whole)
+
+
+def test_with_images_bad_calls_are_refused():
+    from xjointseg.errors import ChangeInputError, OptionError
+
+    cube, images = three_periods()
+    with pytest.raises(ChangeInputError, match="one image per period"):
+        consistent(cube, images=images[:2])
+    with pytest.raises(ChangeInputError):
+        consistent(cube, images="composites.zarr")
+    with pytest.raises(OptionError, match="cell"):
+        consistent(cube, images=images, cell=1)
+    with pytest.raises(OptionError, match="images"):
+        consistent(cube, rule=xjointseg.change.DEFAULT_RULE)
+    with pytest.raises(ChangeInputError):  # periods out of order: new_isa refuses them
+        consistent(cube.isel(time=[1, 0, 2]), images=[images[i] for i in (1, 0, 2)])

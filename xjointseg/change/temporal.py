@@ -21,18 +21,31 @@ Inside the cell the pixels that are ISA in each period are those ISA most often 
 original periods (then: first ISA earliest, then row-major order), so every 1 m pixel that
 becomes ISA stays ISA. A pixel that was nodata stays nodata (255): nothing is invented where
 the period had no observation. ``cell=1`` applies the same rule to each 1 m pixel alone.
+
+**The rule with evidence** (``images=``): the isotonic rule removes losses that flicker, but
+it keeps every gain, and a gain between two maps made alone is mostly the later map's error.
+With the images the periods were mapped from, a period may differ from the one before only
+in the 10 m pixels where :func:`~xjointseg.new_isa` finds new ISA in the images themselves:
+there the later map stands; elsewhere each 1 m pixel keeps its state of the period before
+(ISA or not). Where either period has no observation (new_isa's nodata, or the pixel is
+nodata in one of the two maps) the later map stands as it is. So the first period holds its
+map, and every later change of the cube is a change the images show; losses are only kept
+where new_isa saw a change too (new_isa looks for new ISA, not for demolition).
 """
 
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..errors import FactorError
+from ..errors import ChangeInputError, FactorError, OptionError
 from ..schema import FINGERPRINT_COORD, ISA, NODATA, NOT_ISA
 from ._zonal import _dask, _isa, aligned_chunks
+from .evidence import ChangeRule, new_isa_between
 
 __all__ = ["consistent", "isotonic_increasing"]
 
@@ -103,32 +116,50 @@ def _consistent_block(block: np.ndarray, cell: int) -> np.ndarray:
     return out.reshape(nt, h // s, w // s, s, s).transpose(0, 1, 3, 2, 4).reshape(block.shape)
 
 
-def consistent(cube: xr.DataArray | xr.Dataset, *, cell: int = 10) -> xr.DataArray:
-    """A new lazy cube whose periods agree: ISA that appears does not disappear.
+def consistent(
+    cube: xr.DataArray | xr.Dataset,
+    *,
+    cell: int = 10,
+    images: Any = None,
+    rule: ChangeRule | None = None,
+) -> xr.DataArray:
+    """A new lazy cube whose periods agree: ISA that appears does not disappear, and, with
+    ``images``, changes only where the images show new ISA.
 
-    See the module docstring for the rule. The stored cube is never changed: write the result
-    elsewhere (``to_zarr``) or analyse it directly (``area``, ``growth``, ``first_period``).
+    See the module docstring for the two rules. The stored cube is never changed: write the
+    result elsewhere (``to_zarr``) or analyse it directly (``area``, ``growth``,
+    ``first_period``).
 
     Parameters
     ----------
     cube : xarray.DataArray or Dataset
         uint8 ``(period, y, x)`` ISA cube, periods in time order.
     cell : int
-        Side of the blocks whose ISA count follows the rule, in map pixels: 10 (default) is
-        one Sentinel-2 pixel of a 1 m map, 1 applies the rule to each pixel alone. Must
-        divide the grid.
+        The isotonic rule's blocks, in map pixels: 10 (default) is one Sentinel-2 pixel of a
+        1 m map, 1 applies the rule to each pixel alone. Must divide the grid. The rule with
+        evidence works on new_isa's 10 m pixels (``cell`` stays 10).
+    images : Dataset or DataArray with the cube's periods, or a sequence of one per period
+        The Sentinel-2 inputs the periods were mapped from (``load_sentinel2``'s composites,
+        with B08, and B11 for the MNDWI test): a period changes only where
+        :func:`~xjointseg.new_isa` between it and the period before finds new ISA. None
+        (default): the isotonic rule alone.
+    rule : ChangeRule, optional
+        new_isa's rule, as in :func:`~xjointseg.new_isa` (None: chosen by the bands).
 
     Returns
     -------
     xarray.DataArray
         uint8 ``(period, y, x)`` on the same grid and periods: ``0``, ``1``, ``255`` where the
-        input was nodata. ``attrs["temporal_rule"]`` names the rule; the ``isa_fingerprint``
-        of each period (where the cube has one) becomes one of the rule and all periods.
+        input was nodata. ``attrs["temporal_rule"]`` names the rule (growth tables and
+        first_period say it); the ``isa_fingerprint`` of each period (where the cube has
+        one) becomes one of the rule and all periods.
 
     Raises
     ------
     FactorError
         ``cell`` is not a positive integer dividing the grid.
+    ChangeInputError
+        ``images`` without one image per period; what :func:`~xjointseg.new_isa` refuses.
 
     Examples
     --------
@@ -145,6 +176,29 @@ def consistent(cube: xr.DataArray | xr.Dataset, *, cell: int = 10) -> xr.DataArr
     if isinstance(cell, bool) or not isinstance(cell, int | np.integer) or cell < 1:
         raise FactorError(f"cell must be a positive integer, not {cell!r}")
     cell = int(cell)
+    if images is not None:
+        if cell != 10:
+            raise OptionError(
+                f"cell={cell} is the isotonic rule's: the rule with images works on new_isa's "
+                "10 m pixels; leave cell at 10"
+            )
+        data, rule_text = _tied_to_evidence(cube, images, rule)
+    elif rule is not None:
+        raise OptionError("rule is new_isa's rule, for the rule with images: pass images= too")
+    else:
+        data, rule_text = _isotonic(cube, cell)
+    res = cube.copy(data=data).rename(cube.name or "isa")
+    res.attrs = {**cube.attrs, "temporal_rule": rule_text}
+    if FINGERPRINT_COORD in res.coords and res[FINGERPRINT_COORD].ndim == 1:
+        fps = [str(v) for v in res[FINGERPRINT_COORD].values]
+        joined = hashlib.sha256("\n".join([rule_text, *fps]).encode()).hexdigest()
+        res = res.assign_coords(
+            {FINGERPRINT_COORD: (cube.dims[0], [f"temporal:{joined}:{t}" for t in range(len(fps))])}
+        )
+    return res
+
+
+def _isotonic(cube: xr.DataArray, cell: int) -> tuple[da.Array, str]:
     ny, nx = cube.shape[1:]
     if ny % cell or nx % cell:
         raise FactorError(
@@ -156,13 +210,53 @@ def consistent(cube: xr.DataArray | xr.Dataset, *, cell: int = 10) -> xr.DataArr
         {1: aligned_chunks(data.chunks[1], cell), 2: aligned_chunks(data.chunks[2], cell)}
     )
     out = data.map_blocks(_consistent_block, cell, dtype=np.uint8)
-    rule = f"isotonic (non-decreasing) ISA count per {cell} x {cell} px cell"
-    res = cube.copy(data=out).rename(cube.name or "isa")
-    res.attrs = {**cube.attrs, "temporal_rule": rule}
-    if FINGERPRINT_COORD in res.coords and res[FINGERPRINT_COORD].ndim == 1:
-        fps = [str(v) for v in res[FINGERPRINT_COORD].values]
-        joined = hashlib.sha256("\n".join([rule, *fps]).encode()).hexdigest()
-        res = res.assign_coords(
-            {FINGERPRINT_COORD: (cube.dims[0], [f"temporal:{joined}:{t}" for t in range(len(fps))])}
+    return out, f"isotonic (non-decreasing) ISA count per {cell} x {cell} px cell"
+
+
+def _period_images(images: Any, cube: xr.DataArray, t: int) -> Any:
+    """What new_isa_between takes for the pair (period t - 1, period t)."""
+    if isinstance(images, xr.Dataset | xr.DataArray):
+        return images  # selected there by the periods' labels
+    if isinstance(images, str | bytes) or not hasattr(images, "__len__"):
+        raise ChangeInputError(
+            "images must hold the cube's periods (load_sentinel2's composites), or be a "
+            f"sequence of one image per period, not {type(images).__name__}"
         )
-    return res
+    if len(images) != cube.shape[0]:
+        raise ChangeInputError(
+            f"images has {len(images)} entries for a cube of {cube.shape[0]} periods: give one "
+            "image per period, in the cube's order"
+        )
+    return (images[t - 1], images[t])
+
+
+def _tied_to_evidence(
+    cube: xr.DataArray, images: Any, rule: ChangeRule | None
+) -> tuple[da.Array, str]:
+    labels = cube[cube.dims[0]].values
+    data = _dask(cube)
+    data = data.rechunk(
+        {1: aligned_chunks(data.chunks[1], 10), 2: aligned_chunks(data.chunks[2], 10)}
+    )
+    out, rules = [data[0]], []
+    for t in range(1, cube.shape[0]):
+        new = new_isa_between(
+            cube,
+            before=labels[t - 1],
+            after=labels[t],
+            images=_period_images(images, cube, t),
+            rule=rule,
+        )
+        rules.append(new.attrs["change_rule"])
+        coarse = new.data.rechunk(tuple(tuple(c // 10 for c in cs) for cs in data.chunks[1:]))
+        seen = da.repeat(da.repeat(coarse, 10, axis=0), 10, axis=1)
+        before, now = out[-1], data[t]
+        # the later map stands where new ISA was seen or nothing can be said; elsewhere the
+        # state of the period before carries over
+        stands = (seen != NOT_ISA) | (before == NODATA) | (now == NODATA)
+        out.append(da.where(stands, now, before).astype(np.uint8))
+    text = "evidence: a period differs from the one before only where new_isa finds new ISA"
+    if rules:
+        names = sorted(set(rules))
+        text += " (rule " + "; ".join(names) + ")"
+    return da.stack(out).rechunk({0: -1}), text

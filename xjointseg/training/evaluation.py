@@ -254,11 +254,14 @@ def _change_scores(pair: dict, scores: dict) -> dict[str, dict[str, int]]:
     labels, the change F1 of three rules; returns their confusion counts (for pooling).
 
     The rules, on the same pixels: ``new_isa`` (:func:`~xjointseg.new_isa`, the default
-    rule), ``change`` (the 10 m share rose by at least :data:`CHANGE_THRESHOLD`) and
-    ``dw_change`` (Dynamic World: not built at date 1, built at date 2); and the ROC AUC of
-    the two rankings behind the first two: new_isa's change magnitude and the share's rise.
+    rule), ``change`` (the 10 m share rose by at least :data:`CHANGE_THRESHOLD`), ``tied``
+    (the same rise between the maps of :func:`~xjointseg.consistent` with the images: the
+    cube a growth table reads when its periods are tied to the evidence) and ``dw_change``
+    (Dynamic World: not built at date 1, built at date 2); and the ROC AUC of the two
+    rankings behind the first two: new_isa's change magnitude and the share's rise.
     """
-    from ..change import change_evidence, new_isa
+    from ..change import change_evidence, consistent, new_isa
+    from ..change.maps import coarse_share
     from ..schema import NODATA
 
     s1, s2 = (x.values for x in pair["shares"])
@@ -266,10 +269,13 @@ def _change_scores(pair: dict, scores: dict) -> dict[str, dict[str, int]]:
     maps, images = pair["maps"], tuple(pair["images"])
     new = new_isa(*maps, images=images).values
     magnitude = change_evidence(*maps, images=images)["magnitude"].values
+    tied = consistent(xr.concat(maps, "time"), images=list(images))
+    s2_tied = coarse_share(tied.data[1], 10).compute()
     valid = ~np.isnan(s1) & ~np.isnan(s2) & (new != NODATA)
     rules = {
         "new_isa": new == 1,
         "change": (s2 - s1) >= CHANGE_THRESHOLD,
+        "tied": (s2_tied - s1) >= CHANGE_THRESHOLD,
         "dw_change": (dw1[1] != DW_BUILT_CLASS) & (dw2[1] == DW_BUILT_CLASS),
     }
     # stable open land: confidently not built on both dates, and the same class
@@ -281,6 +287,7 @@ def _change_scores(pair: dict, scores: dict) -> dict[str, dict[str, int]]:
     )
     if stable.any():
         scores["false_rise"] = float(rules["change"][stable].mean())
+        scores["false_rise_tied"] = float(rules["tied"][stable].mean())
         scores["false_new_isa"] = float(rules["new_isa"][stable].mean())
     if pair["change"] is None:
         return {}
