@@ -16,6 +16,7 @@ import xarray as xr
 import xjointseg
 from xjointseg import errors, load_model, save_model, segment
 from xjointseg.change import (
+    DEFAULT_RULE,
     area,
     consistent,
     first_period,
@@ -558,7 +559,37 @@ MISTAKES = [
         errors.ChangeInputError,
         "not a period",
     ),
+    (
+        "new_isa: DEFAULT_RULE asked for, images without B11",
+        lambda t: new_isa(*_pair(), images=(DS, DS), rule=DEFAULT_RULE),
+        errors.ChangeInputError,
+        "NIR_RULE",
+    ),
     ("consistent: cell 7", lambda t: consistent(ISA2, cell=7), errors.FactorError, "divide"),
+    (
+        "consistent: images for one period of two",
+        lambda t: consistent(ISA2, images=[DS]),
+        errors.ChangeInputError,
+        "one image per period",
+    ),
+    (
+        "consistent: a path as images",
+        lambda t: consistent(ISA2, images="composites.zarr"),
+        errors.ChangeInputError,
+        "sequence of one image per period",
+    ),
+    (
+        "consistent: images with cell=1",
+        lambda t: consistent(ISA2, images=[DS, DS], cell=1),
+        errors.OptionError,
+        "leave cell at 10",
+    ),
+    (
+        "consistent: new_isa's rule without images",
+        lambda t: consistent(ISA2, rule=DEFAULT_RULE),
+        errors.OptionError,
+        "pass images",
+    ),
     ("plot_map: period 9 of 1", lambda t: plot_map(ISA, 9), errors.OptionError, "out of range"),
     # --- to_cog ---
     (

@@ -6,7 +6,8 @@ Cloud-Optimized GeoTIFFs with a STAC item. Contains modified Copernicus Sentinel
 (Copernicus free and open licence). Values are L1C DN (top-of-atmosphere reflectance x 10000).
 
 ``beihai/date1``, ``beihai/date2``: Sentinel-2 L1C of 9 Dec 2016 and 9 Mar 2018 over 1.92 x
-1.92 km of Beihai, China (tile 49QCD), the same bands on one grid: land cleared, built on and
+1.92 km of Beihai, China (tile 49QCD), the same bands on one grid and B11 at 20 m (for
+``new_isa``'s water test): land cleared, built on and
 paved between the dates. Cut from the Onera Satellite Change Detection images (Daudt et al.
 2018, IGARSS; images only, not its labels). Contains modified Copernicus Sentinel data
 2016-2018.
