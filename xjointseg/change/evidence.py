@@ -353,9 +353,10 @@ def _images(images: Any, gbox10, labels: tuple, rule: ChangeRule) -> list[xr.Dat
         if rule.needs_swir and find_band(SWIR, names) is None:
             raise ChangeInputError(
                 f"the {name} image has no {SWIR} (swir16), which the rule's MNDWI water test "
-                "reads: load it too (load_sentinel2's default bands hold it; e.g. "
-                "bands=['red', 'green', 'blue', 'nir', 'swir16']), or pass rule=NIR_RULE (no "
-                "MNDWI test; more false change on turbid rivers)"
+                "reads: load it too (e.g. load_sentinel2(..., bands=['B02', 'B03', 'B04', "
+                "'B08', 'B11'])), or pass a rule without that test: rule=NIR_RULE, or "
+                "dataclasses.replace(rule, water_mndwi=None) (more false change on turbid "
+                "rivers)"
             )
         arr, others = read_bands(img, RGB + _surface_bands(rule))
         if others:
