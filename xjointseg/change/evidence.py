@@ -322,7 +322,7 @@ def _surface_bands(rule: ChangeRule) -> tuple[str, ...]:
 
 def choose_rule(rule: ChangeRule | None, images: Any) -> ChangeRule:
     """``rule``, checked; None: :data:`DEFAULT_RULE` where both images hold B11, else
-    :data:`NIR_RULE` (the MNDWI test needs B11, which few loads ask for by default)."""
+    :data:`NIR_RULE` (the MNDWI test needs B11, which load_sentinel2 loads when asked)."""
     if rule is None:
         pair = images if isinstance(images, list | tuple) else ()
         with_swir = len(pair) == 2 and all(find_band(SWIR, _band_names(i)) for i in pair)
