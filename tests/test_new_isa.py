@@ -288,25 +288,33 @@ def test_new_isa_is_public():
     assert xjointseg.new_isa is new_isa
 
 
-def test_real_oscd_pair_finds_labelled_change():
-    """A 100 x 100 px crop of a validation city, both dates segmented by the bundled model:
-    new_isa marks labelled change far more often than unlabelled pixels."""
+def oscd_crop(root, rows, cols, bands):
+    """Both dates of an OSCD city, cropped to the same ground (10 m pixel rows and columns of
+    date 1) and segmented by the bundled model: (maps, images, window)."""
     import odc.stac
     import pystac
-    import rioxarray  # noqa: F401
 
-    root = shared_path("s2", "oscd", "nantes")
     window, maps, images = None, [], []
     for date in ("date1", "date2"):
         item = pystac.Item.from_file(root / date / "item.json")
-        ds = odc.stac.load([item], bands=["red", "green", "blue", "nir"]).isel(time=0)
+        ds = odc.stac.load([item], bands=bands, resolution=10).isel(time=0)
         if window is None:
-            crop = ds.isel(y=slice(150, 250), x=slice(250, 350))
+            crop = ds.isel(y=slice(*rows), x=slice(*cols))
             window = {"y": crop.y.values, "x": crop.x.values}
         ds = ds.sel(window)
         images.append(ds)
         maps.append(ds.isa.segment(model="jointseg"))
-    out = new_isa(*maps, images=tuple(images)).values
+    return maps, tuple(images), window
+
+
+def test_real_oscd_pair_finds_labelled_change():
+    """A 100 x 100 px crop of a validation city, both dates segmented by the bundled model:
+    new_isa marks labelled change far more often than unlabelled pixels."""
+    import rioxarray  # noqa: F401
+
+    root = shared_path("s2", "oscd", "nantes")
+    maps, images, window = oscd_crop(root, (150, 250), (250, 350), ["red", "green", "blue", "nir"])
+    out = new_isa(*maps, images=images).values
     label = xr.open_dataarray(root / "change.tif", engine="rasterio").isel(band=0)
     label = label.sel(window, method="nearest").values == 1
     assert label.sum() > 50 and out[label].mean() > 5 * out[~label].mean()
@@ -326,27 +334,18 @@ def test_real_turbid_river_is_not_new_isa():
     """Bordeaux (an OSCD test city), a 1 x 1 km crop of the Garonne and its banks, both dates
     segmented by the bundled model: the near-infrared rule calls part of the river new ISA
     (Dynamic World calls it water on both dates); the default rule, with B11, none of it."""
-    import odc.stac
-    import pystac
     import rioxarray  # noqa: F401
 
     root = shared_path("s2", "oscd", "bordeaux")
-    window, maps, images, water = None, [], [], []
+    bands = ["red", "green", "blue", "nir", "swir16"]
+    maps, images, window = oscd_crop(root, (220, 320), (280, 380), bands)
+    water = []
     for date in ("date1", "date2"):
-        item = pystac.Item.from_file(root / date / "item.json")
-        bands = ["red", "green", "blue", "nir", "swir16"]
-        ds = odc.stac.load([item], bands=bands, resolution=10).isel(time=0)
-        if window is None:
-            crop = ds.isel(y=slice(220, 320), x=slice(280, 380))
-            window = {"y": crop.y.values, "x": crop.x.values}
-        ds = ds.sel(window)
-        images.append(ds)
-        maps.append(ds.isa.segment(model="jointseg"))
         dw = xr.open_dataarray(root / date / "dynamicworld.tif", engine="rasterio")
         water.append(dw.sel(band=2).sel(window, method="nearest").values == 0)
     river = water[0] & water[1]
-    auto = new_isa(*maps, images=tuple(images)).values
-    nir = new_isa(*maps, images=tuple(images), rule=NIR_RULE).values
+    auto = new_isa(*maps, images=images).values
+    nir = new_isa(*maps, images=images, rule=NIR_RULE).values
     assert river.sum() > 1000
     assert (nir[river] == 1).sum() > 50
     assert (auto[river] == 1).sum() == 0
