@@ -26,14 +26,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
-from affine import Affine
-from odc.geo.geobox import GeoBox
-from odc.geo.xr import xr_coords
 
 import xjointseg
-from xjointseg.metrics import road_counts, road_scores_from_counts, roc_auc
+from xjointseg.metrics import road_counts, road_scores_from_counts
 from xjointseg.training.datasets import load_dubai, load_massachusetts, read_rgb_image
+from xjointseg.training.evaluation import real_road_scores, road_sample
 from xjointseg.training.splits import DUBAI_SPLITS
 from xjointseg.training.validation import validation_inputs, validation_outputs
 
@@ -79,52 +76,6 @@ def measure(model, scenes, classes) -> dict:
     return scores
 
 
-SLOVENIA_ARTIFICIAL = 8  # the sample's land-cover class "artificial surface"
-SLOVENIA_OPEN = (2, 3, 4)  # forest, grassland, shrubland
-SLOVENIA_BANDS = {"B02": 1, "B03": 2, "B04": 3}  # band positions in its 13-band frames
-
-
-def slovenia(data: Path) -> tuple[list[xr.Dataset], np.ndarray]:
-    """The clear dates of the Slovenia sample as L1C DN Datasets, and its land-cover labels.
-
-    Its grid is 101 x 100 pixels of 9.995 m from the corner of ``bbox.geojson``; the
-    Datasets put them on 10 m pixels from the same corner (a drift of at most 0.5 m)."""
-    folder = data / "s2" / "eolearn_slovenia_L1C"
-    frames = np.load(folder / "reference_scenes.npy")  # (date, y, x, 13) TOA reflectance
-    labels = np.load(folder / "lulc.npy")[..., 0]
-    corners = json.loads((folder / "bbox.geojson").read_text())["coordinates"][0]
-    x0, y1 = min(c[0] for c in corners), max(c[1] for c in corners)
-    grid = GeoBox(labels.shape, Affine(10, 0, x0, 0, -10, y1), "EPSG:32633")
-    coords = xr_coords(grid, crs_coord_name="spatial_ref")
-    scenes = []
-    for frame in frames:
-        if np.median(frame[..., SLOVENIA_BANDS["B02"]]) > 0.15:  # cloud over the square
-            continue
-        bands = {b: (("y", "x"), frame[..., i] * 10000) for b, i in SLOVENIA_BANDS.items()}
-        scenes.append(xr.Dataset(bands, coords=coords).odc.assign_crs(grid.crs))
-    return scenes, labels
-
-
-def measure_real(model, scenes: list[xr.Dataset], labels: np.ndarray) -> dict:
-    """ISA share of the artificial and open 10 m pixels over the dates, and the AUC."""
-    artificial, open_land = labels == SLOVENIA_ARTIFICIAL, np.isin(labels, SLOVENIA_OPEN)
-    shares = []
-    for ds in scenes:
-        mask = ds.isa.segment(model=model).values
-        ny, nx = labels.shape
-        shares.append((mask == 1).reshape(ny, 10, nx, 10).mean(axis=(1, 3)))
-    both = artificial | open_land
-    pooled = np.concatenate([s[both] for s in shares])
-    truth = np.concatenate([artificial[both]] * len(shares)).astype(int)
-    return {
-        "dates": len(shares),
-        "artificial_px": int(artificial.sum()),
-        "artificial": [float(s[artificial].mean()) for s in shares],
-        "open": [float(s[open_land].mean()) for s in shares],
-        "auc": roc_auc(pooled, truth),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="registered names or weights files")
@@ -159,7 +110,7 @@ def main() -> None:
                 f"| {name} | {group} | {s['recall_1m']:.3f} | {s['cells']:.0f} "
                 f"| {s['share']:.3f} | {s['cover']:.3f} | {open_share} |"
             )
-    scenes, labels = slovenia(args.data)
+    scenes, labels = road_sample(args.data / "s2" / "eolearn_slovenia_L1C")
     print(
         f"\nReal Sentinel-2, Slovenia sample ({len(scenes)} clear L1C dates): ISA share of the "
         "10 m pixels labelled artificial surface (a rural road, a few houses) and of the open "
@@ -168,7 +119,7 @@ def main() -> None:
     print("| model | artificial 10 m pixels | ISA share there | ISA share, open land | AUC |")
     print("|---|---:|---:|---:|---:|")
     for name in args.models:
-        r = measure_real(xjointseg.load_model(name, device="cpu"), scenes, labels)
+        r = real_road_scores(xjointseg.load_model(name, device="cpu"), scenes, labels)
         art = " / ".join(f"{v:.3f}" for v in r["artificial"])
         open_ = " / ".join(f"{v:.2%}" for v in r["open"])
         print(f"| {name} | {r['artificial_px']} | {art} | {open_} | {r['auc']:.3f} |")

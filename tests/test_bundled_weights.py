@@ -135,3 +135,18 @@ def test_registered_placement_is_reproduced_and_shown():
     assert scores["placement_auc"] == pytest.approx(recorded["within_pixel_auc"], abs=2e-3)
     assert scores["placement_auc_smooth"] == pytest.approx(recorded["smooth_field_auc"], abs=2e-3)
     assert f"{recorded['within_pixel_auc']:.3f}" in placement_note(model)
+
+
+def test_a_real_rural_road_ranks_above_clean_open_land():
+    """eo-learn's Slovenia sample (real L1C, three clear dates, a rural road through a
+    forested valley): the shipped jointseg keeps the open land almost free of ISA and ranks
+    the road above it. It maps the road far below its cover (model card, Roads)."""
+    from xjointseg.training.evaluation import real_road_scores, road_sample
+
+    scenes, labels = road_sample(shared_path("s2", "eolearn_slovenia_L1C"))
+    assert len(scenes) == 3  # two of the five dates are cloudy
+    r = real_road_scores(xjointseg.load_model("jointseg"), scenes, labels)
+    assert r["artificial_px"] == 198
+    assert max(r["open"]) < 0.02
+    assert min(r["artificial"]) > 2 * max(r["open"])
+    assert r["auc"] > 0.7

@@ -16,6 +16,9 @@
   1 m map inside residential land and inside forest, farmland, meadow, scrub, wetland and
   water, over whole polygons and away from their edges, and the polygons that hold each
   open class's ISA (:func:`landuse_shares`).
+* **A real rural road** (eo-learn's Slovenia sample, :func:`road_sample`): the ISA share of a
+  road's 10 m pixels and of the open land around it, and their ranking
+  (:func:`real_road_scores`).
 """
 
 from __future__ import annotations
@@ -359,13 +362,78 @@ def landuse_shares(model: Any, landuse: str | Path) -> dict[str, Any]:
     return out
 
 
+#: The real road sample's land-cover classes: "artificial surface", and the open land
+#: (forest, grassland, shrubland); the band positions of its 13-band frames.
+ROAD_SAMPLE_ARTIFICIAL = 8
+ROAD_SAMPLE_OPEN = (2, 3, 4)
+_ROAD_SAMPLE_BANDS = {"B02": 1, "B03": 2, "B04": 3}
+
+
+def road_sample(folder: str | Path) -> tuple[list[xr.Dataset], np.ndarray]:
+    """eo-learn's Slovenia sample (``s2/eolearn_slovenia_L1C``): its clear dates as L1C DN
+    Datasets (B02, B03, B04) and its 10 m land-cover labels, whose "artificial surface" is a
+    rural road through a forested valley and a few houses.
+
+    Its grid is 101 x 100 pixels of 9.995 m from the corner of ``bbox.geojson``; the Datasets
+    put them on 10 m pixels from the same corner (a drift of at most 0.5 m)."""
+    import json
+
+    from affine import Affine
+    from odc.geo.geobox import GeoBox
+    from odc.geo.xr import xr_coords
+
+    folder = Path(folder)
+    frames = np.load(folder / "reference_scenes.npy")  # (date, y, x, 13) TOA reflectance
+    labels = np.load(folder / "lulc.npy")[..., 0]
+    corners = json.loads((folder / "bbox.geojson").read_text())["coordinates"][0]
+    x0, y1 = min(c[0] for c in corners), max(c[1] for c in corners)
+    grid = GeoBox(labels.shape, Affine(10, 0, x0, 0, -10, y1), "EPSG:32633")
+    coords = xr_coords(grid, crs_coord_name="spatial_ref")
+    scenes = []
+    for frame in frames:
+        if np.median(frame[..., _ROAD_SAMPLE_BANDS["B02"]]) > 0.15:  # cloud over the square
+            continue
+        bands = {b: (("y", "x"), frame[..., i] * 10000) for b, i in _ROAD_SAMPLE_BANDS.items()}
+        scenes.append(xr.Dataset(bands, coords=coords).odc.assign_crs(grid.crs))
+    return scenes, labels
+
+
+def real_road_scores(model: Any, scenes: list[xr.Dataset], labels: np.ndarray) -> dict:
+    """Each date of :func:`road_sample` segmented at the defaults: the ISA share of its
+    artificial and of its open 10 m pixels per date, and the ROC AUC of the share,
+    artificial against open, over all dates."""
+    from ..engine import segment
+
+    artificial = labels == ROAD_SAMPLE_ARTIFICIAL
+    open_land = np.isin(labels, ROAD_SAMPLE_OPEN)
+    shares = []
+    for ds in scenes:
+        mask = segment(ds, model).values
+        ny, nx = labels.shape
+        shares.append((mask == 1).reshape(ny, 10, nx, 10).mean(axis=(1, 3)))
+    both = artificial | open_land
+    pooled = np.concatenate([s[both] for s in shares])
+    truth = np.concatenate([artificial[both]] * len(shares)).astype(int)
+    return {
+        "dates": len(shares),
+        "artificial_px": int(artificial.sum()),
+        "artificial": [float(s[artificial].mean()) for s in shares],
+        "open": [float(s[open_land].mean()) for s in shares],
+        "auc": roc_auc(pooled, truth),
+    }
+
+
 __all__ = [
     "CHANGE_THRESHOLD",
     "DW_CLASSES",
     "LANDUSE_INSET_M",
     "OPEN_LAND",
+    "ROAD_SAMPLE_ARTIFICIAL",
+    "ROAD_SAMPLE_OPEN",
     "aerial_scores",
     "landuse_shares",
+    "real_road_scores",
     "real_scores",
+    "road_sample",
     "segment_city",
 ]
