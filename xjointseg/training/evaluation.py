@@ -272,7 +272,8 @@ def _change_scores(pair: dict, scores: dict) -> dict[str, dict[str, int]]:
     maps, images = pair["maps"], tuple(pair["images"])
     new = new_isa(*maps, images=images).values
     magnitude = change_evidence(*maps, images=images)["magnitude"].values
-    tied = consistent(xr.concat(maps, "time"), images=list(images))
+    both = xr.concat(maps, "time", coords="different", compat="equals")
+    tied = consistent(both, images=list(images))
     s2_tied = coarse_share(tied.data[1], 10).compute()
     valid = ~np.isnan(s1) & ~np.isnan(s2) & (new != NODATA)
     rules = {
@@ -378,7 +379,6 @@ def road_sample(folder: str | Path) -> tuple[list[xr.Dataset], np.ndarray]:
     put them on 10 m pixels from the same corner (a drift of at most 0.5 m)."""
     import json
 
-    from affine import Affine
     from odc.geo.geobox import GeoBox
     from odc.geo.xr import xr_coords
 
@@ -387,7 +387,10 @@ def road_sample(folder: str | Path) -> tuple[list[xr.Dataset], np.ndarray]:
     labels = np.load(folder / "lulc.npy")[..., 0]
     corners = json.loads((folder / "bbox.geojson").read_text())["coordinates"][0]
     x0, y1 = min(c[0] for c in corners), max(c[1] for c in corners)
-    grid = GeoBox(labels.shape, Affine(10, 0, x0, 0, -10, y1), "EPSG:32633")
+    ny, nx = labels.shape
+    grid = GeoBox.from_bbox(
+        (x0, y1 - 10 * ny, x0 + 10 * nx, y1), "EPSG:32633", resolution=10, tight=True
+    )
     coords = xr_coords(grid, crs_coord_name="spatial_ref")
     scenes = []
     for frame in frames:
