@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -377,8 +378,6 @@ def road_sample(folder: str | Path) -> tuple[list[xr.Dataset], np.ndarray]:
 
     Its grid is 101 x 100 pixels of 9.995 m from the corner of ``bbox.geojson``; the Datasets
     put them on 10 m pixels from the same corner (a drift of at most 0.5 m)."""
-    import json
-
     from odc.geo.geobox import GeoBox
     from odc.geo.xr import xr_coords
 
@@ -405,24 +404,22 @@ def real_road_scores(model: Any, scenes: list[xr.Dataset], labels: np.ndarray) -
     """Each date of :func:`road_sample` segmented at the defaults: the ISA share of its
     artificial and of its open 10 m pixels per date, and the ROC AUC of the share,
     artificial against open, over all dates."""
+    from ..change.maps import coarse_share
     from ..engine import segment
 
     artificial = labels == ROAD_SAMPLE_ARTIFICIAL
     open_land = np.isin(labels, ROAD_SAMPLE_OPEN)
-    shares = []
-    for ds in scenes:
-        mask = segment(ds, model).values
-        ny, nx = labels.shape
-        shares.append((mask == 1).reshape(ny, 10, nx, 10).mean(axis=(1, 3)))
+    shares = [coarse_share(segment(ds, model).data, 10).compute() for ds in scenes]
     both = artificial | open_land
     pooled = np.concatenate([s[both] for s in shares])
     truth = np.concatenate([artificial[both]] * len(shares)).astype(int)
+    ok = ~np.isnan(pooled)
     return {
         "dates": len(shares),
         "artificial_px": int(artificial.sum()),
-        "artificial": [float(s[artificial].mean()) for s in shares],
-        "open": [float(s[open_land].mean()) for s in shares],
-        "auc": roc_auc(pooled, truth),
+        "artificial": [float(np.nanmean(s[artificial])) for s in shares],
+        "open": [float(np.nanmean(s[open_land])) for s in shares],
+        "auc": roc_auc(pooled[ok], truth[ok]),
     }
 
 
