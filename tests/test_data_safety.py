@@ -223,7 +223,15 @@ def test_save_model_makes_the_folders_it_needs(tmp_path):
 
 @pytest.mark.parametrize(
     ("flag", "value"),
-    [("--steps", "-5"), ("--steps", "0"), ("--batch-size", "0"), ("--lr", "-1"), ("--crop", "0")],
+    [
+        ("--steps", "-5"),
+        ("--steps", "0"),
+        ("--batch-size", "0"),
+        ("--lr", "-1"),
+        ("--crop", "0"),
+        ("--hard-negatives", "1.5"),
+        ("--not-built-max", "150"),
+    ],
 )
 def test_train_refuses_counts_that_train_nothing(tmp_path, capsys, flag, value):
     from xjointseg.cli import main

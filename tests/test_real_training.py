@@ -78,6 +78,11 @@ def test_dynamic_world_labels_keep_only_confident_pixels():
     weak = dynamic_world_weak_labels(built, cls)
     # built and sure; built but unsure; trees; bare; water; crops, unsure; bare, maybe built
     assert weak.tolist() == [1, IGNORE, 0, 0, 0, IGNORE, IGNORE]
+    # a stricter bound on the negatives: crops at 12 % built (a field track?) are left out
+    built[5] = 12
+    assert dynamic_world_weak_labels(built, cls)[5] == 0
+    assert dynamic_world_weak_labels(built, cls, not_built_max=6)[5] == IGNORE
+    assert dynamic_world_weak_labels(built, cls, not_built_max=6)[2] == 0
 
 
 def test_load_dynamic_world_scene(tmp_path):
@@ -170,6 +175,25 @@ def test_weak_loss_is_the_clamped_formula_in_log_space_and_sharpness_holds_the_m
     wrong = torch.full((1, 1, 10, 10), 12.0, requires_grad=True)
     weak_loss(wrong, None, torch.tensor([[[0]]], dtype=torch.uint8), 0.4, 4).backward()
     assert (wrong.grad > 0).all()
+
+
+def test_hard_negatives_add_the_mean_of_the_worst_open_pixels():
+    # four not built-up 10 m pixels, one of them called ISA (mean 0.95), and one built-up
+    means = torch.tensor([0.01, 0.02, 0.03, 0.95, 0.5])
+    logits = torch.logit(means).repeat_interleave(10).repeat(10, 1)[None, None]
+    logits = logits.clone().requires_grad_(True)
+    weak = torch.tensor([[[0, 0, 0, 0, 1]]], dtype=torch.uint8)
+    plain = weak_loss(logits, None, weak, floor=0.4)
+    hard = weak_loss(logits, None, weak, floor=0.4, hard_negatives=0.25)  # the worst 1 of 4
+    assert torch.allclose(hard - plain, -torch.log1p(-means[3]), rtol=1e-4)
+    hard.backward()
+    grads = logits.grad[0, 0, 0, ::10]
+    # the false ISA pixel gets most of the push; the built-up one (above its floor) none
+    assert grads[3] > 5 * grads[:3].max() and grads[4] == 0
+    none_open = torch.tensor([[[1, 1, 1, 1, 1]]], dtype=torch.uint8)
+    assert weak_loss(logits, None, none_open, 0.4, hard_negatives=0.5) == weak_loss(
+        logits, None, none_open, 0.4
+    )
 
 
 def test_prior_consistency_moves_the_1m_map_towards_the_fixed_prior():

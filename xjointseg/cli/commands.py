@@ -56,7 +56,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.oscd is not None:
         if not Path(args.oscd).is_dir():
             raise OptionError(f"--oscd {args.oscd} is not a folder: give the OSCD folder")
-        real_train = load_oscd(args.oscd, OSCD_SPLITS["train"])
+        real_train = load_oscd(args.oscd, OSCD_SPLITS["train"], args.not_built_max)
         real_val = load_oscd(args.oscd, OSCD_SPLITS["val"])
     # each training option's dest is the name of its TrainConfig field
     options = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
@@ -349,6 +349,20 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a fraction in [0, 1], not {text}")
+    return value
+
+
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"must be a percentage in [0, 100], not {text}")
+    return value
+
+
 def _path_text(text: str) -> str:
     """A path option as the training config records it (a str: the config is saved as JSON)."""
     return str(Path(text))
@@ -509,6 +523,21 @@ def _add_loss_options(t: argparse.ArgumentParser) -> None:
     """The loss terms and their weights, the layers trained, and the mask rule."""
     t.add_argument(
         "--built-floor", type=float, default=0.4, help="ISA share of a built-up 10 m pixel"
+    )
+    t.add_argument(
+        "--not-built-max",
+        type=_percent,
+        default=15.0,
+        metavar="PERCENT",
+        help="--oscd training labels: a not built-up pixel has at most this Dynamic World "
+        "built probability",
+    )
+    t.add_argument(
+        "--hard-negatives",
+        type=_fraction,
+        default=0.0,
+        metavar="Q",
+        help="weak loss: add the mean loss of the hardest fraction Q of not built-up pixels",
     )
     t.add_argument(
         "--mask-sharpness",

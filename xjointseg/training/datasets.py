@@ -241,10 +241,13 @@ class WeakScene:
         return int(np.count_nonzero(self.weak != IGNORE))
 
 
-def dynamic_world_weak_labels(built: np.ndarray, label: np.ndarray) -> np.ndarray:
-    """Weak 10 m labels from Dynamic World's built probability (percent) and class."""
+def dynamic_world_weak_labels(
+    built: np.ndarray, label: np.ndarray, not_built_max: float = DW_NOT_BUILT_MAX
+) -> np.ndarray:
+    """Weak 10 m labels from Dynamic World's built probability (percent) and class; a
+    negative needs a built probability of at most ``not_built_max`` percent."""
     weak = np.full(label.shape, IGNORE, np.uint8)
-    weak[np.isin(label, DW_NEGATIVE_CLASSES) & (built <= DW_NOT_BUILT_MAX)] = WEAK_NOT_BUILT
+    weak[np.isin(label, DW_NEGATIVE_CLASSES) & (built <= not_built_max)] = WEAK_NOT_BUILT
     weak[(label == DW_BUILT_CLASS) & (built >= DW_BUILT_MIN)] = WEAK_BUILT
     return weak
 
@@ -290,12 +293,13 @@ def load_dynamic_world_scene(
     *,
     name: str | None = None,
     place: str | None = None,
+    not_built_max: float = DW_NOT_BUILT_MAX,
 ) -> WeakScene:
     """A real Sentinel-2 scene (a local STAC item) with Dynamic World labels on its grid.
 
     ``dynamic_world`` is a GeoTIFF with band 1 = built probability (percent) and band 2 =
     class, on exactly the 10 m grid of the item's red band; another grid is refused (resample
-    it onto the image grid first).
+    it onto the image grid first). ``not_built_max``: see :func:`dynamic_world_weak_labels`.
     """
     import rasterio
 
@@ -317,7 +321,7 @@ def load_dynamic_world_scene(
             "grid of the image first"
         )
     missing = np.isnan(lr).any(0)
-    weak = dynamic_world_weak_labels(dw[0], dw[1])
+    weak = dynamic_world_weak_labels(dw[0], dw[1], not_built_max)
     weak[missing] = IGNORE
     built_class = (dw[1] == DW_BUILT_CLASS).astype(np.uint8)
     built_class[missing] = IGNORE
@@ -325,8 +329,13 @@ def load_dynamic_world_scene(
     return WeakScene(name, place or name, lr, weak, built_class=built_class)
 
 
-def load_oscd(root: str | Path, cities: Sequence[str] | None = None) -> list[WeakScene]:
-    """The OSCD cities (``root/<city>/date{1,2}/``), both dates, with Dynamic World labels.
+def load_oscd(
+    root: str | Path,
+    cities: Sequence[str] | None = None,
+    not_built_max: float = DW_NOT_BUILT_MAX,
+) -> list[WeakScene]:
+    """The OSCD cities (``root/<city>/date{1,2}/``), both dates, with Dynamic World labels
+    (negatives at most ``not_built_max`` percent built, :func:`dynamic_world_weak_labels`).
 
     Each city is one place (its two dates are never split). The OSCD *change* labels are not
     read here: they are non-commercial and used for evaluation only.
@@ -345,6 +354,7 @@ def load_oscd(root: str | Path, cities: Sequence[str] | None = None) -> list[Wea
                     folder / "dynamicworld.tif",
                     name=f"oscd/{city}/{date}",
                     place=f"oscd/{city}",
+                    not_built_max=not_built_max,
                 )
             )
     if not scenes:

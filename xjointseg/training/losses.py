@@ -105,6 +105,7 @@ def weak_loss(
     weak: torch.Tensor,
     floor: float,
     sharpness: float = 1.0,
+    hard_negatives: float = 0.0,
 ) -> torch.Tensor:
     """Weak 10 m supervision of the 1 m map (and of the 10 m prior, if given).
 
@@ -119,6 +120,12 @@ def weak_loss(
     the 0/1 mask ``segment`` returns, so ``m`` approaches the *mask's* ISA share. With 1, a
     built-up pixel whose 100 probabilities all sit at 0.45 meets a floor of 0.4 while its mask
     is empty; with 4 it does not.
+
+    ``hard_negatives`` = q > 0 adds, for each map, the mean loss of the hardest fraction q of
+    the batch's not built-up pixels (online hard example mining; Shrivastava, Gupta and
+    Girshick 2016, "Training region-based object detectors with online hard example mining",
+    CVPR): the few open-land pixels the map calls ISA (a dark shore, a bare winter field) are
+    drowned by the many easy ones in the plain mean.
     """
     pos, neg = weak == WEAK_BUILT, weak == WEAK_NOT_BUILT
     n = (pos | neg).sum().clamp_min(1)
@@ -133,6 +140,9 @@ def weak_loss(
         loss = torch.where(neg, -log_not, 0.0)
         loss = loss + torch.where(pos, F.relu(math.log(floor) - log_m), 0.0)
         total = total + loss.sum() / n
+        if hard_negatives > 0 and neg.any():
+            k = max(1, math.ceil(hard_negatives * int(neg.sum())))
+            total = total + torch.topk(-log_not[neg], k).values.mean()
     return total
 
 

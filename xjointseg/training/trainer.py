@@ -103,6 +103,8 @@ class TrainConfig:
     real_batch_size: int = 8  # real Sentinel-2 crops with weak 10 m labels per step
     real_weight: float = 2.0
     built_floor: float = 0.4  # ISA share a confidently built-up 10 m pixel must reach
+    not_built_max: float = 15.0  # real labels: Dynamic World built % of a negative (recorded)
+    hard_negatives: float = 0.0  # weak loss: also the mean of the hardest negatives' share
     mask_sharpness: float = 1.0  # weak loss on sigmoid(k * logit): k > 1 nears the 0/1 mask
     consistency_weight: float = 0.0  # real crops: 1 m share held to the 10 m prior's
     placement_weight: float = 0.0  # ranking inside mixed 10 m pixels (losses.placement_loss)
@@ -423,7 +425,12 @@ def _weak_terms(
     logits = cast(torch.Tensor, real["logits"])
     logits10 = real.get("logits10")
     yield cfg.real_weight * weak_loss(
-        logits, logits10, weak.to(run.device), cfg.built_floor, cfg.mask_sharpness
+        logits,
+        logits10,
+        weak.to(run.device),
+        cfg.built_floor,
+        cfg.mask_sharpness,
+        cfg.hard_negatives,
     )
     if cfg.consistency_weight and logits10 is not None:
         yield cfg.consistency_weight * prior_consistency_loss(logits, logits10, cfg.mask_sharpness)
@@ -476,7 +483,9 @@ def _prior_term(
     x = run.on_device(x)
     with run.autocast():
         prior = net.prior_logits(x, margin)
-    return cfg.real_weight * weak_loss(None, prior, weak.to(run.device), cfg.built_floor)
+    return cfg.real_weight * weak_loss(
+        None, prior, weak.to(run.device), cfg.built_floor, hard_negatives=cfg.hard_negatives
+    )
 
 
 def _keep_if_best(run: TrainingRun, state: dict, scores: dict, path: Path) -> None:
