@@ -231,6 +231,8 @@ def test_save_model_makes_the_folders_it_needs(tmp_path):
         ("--crop", "0"),
         ("--hard-negatives", "1.5"),
         ("--not-built-max", "150"),
+        ("--source-share", "massachusetts=1.5"),
+        ("--source-share", "massachusetts"),
     ],
 )
 def test_train_refuses_counts_that_train_nothing(tmp_path, capsys, flag, value):
@@ -252,3 +254,13 @@ def test_scores_refuse_two_grids_a_kilometre_apart():
     with pytest.raises(CubeInputError, match="different grids"):
         scores(isa, isa.assign_coords(x=isa.x + 1000))
     assert scores(isa.values, isa.values)["f1"] == 1.0  # plain arrays: shapes only
+
+
+def test_train_refuses_a_source_share_given_twice(tmp_path, capsys):
+    from xjointseg.cli import main
+
+    args = ["train", "--data", f"dubai={tmp_path}", "--out", str(tmp_path / "o")]
+    args += ["--source-share", "dubai=0.5", "--source-share", "dubai=0.3"]
+    assert main(args) == 2
+    assert "names a source twice" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -267,3 +267,45 @@ def test_train_only_freezes_every_other_layer(tmp_path):
     ] == ["head."]
     with pytest.raises(TrainingDataError, match="names no layer.*body"):
         train(TRAIN, VAL, small_cfg(train_only=["trunk."]), tmp_path / "none", progress=False)
+
+
+def _labelled(place, isa_pixels):
+    label = np.full((20, 20), IGNORE, np.uint8)
+    label.flat[:isa_pixels] = 1
+    return Scene(place, place, label)
+
+
+def test_source_shares_fix_each_sources_part_of_the_crops():
+    from xjointseg.training.batches import scene_weights
+
+    # dubai labels 300 + 100 pixels, massachusetts 10 + 30: by supervision it gets 40 / 440
+    scenes = [_labelled("dubai/a", 300), _labelled("dubai/b", 100)]
+    scenes += [_labelled("massachusetts/x", 10), _labelled("massachusetts/y", 30)]
+    assert scene_weights(scenes, 0.1)[2:].sum() == pytest.approx(40 / 440)
+    w = scene_weights(scenes, 0.1, {"massachusetts": 0.5})
+    assert w.sum() == pytest.approx(1) and w[2:].sum() == pytest.approx(0.5)
+    assert w[0] / w[1] == pytest.approx(3) and w[3] / w[2] == pytest.approx(3)  # kept inside
+    w = scene_weights(scenes, 0.1, {"massachusetts": 0.25, "dubai": 0.75})
+    assert w[:2].sum() == pytest.approx(0.75)
+    for shares, why in [
+        ({"paris": 0.5}, "no training scene comes from"),
+        ({"dubai": 0.5, "massachusetts": 0.4}, "name every source.*sum to 1"),
+        ({"dubai": 0.7, "massachusetts": 0.7}, "sum to at most 1"),
+        ({"dubai": 0.0}, r"in \(0, 1\]"),
+        ({"dubai": 1.0}, "leave nothing for.*massachusetts"),
+    ]:
+        with pytest.raises(TrainingDataError, match=why):
+            scene_weights(scenes, 0.1, shares)
+
+
+def test_training_draws_crops_by_source_share_and_records_it(tmp_path):
+    import xjointseg
+
+    scenes = [stripes("a", "big/a", 1), stripes("b", "big/b", 2), stripes("c", "small/c", 3)]
+    cfg = small_cfg(steps=2, eval_every=2, source_shares={"small": 0.5})
+    train(scenes, VAL, cfg, tmp_path / "run", progress=False)
+    model = xjointseg.load_model(tmp_path / "run" / "best.safetensors", device="cpu")
+    assert model.metadata["training"]["source_shares"] == {"small": 0.5}
+    with pytest.raises(TrainingDataError, match="no training scene comes from"):
+        train(scenes, VAL, small_cfg(source_shares={"nope": 0.5}), tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()  # refused before any output

@@ -48,6 +48,10 @@ def _train(args: argparse.Namespace) -> int:
     from ..training.splits import DUBAI_SPLITS, OSCD_SPLITS
     from ..training.trainer import TrainConfig, train
 
+    shares = args.source_shares or []
+    if len({name for name, _ in shares}) < len(shares):
+        raise OptionError(f"--source-share names a source twice: {shares}")
+    args.source_shares = dict(shares)
     check_writable(args.out, folder=True)  # a file or a read-only folder: refused before loading
     # test places are never seen: neither in training nor in checkpoint selection
     scenes = [s for s in _training_scenes(args.data) if s.place not in DUBAI_SPLITS["test"]]
@@ -363,6 +367,19 @@ def _percent(text: str) -> float:
     return value
 
 
+def _source_share(text: str) -> tuple[str, float]:
+    name, _, value = text.partition("=")
+    try:
+        fraction = float(value)
+    except ValueError:
+        fraction = float("nan")
+    if not name or not 0 < fraction <= 1:
+        raise argparse.ArgumentTypeError(
+            f"must be NAME=FRACTION, a --data name and a fraction in (0, 1], not {text!r}"
+        )
+    return name, fraction
+
+
 def _path_text(text: str) -> str:
     """A path option as the training config records it (a str: the config is saved as JSON)."""
     return str(Path(text))
@@ -468,6 +485,16 @@ def _add_run_options(t: argparse.ArgumentParser) -> None:
         action="append",
         required=True,
         help="dubai=PATH or massachusetts=PATH (repeatable)",
+    )
+    t.add_argument(
+        "--source-share",
+        dest="source_shares",
+        type=_source_share,
+        action="append",
+        default=None,
+        metavar="NAME=FRACTION",
+        help="part of the aerial crops drawn from one --data source (e.g. massachusetts=0.5; "
+        "repeatable); unnamed sources share the rest by how much they label",
     )
     t.add_argument("--arch", default="jointseg", choices=["jointseg", "bilinear"])
     t.add_argument("--size", default="lite")

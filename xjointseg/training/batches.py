@@ -28,9 +28,21 @@ def _augment(arrs: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarra
     return out
 
 
-def scene_weights(scenes: list[Scene], weak_weight: float) -> np.ndarray:
+def scene_source(scene: Scene) -> str:
+    """The dataset a scene comes from: the first part of its place (``dubai/tile4``)."""
+    return scene.place.split("/")[0]
+
+
+def scene_weights(
+    scenes: list[Scene], weak_weight: float, shares: dict[str, float] | None = None
+) -> np.ndarray:
     """Sampling probabilities in proportion to how much supervision a scene carries: clean
-    labels count fully, weak negatives by their loss weight, ignored pixels not at all."""
+    labels count fully, weak negatives by their loss weight, ignored pixels not at all.
+
+    ``shares`` (source -> fraction of the crops, :func:`scene_source`) fixes the part of the
+    crops some sources get (scenes within a source keep their proportions); the sources it
+    does not name share the rest in proportion to their supervision. A source whose labels
+    are sparse (Massachusetts: roads only) is otherwise drawn as rarely as its few labels."""
     w = np.array(
         [
             np.count_nonzero(s.label <= 1)
@@ -41,7 +53,38 @@ def scene_weights(scenes: list[Scene], weak_weight: float) -> np.ndarray:
     )
     if w.sum() == 0:
         raise TrainingDataError("no scene has a usable label: every pixel is ignored")
-    return w / w.sum()
+    w /= w.sum()
+    if not shares:
+        return w
+    source = np.array([scene_source(s) for s in scenes])
+    unknown = sorted(set(shares) - set(source))
+    if unknown:
+        raise TrainingDataError(
+            f"source shares name {unknown}, which no training scene comes from (sources: "
+            f"{sorted(set(source))})"
+        )
+    if any(not 0 < f <= 1 for f in shares.values()) or sum(shares.values()) > 1 + 1e-9:
+        raise TrainingDataError(
+            f"source shares {shares} must each be in (0, 1] and sum to at most 1"
+        )
+    rest = ~np.isin(source, list(shares))
+    left = 1.0 - sum(shares.values())
+    if not rest.any() and abs(left) > 1e-9:
+        raise TrainingDataError(f"source shares {shares} name every source, so they must sum to 1")
+    if rest.any() and (left <= 1e-9 or w[rest].sum() == 0):
+        raise TrainingDataError(
+            f"source shares {shares} leave nothing for {sorted(set(source[rest]))}: lower "
+            "them or name every source"
+        )
+    out = np.zeros_like(w)
+    for name, fraction in shares.items():
+        mine = source == name
+        if w[mine].sum() == 0:
+            raise TrainingDataError(f"source {name!r} has no usable label to draw crops from")
+        out[mine] = fraction * w[mine] / w[mine].sum()
+    if rest.any():
+        out[rest] = left * w[rest] / w[rest].sum()
+    return out
 
 
 def crop_origin(n: int, p: int, c: int, rng: np.random.Generator) -> int:
@@ -91,7 +134,7 @@ def sample_batch(
     xs, hrs, labels = [], [], []
     p, c = cfg.crop, context
     cache = cache or SimulationCache(1, cfg.radiometry_augment, cfg.seed)
-    weights = scene_weights(scenes, cfg.weak_weight)
+    weights = scene_weights(scenes, cfg.weak_weight, cfg.source_shares)
     for _ in range(cfg.batch_size):
         index = int(rng.choice(len(scenes), p=weights))
         scene = scenes[index]

@@ -52,6 +52,7 @@ from .batches import (
     sample_pair_batch,
     sample_real_batch,
     sample_wald_batch,
+    scene_weights,
 )
 from .checkpoints import (
     CheckpointError,
@@ -97,6 +98,8 @@ class TrainConfig:
     seg_weight: float = 1.0
     adv_weight: float = 0.0
     weak_weight: float = 0.1  # loss weight of weak-negative 1 m labels (Massachusetts)
+    # part of the aerial crops per source (batches.scene_weights); {}: by supervision
+    source_shares: dict[str, float] = field(default_factory=dict)
     pos_weight: float = 2.0  # BCE weight of ISA pixels in the 1 m loss
     dice_weight: float = 1.0  # soft Dice in the 1 m loss (0: BCE alone)
     fraction_weight: float = 1.0  # the 10 m prior against the labels' ISA fraction
@@ -163,6 +166,7 @@ def train(
     # the mask that selection scores (checked before any work: MaskRule refuses other kinds)
     rule = MaskRule(cast("Literal['threshold', 'fraction']", cfg.mask_rule))
     _refuse_empty_sets(train_scenes, val_scenes)
+    scene_weights(train_scenes, cfg.weak_weight, cfg.source_shares)  # shares checked
     pairs = _training_pairs(cfg, real_train)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
