@@ -44,7 +44,9 @@ WATER_MNDWI = (None, 0.0)  # without the test, or at the index's zero crossing (
 def city_layers(model, city: Path, max_side: int | None, pairs, cache: Path | None) -> dict:
     """One city's evidence for every window pair of ``pairs``, its surface indices, labels
     and stable open land; read from ``cache`` where it holds them all."""
-    name = f"{city.name}_{getattr(model, 'name', 'model')}_{max_side or 0}.npz"
+    # keyed by the weights' digest: other weights under the same name never read this cache
+    digest = getattr(model, "sha256", None) or getattr(model, "name", "model")
+    name = f"{city.name}_{digest[:12]}_{max_side or 0}.npz"
     stored = {}
     if cache is not None and (cache / name).exists():
         with np.load(cache / name) as f:
