@@ -129,12 +129,17 @@ def sample_batch(
     fill: np.ndarray,
     rng: np.random.Generator,
     cache: SimulationCache | None = None,
+    weights: np.ndarray | None = None,
 ):
-    """Random crops aligned to the 10 m grid: (input with context, 1 m target or None, label)."""
+    """Random crops aligned to the 10 m grid: (input with context, 1 m target or None, label).
+
+    ``weights``: each scene's probability of being drawn (:func:`scene_weights`, worked out
+    here when not given; a run passes its own, computed once)."""
     xs, hrs, labels = [], [], []
     p, c = cfg.crop, context
     cache = cache or SimulationCache(1, cfg.radiometry_augment, cfg.seed)
-    weights = scene_weights(scenes, cfg.weak_weight, cfg.source_shares)
+    if weights is None:
+        weights = scene_weights(scenes, cfg.weak_weight, cfg.source_shares)
     for _ in range(cfg.batch_size):
         index = int(rng.choice(len(scenes), p=weights))
         scene = scenes[index]

@@ -223,6 +223,7 @@ class TrainingRun:
     sched: torch.optim.lr_scheduler.LambdaLR
     adversary: _Adversary | None  # with adv_weight > 0
     train_scenes: list[Scene]
+    draw_weights: np.ndarray  # each training scene's chance per crop (scene_weights)
     sim_cache: SimulationCache
     real_train: list[WeakScene] | None
     pairs: list[tuple[WeakScene, WeakScene]]  # two dates of a real place, for date_weight
@@ -313,6 +314,7 @@ def _set_up(
         sched=sched,
         adversary=adversary,
         train_scenes=train_scenes,
+        draw_weights=scene_weights(train_scenes, cfg.weak_weight, cfg.source_shares),
         sim_cache=SimulationCache(cfg.sim_versions, cfg.radiometry_augment, cfg.seed),
         real_train=real_train,
         pairs=pairs,
@@ -350,7 +352,9 @@ def _train_step(run: TrainingRun, step: int) -> torch.Tensor:
     cfg = run.cfg
     # crops drawn from (seed, step): a resumed run redoes exactly the steps it lost
     rng = np.random.default_rng([cfg.seed, step])
-    x, hr, label = sample_batch(run.train_scenes, cfg, run.context, run.fill, rng, run.sim_cache)
+    x, hr, label = sample_batch(
+        run.train_scenes, cfg, run.context, run.fill, rng, run.sim_cache, run.draw_weights
+    )
     pred = run.forward(x)
     label = label.to(run.device)
     sr = pred["sr"]
