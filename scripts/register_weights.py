@@ -1,6 +1,10 @@
 """Copy trained weights into the package and register them under a name.
 
 Usage: ``python scripts/register_weights.py runs/jointseg-s0/best.safetensors jointseg``
+
+Measurements stored beside an entry by other scripts (``placement``, written by
+``scripts/measure_placement.py --register``) stay when the weights are the same file again;
+new weights drop them, and the script says which to measure again.
 """
 
 import json
@@ -26,13 +30,21 @@ def main(path: str, name: str) -> None:
     shutil.copyfile(path, target)
     registry_path = WEIGHTS / "registry.json"
     registry = json.loads(registry_path.read_text())
-    registry[name] = {
+    old = registry.get(name, {})
+    entry = {
         "file": target.name,
         "sha256": weights.sha256,
         "arch": meta["arch"],
         "trained_on": TRAINED_ON,
         "validation": meta.get("metrics", {}),
     }
+    measured = sorted(set(old) - set(entry))  # written by the measuring scripts
+    if old.get("sha256") == weights.sha256:
+        entry.update({key: old[key] for key in measured})
+    elif measured:
+        again = ", ".join(measured)
+        print(f"new weights: measure {again} again (measure_placement.py --register)")
+    registry[name] = entry
     registry_path.write_text(json.dumps(registry, indent=1, sort_keys=True) + "\n")
     print(f"registered {name}: {target.name} sha256 {weights.sha256}")
 

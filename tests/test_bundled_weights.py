@@ -150,3 +150,34 @@ def test_a_real_rural_road_ranks_above_clean_open_land():
     assert max(r["open"]) < 0.02
     assert min(r["artificial"]) > 2 * max(r["open"])
     assert r["auc"] > 0.7
+
+
+def test_registering_weights_keeps_measurements_only_for_the_same_file(tmp_path, capsys):
+    """scripts/register_weights.py: measured fields (``placement``) survive registering the
+    same weights again; other weights drop them and say so."""
+    import importlib.util
+    import json
+    import shutil
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "scripts" / "register_weights.py"
+    spec = importlib.util.spec_from_file_location("register_weights", script)
+    assert spec is not None and spec.loader is not None
+    register = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(register)
+    shipped = Path(xjointseg.__file__).parent / "models" / "weights"
+    register.WEIGHTS = tmp_path
+    registry = json.loads((shipped / "registry.json").read_text())
+    (tmp_path / "registry.json").write_text(json.dumps(registry))
+    source = tmp_path / "source.safetensors"
+
+    shutil.copyfile(shipped / "jointseg-lite.safetensors", source)
+    register.main(str(source), "jointseg")
+    again = json.loads((tmp_path / "registry.json").read_text())
+    assert again == registry  # the same file: nothing measured is lost
+
+    shutil.copyfile(shipped / "bilinear-lite.safetensors", source)
+    register.main(str(source), "jointseg")
+    entry = json.loads((tmp_path / "registry.json").read_text())["jointseg"]
+    assert "placement" not in entry and entry["sha256"] != registry["jointseg"]["sha256"]
+    assert "measure placement again" in capsys.readouterr().out
