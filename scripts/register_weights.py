@@ -42,8 +42,10 @@ def main(path: str, name: str) -> None:
     if old.get("sha256") == weights.sha256:
         entry.update({key: old[key] for key in measured})
     elif measured:
-        again = ", ".join(measured)
-        print(f"new weights: measure {again} again (measure_placement.py --register)")
+        print(
+            f"new weights: dropped {', '.join(measured)}, measured on the old ones; measure "
+            "again (placement: scripts/measure_placement.py NAME --register)"
+        )
     registry[name] = entry
     registry_path.write_text(json.dumps(registry, indent=1, sort_keys=True) + "\n")
     print(f"registered {name}: {target.name} sha256 {weights.sha256}")

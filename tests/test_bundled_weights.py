@@ -180,4 +180,4 @@ def test_registering_weights_keeps_measurements_only_for_the_same_file(tmp_path,
     register.main(str(source), "jointseg")
     entry = json.loads((tmp_path / "registry.json").read_text())["jointseg"]
     assert "placement" not in entry and entry["sha256"] != registry["jointseg"]["sha256"]
-    assert "measure placement again" in capsys.readouterr().out
+    assert "dropped placement" in capsys.readouterr().out
