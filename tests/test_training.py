@@ -309,3 +309,84 @@ def test_training_draws_crops_by_source_share_and_records_it(tmp_path):
     with pytest.raises(TrainingDataError, match="no training scene comes from"):
         train(scenes, VAL, small_cfg(source_shares={"nope": 0.5}), tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists()  # refused before any output
+
+
+def test_anchor_loss_is_zero_where_student_and_teacher_agree():
+    import torch
+
+    from xjointseg.training.losses import anchor_loss
+
+    teacher = torch.tensor([[-4.0, 0.0, 3.0]])
+    assert anchor_loss(teacher.clone(), teacher).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.tensor([[2.0, 0.0, -1.0]], requires_grad=True)
+    loss = anchor_loss(student, teacher)
+    assert loss.item() > 0.1
+    loss.backward()
+    # a gradient step moves each logit towards the teacher's; where they agree, nowhere
+    step = -student.grad[0]
+    assert step[0] < 0 and step[2] > 0 and step[1] == 0
+
+
+def _grey(name, place, isa=0):
+    """A scene unlike the stripes (uniform mid grey), labelled ``isa`` everywhere."""
+    label = np.full((200, 200), isa, np.uint8)
+    return Scene(name, place, label, hr=np.full((200, 200, 3), 130, np.uint8))
+
+
+def _grey_probability(path):
+    """The mean ISA probability a weights file gives the simulated grey scene."""
+    import torch
+
+    import xjointseg
+    from xjointseg.training.simulate import simulate_sentinel2
+
+    net = xjointseg.load_model(path, device="cpu").network
+    lr = simulate_sentinel2(_grey("g", "g").hr[:120, :120], augment=False)
+    x = torch.from_numpy(np.ascontiguousarray(lr, np.float32))[None]
+    with torch.no_grad():
+        return torch.sigmoid(net(x, 2)["logits"]).mean().item()
+
+
+def test_anchor_sources_hold_the_start_on_their_crops_and_never_read_their_labels(tmp_path):
+    import xjointseg
+    from xjointseg.models.weights import read_weights
+
+    train(TRAIN, VAL, small_cfg(steps=10), tmp_path / "start", progress=False)
+    start = str(tmp_path / "start" / "best.safetensors")
+    stripes_ = [stripes(f"s{i}", f"stripes/{i}", i) for i in range(2)]
+    cfg = dict(steps=20, eval_every=20, patience=1, init_from=start, anchor_sources=["grey"])
+
+    def run(name, weight, isa=0):
+        scenes = [*stripes_, _grey("g", "grey/g", isa)]
+        train(scenes, VAL, small_cfg(**cfg, anchor_weight=weight), tmp_path / name, progress=False)
+        return tmp_path / name / "best.safetensors"
+
+    # the same crops in both runs: the stripes move grey away from the start, the anchor
+    # holds it there in proportion to its weight
+    before = _grey_probability(start)
+    loose = abs(_grey_probability(run("loose", 0.01)) - before)
+    held = abs(_grey_probability(run("held", 50.0)) - before)
+    assert loose > 0.03 and held < loose / 3
+    # the grey scenes' labels are never read: other labels, the same weights
+    other = read_weights(run("other", 50.0, isa=1)).tensors
+    same = read_weights(tmp_path / "held" / "best.safetensors").tensors
+    assert all(np.array_equal(same[k].numpy(), other[k].numpy()) for k in same)
+    meta = xjointseg.load_model(tmp_path / "held" / "best.safetensors").metadata["training"]
+    assert meta["anchor_sources"] == ["grey"] and meta["anchor_weight"] == 50.0
+
+
+@pytest.mark.parametrize(
+    ("options", "why"),
+    [
+        (dict(anchor_sources=["grey"], anchor_weight=1.0), "give init_from"),
+        (dict(anchor_sources=["grey"]), "go together"),
+        (dict(anchor_weight=1.0), "go together"),
+        (dict(anchor_sources=["paris"], anchor_weight=1.0, init_from="x"), "no training scene"),
+        (dict(anchor_sources=["grey", "stripes"], anchor_weight=1.0, init_from="x"), "every"),
+    ],
+)
+def test_anchor_options_that_cannot_work_are_refused_before_any_output(tmp_path, options, why):
+    scenes = [stripes("s", "stripes/0", 0), _grey("g", "grey/g")]
+    with pytest.raises(TrainingDataError, match=why):
+        train(scenes, VAL, small_cfg(**options), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()

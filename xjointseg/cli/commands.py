@@ -598,6 +598,23 @@ def _add_loss_options(t: argparse.ArgumentParser) -> None:
         help="real crops (--oscd) degraded 10x as SR targets (Wald's protocol)",
     )
     t.add_argument(
+        "--anchor-sources",
+        nargs="+",
+        default=[],
+        metavar="SOURCE",
+        help="--data sources (e.g. dubai) whose crops hold the network to its --init-from "
+        "weights instead of training on their labels",
+    )
+    t.add_argument(
+        "--anchor-weight",
+        type=float,
+        default=0.0,
+        help="weight of that hold (distillation towards the --init-from weights)",
+    )
+    t.add_argument(
+        "--anchor-batch-size", type=_positive_int, default=8, help="anchor crops per step"
+    )
+    t.add_argument(
         "--train-only",
         nargs="+",
         default=[],

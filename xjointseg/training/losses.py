@@ -222,3 +222,16 @@ def date_consistency_loss(
         prior_b = torch.sigmoid(logits10_b.float()[:, 0])
         total = total + ((prior_a - prior_b) ** 2 * weight).sum() / n
     return total
+
+
+def anchor_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Mean Bernoulli KL divergence of the student's probabilities from the teacher's, on
+    logits of the same shape: 0 where the two agree, whatever the teacher's confidence.
+
+    Holds what a network already does well (the teacher: its frozen starting weights) on
+    inputs whose labels it should not learn from any further (knowledge distillation,
+    Hinton et al. 2015, at temperature 1, per pixel)."""
+    student, teacher = student.float(), teacher.float().detach()
+    target = torch.sigmoid(teacher)
+    cross_entropy = F.binary_cross_entropy_with_logits(student, target)
+    return cross_entropy - F.binary_cross_entropy_with_logits(teacher, target)  # its entropy

@@ -31,11 +31,12 @@ interrupted run resumes where it stopped, losing at most the steps since.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, cast
 
@@ -52,6 +53,7 @@ from .batches import (
     sample_pair_batch,
     sample_real_batch,
     sample_wald_batch,
+    scene_source,
     scene_weights,
 )
 from .checkpoints import (
@@ -63,6 +65,7 @@ from .checkpoints import (
 )
 from .datasets import Scene, TrainingDataError, WeakScene
 from .losses import (
+    anchor_loss,
     date_consistency_loss,
     discriminator_loss,
     fraction_loss,
@@ -116,6 +119,11 @@ class TrainConfig:
     wald_weight: float = 0.0  # SR L1 on real crops degraded 10x (Wald's protocol)
     wald_batch_size: int = 2  # real crops per step for wald_weight
     wald_crop: int = 200  # their side in 10 m pixels (a multiple of 10)
+    # crops of these aerial sources hold the network to its --init-from weights (anchor_loss)
+    # instead of training on their labels: what the start does well there is kept
+    anchor_sources: list[str] = field(default_factory=list)
+    anchor_weight: float = 0.0
+    anchor_batch_size: int = 8
     train_only: list[str] = field(default_factory=list)  # layer-name prefixes; []: all
     mask_rule: str = "fraction"  # how the saved weights' mask is made (models.decision)
     prior_batch_size: int = 8  # real crops per step that train the 10 m prior alone
@@ -166,11 +174,12 @@ def train(
     # the mask that selection scores (checked before any work: MaskRule refuses other kinds)
     rule = MaskRule(cast("Literal['threshold', 'fraction']", cfg.mask_rule))
     _refuse_empty_sets(train_scenes, val_scenes)
+    train_scenes, anchor_scenes = _anchor_split(train_scenes, cfg)
     scene_weights(train_scenes, cfg.weak_weight, cfg.source_shares)  # shares checked
     pairs = _training_pairs(cfg, real_train)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    run = _set_up(cfg, train_scenes, real_train, pairs)
+    run = _set_up(cfg, train_scenes, real_train, pairs, anchor_scenes)
     ckpt = out / "checkpoint.pt"
     if ckpt.exists():
         state = resume(ckpt, run)
@@ -208,6 +217,15 @@ class _Adversary(NamedTuple):
     opt: torch.optim.Optimizer
 
 
+class _Anchor(NamedTuple):
+    """The frozen starting network and the scenes whose crops it holds the network to."""
+
+    teacher: ISANetwork
+    scenes: list[Scene]
+    draw_weights: np.ndarray
+    sim_cache: SimulationCache
+
+
 @dataclass
 class TrainingRun:
     """What every step of a run works with: its network, optimisers and training data."""
@@ -227,6 +245,7 @@ class TrainingRun:
     sim_cache: SimulationCache
     real_train: list[WeakScene] | None
     pairs: list[tuple[WeakScene, WeakScene]]  # two dates of a real place, for date_weight
+    anchor: _Anchor | None  # with anchor_weight > 0
 
     def forward(self, x: torch.Tensor, **kw: Any) -> dict[str, torch.Tensor | None]:
         """The network on a batch, with the run's context, device and autocast."""
@@ -266,6 +285,38 @@ def _refuse_empty_sets(train_scenes: list[Scene], val_scenes: list[Scene]) -> No
         raise TrainingDataError("the validation set is empty: hold out at least one place")
 
 
+def _anchor_split(scenes: list[Scene], cfg: TrainConfig) -> tuple[list[Scene], list[Scene]]:
+    """The scenes trained on their labels, and those of ``cfg.anchor_sources`` (no label
+    used: their crops hold the network to its starting weights)."""
+    if not cfg.anchor_sources and not cfg.anchor_weight:
+        return scenes, []
+    if not cfg.anchor_sources or cfg.anchor_weight <= 0:
+        raise TrainingDataError(
+            f"anchor_weight {cfg.anchor_weight} and anchor_sources {cfg.anchor_sources} go "
+            "together: give a positive weight and the sources whose crops it holds"
+        )
+    if cfg.init_from is None:
+        raise TrainingDataError(
+            "anchor_weight holds the network to the weights it starts from: give init_from"
+        )
+    anchored = [scene_source(s) in cfg.anchor_sources for s in scenes]
+    unknown = sorted(set(cfg.anchor_sources) - {scene_source(s) for s in scenes})
+    if unknown:
+        raise TrainingDataError(
+            f"anchor_sources name {unknown}, which no training scene comes from (sources: "
+            f"{sorted({scene_source(s) for s in scenes})})"
+        )
+    if all(anchored):
+        raise TrainingDataError(
+            f"anchor_sources {cfg.anchor_sources} take every training scene: nothing is left "
+            "to train on its labels"
+        )
+    return (
+        [s for s, a in zip(scenes, anchored, strict=True) if not a],
+        [s for s, a in zip(scenes, anchored, strict=True) if a],
+    )
+
+
 def _training_pairs(
     cfg: TrainConfig, real_train: list[WeakScene] | None
 ) -> list[tuple[WeakScene, WeakScene]]:
@@ -284,8 +335,9 @@ def _set_up(
     train_scenes: list[Scene],
     real_train: list[WeakScene] | None,
     pairs: list[tuple[WeakScene, WeakScene]],
+    anchor_scenes: list[Scene] | None = None,
 ) -> TrainingRun:
-    """Seed the run, then make its network, optimiser, schedule and discriminator."""
+    """Seed the run, then make its network, optimiser, schedule, discriminator and anchor."""
     from ..models.model import resolve_device
 
     _set_seed(cfg.seed)
@@ -293,6 +345,16 @@ def _set_up(
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     net, mean = _network(cfg, train_scenes, real_train, device)
+    anchor = None
+    if anchor_scenes:
+        # the starting weights, before any step (a resumed run reloads them the same way)
+        teacher = copy.deepcopy(net).eval().requires_grad_(False)
+        anchor = _Anchor(
+            teacher,
+            anchor_scenes,
+            scene_weights(anchor_scenes, cfg.weak_weight),
+            SimulationCache(cfg.sim_versions, cfg.radiometry_augment, cfg.seed + 1),
+        )
     opt = torch.optim.Adam(_trainable(net, cfg.train_only), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, cfg.steps))
     adversary = None
@@ -318,6 +380,7 @@ def _set_up(
         sim_cache=SimulationCache(cfg.sim_versions, cfg.radiometry_augment, cfg.seed),
         real_train=real_train,
         pairs=pairs,
+        anchor=anchor,
     )
 
 
@@ -404,6 +467,8 @@ def _loss_terms(
         yield _prior_term(run, run.real_train, rng)
     if run.real_train and cfg.wald_weight and sr is not None:
         yield _wald_term(run, run.real_train, rng)
+    if run.anchor is not None:
+        yield _anchor_term(run, run.anchor, rng)
 
 
 def _label_terms(
@@ -476,6 +541,28 @@ def _wald_term(
     )
     sr = cast(torch.Tensor, run.forward(x)["sr"])
     return cfg.wald_weight * sr_l1(sr, target.to(run.device), run.band_std)
+
+
+def _anchor_term(run: TrainingRun, anchor: _Anchor, rng: np.random.Generator) -> torch.Tensor:
+    """Crops of the anchor sources: the 1 m logits and the 10 m prior stay the starting
+    network's (their labels are not used)."""
+    cfg = run.cfg
+    x, _, _ = sample_batch(
+        anchor.scenes,
+        replace(cfg, batch_size=cfg.anchor_batch_size),
+        run.context,
+        run.fill,
+        rng,
+        anchor.sim_cache,
+        anchor.draw_weights,
+    )
+    student = run.forward(x, sr=False)
+    with torch.no_grad(), run.autocast():
+        teacher = anchor.teacher(run.on_device(x), run.context, sr=False)
+    loss = anchor_loss(cast(torch.Tensor, student["logits"]), teacher["logits"])
+    if student.get("logits10") is not None:
+        loss = loss + anchor_loss(cast(torch.Tensor, student["logits10"]), teacher["logits10"])
+    return cfg.anchor_weight * loss
 
 
 def _prior_term(
