@@ -11,6 +11,11 @@ Two kinds of batch make one step:
   the radiometry it meets at inference (L1C haze, winter, band ratios); the SR head is not
   run on them (there is no 1 m target).
 
+With ``anchor_sources`` the crops of those aerial sources leave the labelled batches and form
+a third kind: their labels unused, the network's outputs held to those of its starting
+weights (:func:`~xjointseg.training.losses.anchor_loss`), so one source can teach something
+new while another keeps what the start does well.
+
 Every crop is given ``context`` input pixels of context (by default the network's halo) from
 inside its scene wherever the scene is large enough, as :func:`~xjointseg.segment` gives
 every tile: the network trains on the receptive field it uses at inference.
