@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import numpy as np
 import xarray as xr
@@ -179,7 +179,7 @@ def checked_geobox(
 # --- periods ------------------------------------------------------------------------------
 
 
-def _check_period_labels(labels: np.ndarray, pdim: Any, dtype: Any = None) -> None:
+def _check_period_labels(labels: np.ndarray, pdim: Any) -> None:
     """Period labels a cube can key and order: no missing label, no time zone (xarray
     keeps a zone-aware time as objects, which would be stored as text)."""
     import pandas as pd
@@ -190,13 +190,16 @@ def _check_period_labels(labels: np.ndarray, pdim: Any, dtype: Any = None) -> No
             f"period {missing[0]} along {pdim!r} has no label (NaT, NaN or None): give every "
             "period its date or name"
         )
-    zoned = getattr(dtype, "tz", None) is not None  # pandas' datetime64[ns, UTC]
-    if zoned or any(isinstance(v, pd.Timestamp | datetime.datetime) and v.tzinfo for v in labels):
-        raise CubeInputError(
-            f"the period labels along {pdim!r} carry a time zone: cubes store times in UTC "
-            f"without one, e.g. cube.assign_coords({pdim}=cube.indexes[{str(pdim)!r}]."
-            "tz_convert(None))"
-        )
+    if any(isinstance(v, pd.Timestamp | datetime.datetime) and v.tzinfo for v in labels):
+        _refuse_zoned(pdim)
+
+
+def _refuse_zoned(pdim: Any) -> NoReturn:
+    raise CubeInputError(
+        f"the period labels along {pdim!r} carry a time zone: cubes store times in UTC "
+        f"without one, e.g. cube.assign_coords({pdim}=cube.indexes[{str(pdim)!r}]."
+        "tz_convert(None))"
+    )
 
 
 _MISSING = {"datetime": "NaT", "int": "-1", "float": "nan", "str": ""}
@@ -384,6 +387,8 @@ def _check_period_coord(isa: xr.DataArray, what: str) -> None:
     pdim = isa.dims[0]
     if pdim not in isa.coords:
         raise CubeInputError(f"the period dimension {pdim!r} needs coordinate labels")
+    if getattr(isa[pdim].dtype, "tz", None) is not None:  # pandas' datetime64[ns, UTC]
+        _refuse_zoned(pdim)  # before .values, which would drop the zone (pandas warns)
     labels = np.atleast_1d(np.asarray(isa[pdim].values))
     if isa[pdim].dims != (pdim,) or labels.size != isa.sizes[pdim]:
         raise CubeInputError(
@@ -392,7 +397,7 @@ def _check_period_coord(isa: xr.DataArray, what: str) -> None:
         )
     if len(set(labels.tolist())) != labels.size:  # the coordinate may carry no index
         raise CubeInputError(f"the period labels along {pdim!r} repeat: each must be unique")
-    _check_period_labels(labels, pdim, isa[pdim].dtype)
+    _check_period_labels(labels, pdim)
 
 
 def _check_isa_dtype(isa: xr.DataArray, what: str) -> None:
