@@ -304,22 +304,25 @@ def _anchor_split(scenes: list[Scene], cfg: TrainConfig) -> tuple[list[Scene], l
         raise TrainingDataError(
             "anchor_weight holds the network to the weights it starts from: give init_from"
         )
-    anchored = [scene_source(s) in cfg.anchor_sources for s in scenes]
-    unknown = sorted(set(cfg.anchor_sources) - {scene_source(s) for s in scenes})
+    sources = [scene_source(s) for s in scenes]
+    unknown = sorted(set(cfg.anchor_sources) - set(sources))
     if unknown:
         raise TrainingDataError(
             f"anchor_sources name {unknown}, which no training scene comes from (sources: "
-            f"{sorted({scene_source(s) for s in scenes})})"
+            f"{sorted(set(sources))})"
         )
-    if all(anchored):
+    labelled = [
+        s for s, source in zip(scenes, sources, strict=True) if source not in cfg.anchor_sources
+    ]
+    if not labelled:
         raise TrainingDataError(
             f"anchor_sources {cfg.anchor_sources} take every training scene: nothing is left "
             "to train on its labels"
         )
-    return (
-        [s for s, a in zip(scenes, anchored, strict=True) if not a],
-        [s for s, a in zip(scenes, anchored, strict=True) if a],
-    )
+    anchored = [
+        s for s, source in zip(scenes, sources, strict=True) if source in cfg.anchor_sources
+    ]
+    return labelled, anchored
 
 
 def _training_pairs(
