@@ -15,7 +15,11 @@ rules whose false change is at most this fraction in every city are ranked. Prin
 best rules, their pooled F1 and their false change per city (ties go to less false change,
 then the stricter context gate, the wider window and the stricter surface tests: the rule
 that flags less), the best rule without the cap, and where the default rule stands.
-``--rule``: score that one rule only (no search), e.g. on the test cities. OSCD's change
+``--rule``: score that one rule only (no search), e.g. on the test cities. ``--gates``: also
+try further evidence as one more gate at the default rule's windows (the sign of the
+change, the loss of vegetation, the short-wave infrared, the maps' own share and its rise;
+:data:`GATES`) and the near and short-wave infrared inside the change vector, each with its
+best thresholds under the cap. OSCD's change
 labels are used here only to choose thresholds on validation cities, and to evaluate; never
 to train.
 """
@@ -28,6 +32,7 @@ import numpy as np
 
 import xjointseg
 from xjointseg.change import DEFAULT_RULE, ChangeRule, change_evidence
+from xjointseg.change.evidence import relative_change
 from xjointseg.training.datasets import WEAK_NOT_BUILT, dynamic_world_weak_labels
 from xjointseg.training.evaluation import segment_city
 from xjointseg.training.splits import OSCD_SPLITS
@@ -39,6 +44,18 @@ CONTEXTS = (0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4)
 WATER_NDWI = (0.0, -0.05, -0.1, -0.15)
 VEGETATION_NDVI = (0.5, 0.4, 0.3)
 WATER_MNDWI = (None, 0.0)  # without the test, or at the index's zero crossing (Xu 2006)
+#: Further evidence for ``--gates``: a pixel stays new only where its layer reaches the
+#: threshold (layers at the default rule's Gaussian; shares as 9 x 9 means)
+GATES = {
+    "brightening": (-0.1, -0.05, 0.0, 0.05, 0.1),  # mean signed relative RGB change
+    "ndvi_loss": (-0.1, -0.05, 0.0, 0.05, 0.1),  # NDVI before minus NDVI after
+    "swir_change": (-0.2, -0.1, 0.0, 0.1),  # signed relative B11 change
+    "ndbi_after": (-0.4, -0.3, -0.2, -0.1, 0.0),  # NDBI (B11, B08) after
+    "share_after": (0.05, 0.1, 0.2, 0.3),  # the later map's ISA share
+    "share_rise": (-0.1, -0.05, 0.0, 0.05),  # its rise from the earlier map
+}
+NIR_SWIR_WEIGHT = 0.5  # the vector with them: magnitude^2 + w (nir^2 + swir^2)
+BANDS = ("red", "green", "blue", "nir", "swir16")
 
 
 def city_layers(model, city: Path, max_side: int | None, pairs, cache: Path | None) -> dict:
@@ -52,7 +69,7 @@ def city_layers(model, city: Path, max_side: int | None, pairs, cache: Path | No
         with np.load(cache / name) as f:
             stored = dict(f)
     missing = [p for p in pairs if f"magnitude_{p[0]}_{p[1]}" not in stored]
-    if "mndwi" not in stored:  # a cache of a version without the MNDWI test
+    if "mndwi" not in stored or "gate_share_rise" not in stored:  # an older version's cache
         missing = list(pairs)
     if missing:
         pair = segment_city(model, city, max_side)
@@ -65,6 +82,7 @@ def city_layers(model, city: Path, max_side: int | None, pairs, cache: Path | No
         # ndwi, mndwi: the lower of the two dates' (water on both dates), ndvi: after
         for key in ("ndwi", "ndvi_after", "mndwi"):
             stored[key] = ev[key].values
+        stored.update(gate_layers(pair))
         s1, s2 = (x.values for x in pair["shares"])
         dw1, dw2 = pair["dw"]
         weak = [dynamic_world_weak_labels(*dw) for dw in (dw1, dw2)]
@@ -79,12 +97,49 @@ def city_layers(model, city: Path, max_side: int | None, pairs, cache: Path | No
     return stored
 
 
-def view(c: dict, sigma: float, window: int, floor: float) -> dict:
+def _normalised(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(a + b > 0, (a - b) / (a + b), np.nan)
+
+
+def _mean9(x: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """9 x 9 mean over the pixels where ``ok`` (NaN where none is)."""
+    pad = [(4, 4), (4, 4)]
+    win = np.lib.stride_tricks.sliding_window_view
+    total = win(np.pad(np.where(ok, x, 0.0), pad), (9, 9)).sum(axis=(-2, -1))
+    count = win(np.pad(ok.astype(np.float64), pad), (9, 9)).sum(axis=(-2, -1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return total / count
+
+
+def gate_layers(pair: dict) -> dict[str, np.ndarray]:
+    """The layers of ``--gates`` for one city (see :data:`GATES`), and the near and
+    short-wave infrared's squared change for the wider change vector."""
+    img = [{b: i[b].values.astype(np.float64) for b in BANDS} for i in pair["images"]]
+    change = {b: relative_change(img[0][b], img[1][b], DEFAULT_RULE) for b in BANDS}
+    ndvi = [_normalised(i["nir"], i["red"]) for i in img]
+    s1, s2 = (x.values.astype(np.float64) for x in pair["shares"])
+    ok = np.isfinite(s1) & np.isfinite(s2)
+    after, before = _mean9(s2, ok), _mean9(s1, ok)
+    return {
+        "gate_brightening": (change["red"] + change["green"] + change["blue"]) / 3,
+        "gate_ndvi_loss": ndvi[0] - ndvi[1],
+        "gate_swir_change": change["swir16"],
+        "gate_ndbi_after": _normalised(img[1]["swir16"], img[1]["nir"]),
+        "gate_share_after": after,
+        "gate_share_rise": after - before,
+        "nir_swir2": change["nir"] ** 2 + change["swir16"] ** 2,
+    }
+
+
+def view(c: dict, sigma: float, window: int, floor: float, wide: bool = False) -> dict:
     """The pixels of one city that a rule of this window pair with a magnitude threshold of
     at least ``floor`` can flag, with the counts of its labelled change and stable open
     land (valid: both shares and the magnitude, as new_isa's nodata)."""
     mag = c[f"magnitude_{sigma}_{window}"]
     valid = c["valid"] & ~np.isnan(mag)
+    if wide:  # NIR and B11 in the change vector; valid stays that of the RGB magnitude
+        mag = np.sqrt(mag**2 + NIR_SWIR_WEIGHT * c["nir_swir2"])
     y = c["y"] & valid if "y" in c else None
     stable = c["stable"] & valid
     keep = valid & (mag >= floor)
@@ -96,14 +151,17 @@ def view(c: dict, sigma: float, window: int, floor: float) -> dict:
         "mndwi": c["mndwi"][keep],
         "y": None if y is None else y[keep],
         "stable": stable[keep],
+        **{k: v[keep] for k, v in c.items() if k.startswith("gate_")},
         "npos": 0 if y is None else int(y.sum()),
         "nstable": int(stable.sum()),
     }
 
 
-def score(views: dict[str, dict], rule: ChangeRule) -> tuple[float, dict[str, float]]:
+def score(
+    views: dict[str, dict], rule: ChangeRule, gate: tuple[str, float] | None = None
+) -> tuple[float, dict[str, float]]:
     """Pooled F1 over the cities with labels and the false change on stable open land per
-    city."""
+    city; ``gate``: (name, threshold) of :data:`GATES`, one more condition."""
     tp = npred = npos = 0
     false = {}
     for city, v in views.items():
@@ -114,6 +172,8 @@ def score(views: dict[str, dict], rule: ChangeRule) -> tuple[float, dict[str, fl
             new &= ~(v["ndvi_after"] > rule.vegetation_ndvi)
         if rule.water_mndwi is not None:
             new &= ~(v["mndwi"] > rule.water_mndwi)
+        if gate is not None:
+            new &= v[f"gate_{gate[0]}"] >= gate[1]
         if v["y"] is not None:
             tp, npred, npos = tp + (new & v["y"]).sum(), npred + new.sum(), npos + v["npos"]
         nstable = v["nstable"]
@@ -175,6 +235,39 @@ def search(views, pairs: list[tuple[float, int]]) -> list[tuple]:
     return rows
 
 
+def search_gates(layers: dict[str, dict], cap: float, cities: list[str]) -> None:
+    """At the default rule's windows and surface tests: the best magnitude, context gate and
+    vegetation test under ``cap``, with no further evidence, with each gate of :data:`GATES`
+    at each of its thresholds, and with the near and short-wave infrared in the vector."""
+    sigma, window = DEFAULT_RULE.smooth_sigma, DEFAULT_RULE.context_px
+    families: list[tuple[str, bool, tuple[str, float] | None]] = [("none", False, None)]
+    families += [(f"{name} >= {t}", False, (name, t)) for name, ts in GATES.items() for t in ts]
+    families.append((f"NIR and B11 in the vector (weight {NIR_SWIR_WEIGHT})", True, None))
+    print(f"\nfurther evidence at sigma {sigma}, context window {window} (cap {cap:.2%}):")
+    print("| evidence | F1 | magnitude | context | NDVI | worst false change |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, wide, gate in families:
+        views = {c: view(layers[c], sigma, window, min(MAGNITUDES), wide) for c in cities}
+        best = None
+        for magnitude, context, ndvi in itertools.product(MAGNITUDES, CONTEXTS, VEGETATION_NDVI):
+            rule = ChangeRule(
+                float(magnitude),
+                context,
+                smooth_sigma=sigma,
+                context_px=window,
+                vegetation_ndvi=ndvi,
+            )
+            f1, false = score(views, rule, gate)
+            if worst(false) <= cap and (best is None or f1 > best[0]):
+                best = (f1, rule, worst(false))
+        if best is None:
+            print(f"| {label} | no rule under the cap | | | | |")
+            continue
+        f1, r, w = best
+        print(f"| {label} | {f1:.4f} | {r.magnitude} | {r.context} | {r.vegetation_ndvi} ", end="")
+        print(f"| {w:.3%} |")
+
+
 def print_ranked(rows: list[tuple], cap: float | None, top: int, cities: list[str]) -> None:
     """The best ``top`` rules (under the false-change cap, if any)."""
     ranked = rows if cap is None else [r for r in rows if -r[1] <= cap]
@@ -205,6 +298,7 @@ def main() -> None:
         "--rule", type=parse_rule, default=None, help="M,C,SIGMA,WINDOW,NDWI,NDVI[,MNDWI|none]"
     )
     parser.add_argument("--cache", type=Path, default=None, help="folder of per-city layers")
+    parser.add_argument("--gates", action="store_true", help="also try further evidence")
     args = parser.parse_args()
     model = xjointseg.load_model(args.model, device="cpu")
     root = args.data / "s2" / "oscd"
@@ -246,6 +340,8 @@ def main() -> None:
     print_ranked(rows, args.max_false, args.top, cities)
     print("default rule:")
     print(row(default_f1, DEFAULT_RULE, default_false, cities))
+    if args.gates:
+        search_gates(layers, 0.01 if args.max_false is None else args.max_false, cities)
 
 
 if __name__ == "__main__":

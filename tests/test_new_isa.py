@@ -20,6 +20,7 @@ from xjointseg.change import (
     change_evidence,
     new_isa,
 )
+from xjointseg.change.evidence import relative_change
 from xjointseg.errors import ChangeInputError, OptionError, PeriodOrderError, XJointSegError
 from xjointseg.testing import synthetic_scene
 
@@ -90,6 +91,24 @@ def test_a_new_block_in_town_is_new_isa_a_ploughed_field_is_not():
     assert rule["magnitude"] == DEFAULT_RULE.magnitude
     assert out.attrs["before"] == "2017-01-01" and out.attrs["after"] == "2019-01-01"
     assert out.attrs["model_sha256"] == SHA
+
+
+def test_relative_change_is_the_signed_band_step_of_the_magnitude():
+    before, after, images = maps_and_images()
+    ev = change_evidence(before, after, images=images).compute()
+    bands = [
+        relative_change(images[0][b].values, images[1][b].values) for b in ("B04", "B03", "B02")
+    ]
+    length = np.sqrt(sum(b**2 for b in bands))
+    ok = np.isfinite(ev.magnitude.values)
+    np.testing.assert_allclose(length[ok], ev.magnitude.values[ok], atol=1e-5)
+    assert all(b[47, 70] > 0.3 for b in bands)  # the new block is brighter than before
+    assert relative_change(images[1]["B04"].values, images[0]["B04"].values)[47, 70] < -0.3
+    hole = images[0]["B04"].values.copy()
+    hole[5, 5] = np.nan
+    assert np.isnan(relative_change(hole, images[1]["B04"].values)[5, 5])
+    with pytest.raises(ChangeInputError, match="2-D arrays of one shape"):
+        relative_change(hole, hole[:-1])
 
 
 def test_water_and_new_vegetation_are_not_new_isa():

@@ -86,6 +86,8 @@ NIR = "B08"
 SWIR = "B11"
 QUANTUM = 8  # DN are rounded to 1/8 for the exact integer sums of the local means
 BLOCK = 1024  # 10 m pixels per block side of the evidence computation
+MAX_WINDOW = 2001  # widest window of a rule, 10 m pixels (20 km: every block reads it whole)
+MAX_SIGMA = 100.0  # widest Gaussian of a rule, 10 m pixels
 
 
 @dataclass(frozen=True)
@@ -108,23 +110,39 @@ class ChangeRule:
     water_mndwi: float | None = 0.0  #: MNDWI (B11) above this on both dates: water
 
     def __post_init__(self) -> None:
-        for name in ("magnitude", "context", "smooth_sigma"):
+        def number(value: Any) -> bool:  # a real number (NaN switches a test off: refused)
+            return (
+                not isinstance(value, bool)
+                and isinstance(value, int | float)
+                and math.isfinite(value)
+            )
+
+        ranges = {
+            "magnitude": (math.inf, "a finite number >= 0"),
+            "context": (1.0, "a share in 0..1"),
+            "smooth_sigma": (MAX_SIGMA, f"a number of pixels in 0..{MAX_SIGMA:g}"),
+        }
+        for name, (top, what) in ranges.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise OptionError(f"ChangeRule.{name} must be a number >= 0, not {value!r}")
+            if not (number(value) and 0 <= value <= top):
+                raise OptionError(f"ChangeRule.{name} must be {what}, not {value!r}")
         for name in ("water_ndwi", "vegetation_ndvi", "water_mndwi"):
             value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int | float) or abs(value) > 1
-            ):
+            if value is not None and not (number(value) and abs(value) <= 1):
                 raise OptionError(
                     f"ChangeRule.{name} must be an index in -1..1 or None (no test), not {value!r}"
                 )
         for name in ("normalise_px", "context_px"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 1 <= value <= MAX_WINDOW
+                or value % 2 == 0
+            ):
                 raise OptionError(
-                    f"ChangeRule.{name} must be an odd number of pixels >= 1, not {value!r}"
+                    f"ChangeRule.{name} must be an odd number of pixels in 1..{MAX_WINDOW}, "
+                    f"not {value!r}"
                 )
 
     @property
@@ -206,6 +224,45 @@ def _local_mean(x: np.ndarray, ok: np.ndarray, size: int) -> np.ndarray:
     return _box_sum(q, size // 2) / (QUANTUM * _box_sum(ok.astype(np.float64), size // 2))
 
 
+def _band_change(
+    before: np.ndarray, after: np.ndarray, valid: np.ndarray, rule: ChangeRule
+) -> np.ndarray:
+    """One band's smoothed relative change, after minus before (float64; NaN in either date
+    is missing): each date divided by its local mean, the difference taken where ``valid``
+    and smoothed with the rule's Gaussian over the valid pixels."""
+    rel = [x / _local_mean(x, np.isfinite(x) & (x > 0), rule.normalise_px) for x in (before, after)]
+    weights = _gaussian(rule.smooth_sigma)
+    support = _weighted_sum(valid.astype(np.float64), weights)
+    return _weighted_sum(np.where(valid, rel[1] - rel[0], 0.0), weights) / support
+
+
+def relative_change(before: Any, after: Any, rule: ChangeRule | None = None) -> np.ndarray:
+    """One band's signed, smoothed relative change between two dates, in memory: the
+    per-band step of :func:`change_evidence`'s magnitude (whose length over red, green and
+    blue it is), for analyses that need its sign or other bands.
+
+    ``before``, ``after``: 2-D arrays of one band's DN on one grid (NaN missing). Returns
+    float64, NaN where either date is missing; ``rule`` (default :data:`DEFAULT_RULE`) gives
+    the normalisation window and the Gaussian. The scene's edge counts as missing data, as in
+    :func:`change_evidence`.
+
+    >>> x = np.full((9, 9), 1000.0)
+    >>> y = x.copy(); y[4, 4] = 3000.0
+    >>> bool(relative_change(x, y)[4, 4] > 0 > relative_change(y, x)[4, 4])
+    True
+    """
+    b0, b1 = (np.asarray(a, dtype=np.float64) for a in (before, after))
+    if b0.ndim != 2 or b0.shape != b1.shape:
+        raise ChangeInputError(
+            f"before and after must be 2-D arrays of one shape, not {b0.shape} and {b1.shape}"
+        )
+    valid = np.isfinite(b0) & np.isfinite(b1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = _band_change(b0, b1, valid, rule or DEFAULT_RULE)
+    out[~valid] = np.nan
+    return out
+
+
 def _evidence_block(block: np.ndarray, rule: ChangeRule) -> np.ndarray:
     """``(8, h, w)``: RGB of date 1, RGB of date 2, ISA share of each date (NaN = missing),
     with ``rule.depth`` pixels of context on each side -> ``(2, h - 2 depth, w - 2 depth)``
@@ -214,16 +271,7 @@ def _evidence_block(block: np.ndarray, rule: ChangeRule) -> np.ndarray:
     ok = np.isfinite(b)
     valid = cast(np.ndarray, ok.all(axis=0))  # an array: ``b`` is 3-D
     with np.errstate(invalid="ignore", divide="ignore"):
-        diffs = []
-        for band in range(3):
-            rel = [
-                b[k] / _local_mean(b[k], ok[k] & (b[k] > 0), rule.normalise_px)
-                for k in (band, band + 3)
-            ]
-            diffs.append(np.where(valid, rel[1] - rel[0], 0.0))
-        weights = _gaussian(rule.smooth_sigma)
-        support = _weighted_sum(valid.astype(np.float64), weights)
-        smooth = [_weighted_sum(d, weights) / support for d in diffs]
+        smooth = [_band_change(b[k], b[k + 3], valid, rule) for k in range(3)]
         magnitude = np.sqrt(sum(s * s for s in smooth))
         share = np.where(valid, np.fmax(b[6], b[7]), 0.0)
         count = _box_sum(valid.astype(np.float64), rule.context_px // 2)
@@ -274,12 +322,28 @@ def _one_map(m: Any, name: str) -> xr.DataArray:
             f"{name} must be the uint8 mask (0, 1, 255) or the float probability of "
             f"segment(), not {m.dtype}"
         )
+    elif m.chunks is None:
+        _check_probability(np.asarray(m.values), name)
     res = m.odc.geobox.resolution
     if not (np.isclose(abs(res.x), 1.0) and np.isclose(abs(res.y), 1.0)):
         raise ChangeInputError(
             f"{name} has {abs(res.x):g} m pixels: new_isa reads the 1 m maps of segment()"
         )
     return m
+
+
+def _check_probability(block: np.ndarray, name: str) -> np.ndarray:
+    """A float map holds probabilities (0..1, NaN nodata): a mask cast to float (255 nodata
+    read as a value) is refused."""
+    outside = (block < 0) | (block > 1)  # NaN is neither
+    if outside.any():
+        raise ChangeInputError(
+            f"{name} is a float map with values outside 0..1 (e.g. {block[outside].flat[0]:g}): "
+            "new_isa reads the probability of segment(output='probability') (NaN nodata) or "
+            "the uint8 mask (0, 1, 255); a mask cast to float keeps its nodata 255 as a "
+            "value: pass the mask as uint8"
+        )
+    return block
 
 
 def _when(obj: xr.DataArray | xr.Dataset) -> Any:
@@ -295,10 +359,12 @@ def _when(obj: xr.DataArray | xr.Dataset) -> Any:
     return None
 
 
-def _share(m: xr.DataArray) -> da.Array:
+def _share(m: xr.DataArray, name: str) -> da.Array:
     """The 10 m ISA share of a 1 m map: ISA pixels / valid pixels (mean probability for a
     probability map), NaN where no pixel is valid."""
     data = m.data if isinstance(m.data, da.Array) else da.from_array(np.asarray(m.data))
+    if data.dtype.kind == "f" and isinstance(m.data, da.Array):  # checked as it is read
+        data = data.map_blocks(_check_probability, name, dtype=data.dtype)  # type: ignore[arg-type]
     h, w = m.shape
     if h % 10 or w % 10:
         raise ChangeInputError(
@@ -342,6 +408,12 @@ def _images(images: Any, gbox10, labels: tuple, rule: ChangeRule) -> list[xr.Dat
         )
     out = []
     for img, name, label in zip(images, ("before", "after"), labels, strict=True):
+        if not isinstance(img, xr.Dataset | xr.DataArray):
+            raise ChangeInputError(
+                f"the {name} image is a {type(img).__name__}: images must be the xarray "
+                "Datasets (or band DataArrays) of load_sentinel2 that were segmented, on the "
+                "maps' 10 m grid"
+            )
         names = _band_names(img)
         if rule.needs_nir and find_band(NIR, names) is None:
             raise ChangeInputError(
@@ -471,7 +543,9 @@ def change_evidence(
     rule = choose_rule(rule, images)
     gbox10 = b.odc.geobox.zoom_out(INPUT_RESOLUTION)
     img_b, img_a = _images(images, gbox10, labels, rule)
-    out = evidence_array(img_b.data[:3], img_a.data[:3], _share(b), _share(a), rule)
+    out = evidence_array(
+        img_b.data[:3], img_a.data[:3], _share(b, "before"), _share(a, "after"), rule
+    )
     dims = gbox10.dimensions
     layers = {
         "magnitude": (dims, out[0], {"long_name": "relative RGB change"}),
@@ -607,7 +681,9 @@ def new_isa_between(
     cube : xarray.DataArray or Dataset
         uint8 ``(period, y, x)`` ISA cube (:func:`~xjointseg.open_cube`).
     before, after
-        Period labels of the cube (as in its period coordinate, e.g. ``"2017-01-01"``).
+        Periods of the cube: labels (as in its period coordinate, e.g. ``"2017-01-01"``, or
+        a partial date such as ``"2017"`` that matches one period) or positions (``-1``: the
+        last).
     images : Dataset or DataArray with the same periods, or (before, after)
         The Sentinel-2 composites the periods were mapped from (e.g. ``load_sentinel2``'s
         output, or its staged store); selected by the same labels.
@@ -619,18 +695,20 @@ def new_isa_between(
     xarray.DataArray
         As :func:`new_isa`.
     """
-    from ..schema import isa_map_of
+    from ..schema import isa_map_of, select_period
 
     cube = isa_map_of(cube, "cube")
     pdim = cube.dims[0]
     picks = []
     for name, label in (("before", before), ("after", after)):
-        try:
-            picks.append(cube.sel({pdim: [label]}))
-        except (KeyError, TypeError, ValueError):
+        try:  # a position, a label, or a partial date that matches one period
+            picks.append(select_period(cube, label))
+        except OptionError as err:
             raise ChangeInputError(
-                f"{name}={label!r} is not a period of the cube; it has {period_labels(cube)}"
+                f"{name}={label!r} is not a period of the cube ({err}); it has "
+                f"{period_labels(cube)}"
             ) from None
+    before, after = (p[pdim].values for p in picks)  # the labels they matched
     if not isinstance(images, list | tuple):
         if not isinstance(images, xr.Dataset | xr.DataArray) or pdim not in images.dims:
             raise ChangeInputError(
