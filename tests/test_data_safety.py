@@ -39,6 +39,25 @@ def test_replacing_a_cube_keeps_the_users_files(tmp_path):
     assert again.shape[1:] == (160, 160) and (store / "notes.txt").exists()
 
 
+def test_replacing_a_cube_that_holds_a_users_variable_is_refused(tmp_path):
+    import xarray as xr
+
+    store = tmp_path / "c.zarr"
+    maps = _maps(16)
+    to_zarr(maps, store)
+    labels = xr.Dataset(
+        {"my_labels": (("y", "x"), np.ones((160, 160), np.uint8))},
+        coords={"y": maps.y, "x": maps.x},
+    )
+    labels.to_zarr(store, mode="a")
+    before = sorted(p.name for p in store.iterdir())
+    with pytest.raises(CubeMismatchError, match="my_labels"):
+        to_zarr(_maps(24), store, overwrite=True)
+    assert sorted(p.name for p in store.iterdir()) == before  # nothing deleted
+    assert np.array_equal(open_cube(store).values, maps.values)
+    assert xr.open_zarr(store)["my_labels"].values.all()
+
+
 def test_replacing_a_cube_on_an_object_store_keeps_the_users_files():
     fs = fsspec.filesystem("memory")
     url = "memory://safety/c.zarr"
@@ -76,6 +95,29 @@ def test_restaging_composites_keeps_the_users_files(tmp_path):
     again = load_sentinel2(str(catalog), periods=[2019, 2023], store=store, overwrite=True)
     assert again.sizes["time"] == 2
     assert (store / "notes.txt").read_text() == "field notes"
+
+
+def test_restaging_a_store_that_holds_a_users_variable_is_refused(tmp_path):
+    import xarray as xr
+    import zarr
+
+    from tests.test_sentinel2 import build_catalog
+    from xjointseg import errors, load_sentinel2
+
+    catalog = build_catalog(tmp_path / "cat")
+    store = tmp_path / "stage.zarr"
+    load_sentinel2(str(catalog), periods=2019, store=store)
+    zarr.open_group(store, mode="a").create_array(
+        "cloud_notes", shape=(4,), dtype="uint8", dimension_names=["note"]
+    )
+    with pytest.raises(errors.StagingStoreExistsError, match="cloud_notes"):
+        load_sentinel2(str(catalog), periods=[2019, 2023], store=store, overwrite=True)
+    assert (store / "cloud_notes" / "zarr.json").exists()
+    assert xr.open_zarr(store).sizes["time"] == 1  # the staged periods stay as they were
+    # a variable added through xarray rewrites the root attributes: no longer staged, refused
+    (store / "cloud_notes").rename(tmp_path / "moved")
+    again = load_sentinel2(str(catalog), periods=[2019, 2023], store=store, overwrite=True)
+    assert again.sizes["time"] == 2
 
 
 def test_composites_staged_in_object_storage_are_replaced_and_keep_the_users_files(tmp_path):

@@ -347,8 +347,12 @@ def test_default_tile_shrinks_with_memory_and_scene(monkeypatch):
 
 
 def test_explicit_tile_overrides_the_default(monkeypatch):
-    _budget(monkeypatch, 8 << 20)
+    _budget(monkeypatch, 16 << 20)  # the default takes a quarter: a smaller tile
+    assert segment(SCENE_2D, MODEL).attrs["tile"] < 48
     assert segment(SCENE_2D, MODEL, tile=48).attrs["tile"] == 48
+    _budget(monkeypatch, 4 << 20)  # but no tile beyond the memory there is
+    with pytest.raises(xjointseg.errors.OptionError, match="GiB there is"):
+        segment(SCENE_2D, MODEL, tile=48)
 
 
 @given(

@@ -278,5 +278,5 @@ def test_with_images_bad_calls_are_refused():
         consistent(cube, images=images, cell=1)
     with pytest.raises(OptionError, match="images"):
         consistent(cube, rule=xjointseg.change.DEFAULT_RULE)
-    with pytest.raises(ChangeInputError):  # periods out of order: new_isa refuses them
+    with pytest.raises(OptionError, match="sortby"):  # periods out of order
         consistent(cube.isel(time=[1, 0, 2]), images=[images[i] for i in (1, 0, 2)])

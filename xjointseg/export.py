@@ -84,7 +84,9 @@ def _one_map(isa: Any, period: Any) -> tuple[xr.DataArray, Any]:
     if isa.ndim == 2:
         if period is not None:
             raise OptionError("period= selects along a period dimension; this map has none")
-        return isa, None
+        # a period picked out of a cube keeps its label as a scalar coordinate
+        scalar = [n for n in ("time", "period", "year") if n in isa.coords and isa[n].ndim == 0]
+        return isa, isa[scalar[0]].values if scalar else None
     if isa.ndim != 3:
         raise ExportError(f"to_cog writes a (y, x) or (period, y, x) map; got dims {isa.dims}")
     pdim = isa.dims[0]
@@ -313,6 +315,15 @@ def _check_options(overview_resampling: Any, compress: Any, blocksize: Any, path
 
 def _free_target(path: str | os.PathLike, overwrite: bool) -> Path:
     """The absolute path to write: writable, and free or an earlier COG of ours to replace."""
+    if not isinstance(overwrite, bool | np.bool_):
+        raise OptionError(f"overwrite must be True or False, not {overwrite!r}")
+    if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+        raise ExportError(f"path must be a file name such as 'isa.tif', not {path!r}")
+    if os.fspath(path).endswith(("/", os.sep)):
+        raise ExportExistsError(
+            f"{os.fspath(path)} ends with a separator, so it names a folder: give a file "
+            f"name, e.g. {os.fspath(path)}isa.tif"
+        )
     target = Path(path).expanduser().absolute()
     if target.is_dir():
         raise ExportExistsError(f"{target} is a folder: give a file name, e.g. {target}/isa.tif")

@@ -129,7 +129,14 @@ def _band_positions(arr: xr.DataArray, bands: Sequence[str]) -> list[int]:
     for band in bands:
         found = find_band(band, labels)
         if found is None:
-            raise BandError(f"band {band} is missing: the DataArray has bands {labels}")
+            names = arr.attrs.get("long_name")  # rioxarray keeps a file's band names here
+            hint = (
+                f": name them, e.g. da.assign_coords(band=list(da.attrs['long_name'])) "
+                f"(the file calls them {list(names)})"
+                if isinstance(names, tuple | list) and len(names) == len(labels)
+                else ""
+            )
+            raise BandError(f"band {band} is missing: the DataArray has bands {labels}{hint}")
         picks.append(labels.index(cast(str, found)))  # one of labels
     return picks
 
@@ -166,6 +173,11 @@ def _check_grid(arr: xr.DataArray) -> tuple[GeoBox, tuple[Hashable, ...]]:
     return gbox, others
 
 
+def _crs_name(crs: CRS) -> str:
+    """A CRS as a user names it (EPSG code, else its name), not its WKT."""
+    return f"EPSG:{crs.epsg}" if crs.epsg else str(getattr(crs.proj, "name", crs))[:80]
+
+
 def _check_crs(crs: CRS | None) -> None:
     """A projected CRS in metres."""
     if crs is None:
@@ -175,8 +187,8 @@ def _check_crs(crs: CRS | None) -> None:
         )
     if crs.geographic:
         raise CRSError(
-            f"the input CRS {crs} is in degrees; the model needs metres: reproject to a "
-            "projected CRS such as the local UTM zone (odc.stac.load(..., crs='utm') or "
+            f"the input CRS {_crs_name(crs)} is in degrees; the model needs metres: reproject "
+            "to a projected CRS such as the local UTM zone (odc.stac.load(..., crs='utm') or "
             "ds.odc.reproject(...))"
         )
     try:
@@ -185,9 +197,9 @@ def _check_crs(crs: CRS | None) -> None:
         unit = None
     if unit is None or not np.isclose(unit, 1.0):
         raise CRSError(
-            f"the input CRS {crs} is not in metres ({crs.units[0]}); the model needs a 10 m "
-            "grid in metres: reproject, e.g. ds.odc.reproject('utm', resolution=10) or "
-            "odc.stac.load(..., crs='utm', resolution=10)"
+            f"the input CRS {_crs_name(crs)} is not in metres ({crs.units[0]}); the model "
+            "needs a 10 m grid in metres: reproject, e.g. ds.odc.reproject('utm', "
+            "resolution=10) or odc.stac.load(..., crs='utm', resolution=10)"
         )
 
 
@@ -285,8 +297,9 @@ def _check_dn_bounds(low: float, high: float) -> None:
     if low < DN_MIN:
         raise ValueRangeError(
             f"the input holds {low:g}, below any Sentinel-2 DN: an undeclared fill value? "
-            "Declare it (segment(..., nodata=...) or the band's 'nodata' attribute), or "
-            "mask it first (ds.where(ds != fill))"
+            "Declare it in each band's 'nodata' attribute (e.g. "
+            "ds['B04'].attrs['nodata'] = fill, or ds.rio.write_nodata(fill)), or mask it "
+            "first (ds.where(ds != fill))"
         )
     if high > DN_MAX:
         raise ValueRangeError(
@@ -343,7 +356,16 @@ def _declared_scale(obj: xr.Dataset | xr.DataArray) -> None:
             raise ValueRangeError(
                 f"{var.name} was decoded with scale_factor={float(scale):g}, so it holds "
                 "reflectance, not DN: open it with mask_and_scale=False (or multiply by "
-                f"{1 / float(scale):g})"
+                f"{1 / float(scale):g}; any add_offset is then applied already)"
+            )
+        # mask_and_scale=False keeps the offset of processing baseline 04.00 in the attributes
+        scale, offset = var.attrs.get("scale_factor"), var.attrs.get("add_offset")
+        if isinstance(scale, int | float) and isinstance(offset, int | float) and offset and scale:
+            shift = offset / scale
+            raise ValueRangeError(
+                f"{var.name} holds DN with an offset (scale_factor={scale:g}, add_offset="
+                f"{offset:g}: reflectance = DN x {scale:g} {offset:+g}): give reflectance x "
+                f"10000, e.g. ds['{var.name}'] + ({shift:g}) (which drops the attributes)"
             )
 
 
@@ -394,8 +416,9 @@ def read_bands(
     arr, nodata, others, flips = checked_input(obj, bands)
     if flips:
         raise GridError(
-            "the input is not north-up (y must decrease, x increase): flip it first, e.g. "
-            "ds.isel(y=slice(None, None, -1))"
+            "the input is not north-up (y must decrease, x increase): reverse the axis that "
+            "runs the other way first, ds.isel(y=slice(None, None, -1)) or "
+            "ds.isel(x=slice(None, None, -1))"
         )
     names = tuple(str(b) for b in arr.band.values)
     if arr.chunks is None:

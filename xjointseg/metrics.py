@@ -72,6 +72,26 @@ def _counts(c: Any, keys: Sequence[str], maker: str) -> dict[str, float]:
         raise MetricInputError(f"counts must be numbers, got {c!r:.80}") from None
 
 
+def _ignored(ignore: Any, *maps: Any) -> list[float]:
+    """The values to leave out: ``ignore`` (numbers), or by default the ``nodata`` that the
+    maps' attributes declare (segment's 255)."""
+    if ignore is None:
+        declared: list[Any] = [m.attrs.get("nodata") for m in maps if isinstance(m, xr.DataArray)]
+        return sorted({float(v) for v in declared if _is_number(v)})
+    values = list(np.atleast_1d(np.asarray(ignore, dtype=object)))
+    if not all(_is_number(v) for v in values):
+        raise MetricInputError(
+            f"ignore must be a number or a sequence of numbers (e.g. 255), not {ignore!r}"
+        )
+    return [float(v) for v in values]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(
+        v, bool | np.bool_
+    )
+
+
 def _excluded(x, ignore: Sequence[float]):
     bad = x != x  # NaN marks nodata in float maps (always False for integers)
     for value in ignore:
@@ -108,7 +128,8 @@ def _check_same_grid(pred: Any, reference: Any) -> None:
 def confusion(pred: Any, reference: Any, ignore: Any = None) -> dict[str, int]:
     """Counts ``tp, fp, fn, tn`` of a binary map (nonzero = ISA) against a reference.
 
-    Pixels where either array is NaN or one of the ``ignore`` values are left out.
+    Pixels where either array is NaN or one of the ``ignore`` values are left out (by
+    default the ``nodata`` a DataArray's attributes declare: segment's 255).
 
     Examples
     --------
@@ -122,7 +143,7 @@ def confusion(pred: Any, reference: Any, ignore: Any = None) -> dict[str, int]:
             f"pred and reference must have the same shape, got {p.shape} and {r.shape}: put "
             "them on one grid first (e.g. read_worldcover(path, like=pred))"
         )
-    ignore = [] if ignore is None else list(np.atleast_1d(ignore))
+    ignore = _ignored(ignore, pred, reference)
     lazy = isinstance(p, da.Array) or isinstance(r, da.Array)
     if lazy:
         chunks = p.chunks if isinstance(p, da.Array) else r.chunks
@@ -154,9 +175,10 @@ def scores(pred: Any, reference: Any, ignore: Any = None) -> dict[str, float]:
         The map to score; nonzero = ISA (1), 0 = not ISA.
     reference : array-like, dask array or xarray.DataArray
         Reference labels on the same grid; nonzero = ISA.
-    ignore : value or sequence of values, optional
+    ignore : number or sequence of numbers, optional
         Values that mark pixels to leave out in either array (e.g. 255 nodata); NaN always
-        is.
+        is. None (default): the ``nodata`` that DataArrays declare in their attributes
+        (segment's maps: 255); pass ``ignore=[]`` to count every value.
 
     Returns
     -------
@@ -233,6 +255,38 @@ def roc_auc(score: Any, reference: Any) -> float:
 MIXED_SHARES = (0.2, 0.8)
 
 
+def _scale(scale: Any) -> int:
+    if isinstance(scale, bool | np.bool_) or not isinstance(scale, int | np.integer) or scale < 1:
+        raise MetricInputError(
+            f"scale must be a positive integer (fine pixels per coarse pixel side, 10 for a "
+            f"1 m map of 10 m input), not {scale!r}"
+        )
+    return int(scale)
+
+
+def _fraction(name: str, value: Any) -> float:
+    if not _is_number(value) or not 0 <= value <= 1:
+        raise MetricInputError(f"{name} must be a number in 0..1, not {value!r}")
+    return float(value)
+
+
+def _pair_of_maps(a: Any, b: Any, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Two (H, W) maps of one shape, in memory."""
+    x, y = _map(a, names[0]), _map(b, names[1])
+    for m, name in ((x, names[0]), (y, names[1])):
+        if m.ndim != 2:
+            raise MetricInputError(
+                f"{name} must be one map (y, x), got shape {m.shape}: score each map alone "
+                "and pool the counts"
+            )
+    if x.shape != y.shape:
+        raise MetricInputError(
+            f"{names[0]} and {names[1]} must have the same shape, got {x.shape} and "
+            f"{y.shape}: put them on one grid first"
+        )
+    return x, y
+
+
 def _cells(a: np.ndarray, scale: int) -> np.ndarray:
     """(H, W) -> (H/scale * W/scale, scale * scale): the pixels of each ``scale`` cell."""
     h, w = a.shape[-2:]
@@ -246,11 +300,16 @@ def placement_counts(
 ) -> dict[str, float]:
     """The pair counts behind :func:`within_pixel_auc` (to sum over scenes): ``wins`` (ISA
     pixel above a non-ISA pixel of its cell; ties one half), ``pairs`` and ``cells``."""
-    s = _cells(_map(score, "score").astype(np.float32), scale)
-    y = _cells(_map(label, "label"), scale)
+    scale = _scale(scale)
+    if not isinstance(shares, tuple | list) or len(shares) != 2:
+        raise MetricInputError(f"shares must be a pair (low, high) of label shares, not {shares!r}")
+    lo, hi = (_fraction("shares", v) for v in shares)
+    score, label = _pair_of_maps(score, label, ("score", "label"))
+    s = _cells(score.astype(np.float32), scale)
+    y = _cells(label, scale)
     clean = ((y == 0) | (y == 1)).all(axis=1) & ~np.isnan(s).any(axis=1)
     share = (y == 1).mean(axis=1)
-    keep = clean & (share >= shares[0]) & (share <= shares[1])
+    keep = clean & (share >= lo) & (share <= hi)
     s, pos = s[keep], y[keep] == 1
     wins = pairs = 0.0
     for i in range(0, len(s), 512):  # (cells, 100, 100) comparisons, a block at a time
@@ -290,7 +349,10 @@ def smooth_placement(prob: Any, scale: int = 10) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
+    scale = _scale(scale)
     p = _map(prob, "prob").astype(np.float32)
+    if p.ndim != 2:
+        raise MetricInputError(f"prob must be one map (y, x), got shape {p.shape}")
     h, w = p.shape[-2:]
     mean = _cells(p, scale).mean(axis=1).reshape(h // scale, w // scale)
     up = F.interpolate(
@@ -317,13 +379,22 @@ def road_counts(
     (1 m road pixels and those the mask calls ISA), ``cells`` (road 10 m pixels),
     ``share`` and ``cover`` (the sums over them of the mask's ISA share and of the road
     cover)."""
-    m = _cells(_map(mask, "mask"), scale)
-    r = _cells(_map(road, "road").astype(bool), scale)
+    scale = _scale(scale)
+    min_cover, max_other = _fraction("min_cover", min_cover), _fraction("max_other", max_other)
+    mask, road = _pair_of_maps(mask, road, ("mask", "road"))
+    if mask.dtype.kind == "f" or not np.isin(mask, (0, 1, 255)).all():
+        raise MetricInputError(
+            "mask must be the 0/1/255 ISA mask of segment() (uint8), not a probability map "
+            f"({mask.dtype}): threshold it first or pass segment's mask"
+        )
+    m = _cells(mask, scale)
+    r = _cells(road.astype(bool), scale)
     valid = (m != 255).all(axis=1)
     cover = r.mean(axis=1)
     road_cell = valid & (cover >= min_cover)
     if other is not None:  # away from buildings: a road, not a street between houses
-        road_cell &= _cells(_map(other, "other").astype(bool), scale).mean(axis=1) <= max_other
+        other = _pair_of_maps(mask, other, ("mask", "other"))[1]
+        road_cell &= _cells(other.astype(bool), scale).mean(axis=1) <= max_other
     share = (m == 1).mean(axis=1)
     return {
         "road_px": float((r & (m != 255)).sum()),
@@ -334,7 +405,15 @@ def road_counts(
     }
 
 
-def road_scores(mask: Any, road: Any, other: Any = None, **options: Any) -> dict[str, float]:
+def road_scores(
+    mask: Any,
+    road: Any,
+    other: Any = None,
+    *,
+    scale: int = 10,
+    min_cover: float = ROAD_COVER,
+    max_other: float = ROAD_MAX_OTHER,
+) -> dict[str, float]:
     """How a 1 m ISA mask (0, 1, 255 nodata) sees the roads of a reference.
 
     ``recall_1m``: the share of road pixels called ISA. On the 10 m pixels at least
@@ -352,7 +431,8 @@ def road_scores(mask: Any, road: Any, other: Any = None, **options: Any) -> dict
     >>> s["recall_1m"], s["cells"], s["share"], s["cover"]
     (0.8, 2.0, 0.4, 0.5)
     """
-    return road_scores_from_counts(road_counts(mask, road, other, **options))
+    counts = road_counts(mask, road, other, scale=scale, min_cover=min_cover, max_other=max_other)
+    return road_scores_from_counts(counts)
 
 
 def road_scores_from_counts(c: dict[str, float]) -> dict[str, float]:

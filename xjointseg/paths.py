@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from .errors import OptionError, StorePathError
 __all__ = [
     "check_protocol",
     "check_writable",
+    "foreign_nodes",
     "is_url",
     "remove_zarr_store",
     "written_by_xjointseg",
@@ -93,6 +94,20 @@ def written_by_xjointseg(
 ZARR_NODE_MARKERS = ("zarr.json", ".zarray", ".zgroup")
 #: Every metadata file of a Zarr node (v2 keeps attributes and consolidated metadata apart)
 ZARR_NODE_FILES = (*ZARR_NODE_MARKERS, ".zattrs", ".zmetadata")
+
+
+def foreign_nodes(fs, root: str, ours: Collection[str]) -> list[str]:
+    """The children of the Zarr store at ``root`` that are Zarr nodes (variables, groups)
+    not named in ``ours``: what a user added to a store xjointseg wrote, which replacing
+    the store would delete."""
+    children = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False))
+    return [
+        c
+        for c in children
+        if c not in ours
+        and fs.isdir(f"{root}/{c}")
+        and any(fs.exists(f"{root}/{c}/{m}") for m in ZARR_NODE_MARKERS)
+    ]
 
 
 def remove_zarr_store(fs, root: str, own: tuple[str, ...] = ()) -> None:

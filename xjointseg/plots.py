@@ -35,11 +35,31 @@ CLASS_COLOURS = {
 
 def _axes(ax):
     import matplotlib.pyplot as plt
+    from matplotlib.axes import Axes
 
     if ax is None:
         fig, ax = plt.subplots(figsize=(7, 6))
         return fig, ax
+    if not isinstance(ax, Axes):
+        raise OptionError(f"ax must be matplotlib Axes (e.g. plt.subplots()[1]), not {ax!r:.60}")
     return ax.figure, ax
+
+
+def _check_style(cmap: Any, ax: Any) -> None:
+    """The drawing options, checked before a map is read."""
+    _colormap(cmap)
+    if ax is not None:
+        _axes(ax)
+
+
+def _colormap(cmap: Any):
+    import matplotlib as mpl
+
+    if not isinstance(cmap, str) or cmap not in mpl.colormaps:
+        raise OptionError(
+            f"cmap must be the name of a matplotlib colormap (e.g. 'viridis'), not {cmap!r}"
+        )
+    return mpl.colormaps[cmap]
 
 
 def extent(da: xr.DataArray) -> list[float]:
@@ -53,8 +73,12 @@ def _fmt(label: Any) -> str:
 
 
 def _step(shape: tuple[int, ...], max_pixels: int) -> int:
-    if max_pixels < 1:
-        raise OptionError(f"max_pixels must be >= 1, got {max_pixels}")
+    if (
+        isinstance(max_pixels, bool | np.bool_)
+        or not isinstance(max_pixels, int | np.integer)
+        or max_pixels < 1
+    ):
+        raise OptionError(f"max_pixels must be a whole number >= 1, got {max_pixels!r}")
     return max(1, math.ceil(max(shape) / max_pixels))
 
 
@@ -98,6 +122,7 @@ def plot_map(
     cube = isa_map_of(cube)
     one = select_period(cube, period)
     step = _step(one.shape, max_pixels)
+    _check_style(cmap, ax)
     # whole display pixels only: the last (step - 1) rows/columns at most are not drawn
     ydim, xdim = one.dims
     one = one.isel({ydim: slice(0, one.shape[0] // step * step)})
@@ -105,9 +130,8 @@ def plot_map(
     data = one.data if isinstance(one.data, da.Array) else da.from_array(one.values)
     share = coarse_share(data, step).compute()
     fig, ax = _axes(ax)
-    import matplotlib as mpl
 
-    colours = mpl.colormaps[cmap].with_extremes(bad="#cccccc")
+    colours = _colormap(cmap).with_extremes(bad="#cccccc")
     im = ax.imshow(
         np.ma.masked_invalid(share),
         extent=extent(one),
@@ -162,16 +186,16 @@ def plot_first_period(
     >>> cube = xr_zeros(grid, "uint8", time=["2017-01-01", "2019-01-01"])
     >>> fig = plot_first_period(cube)
     """
-    import matplotlib as mpl
     from matplotlib.colors import BoundaryNorm, ListedColormap
     from matplotlib.patches import Patch
 
     fp = first_period(cube, gaps=gaps)
     step = _step(fp.shape, max_pixels)
+    _check_style(cmap, ax)
     codes = fp[::step, ::step].values
     labels = fp.attrs["periods"]
     n = len(labels)
-    base = mpl.colormaps[cmap].resampled(max(n, 2))
+    base = _colormap(cmap).resampled(max(n, 2))
     colours = [base(i) for i in range(n)] + ["#ffffff", "#bbbbbb"]
     shown = np.where(codes == NEVER, n, np.where(codes == NODATA, n + 1, codes))
     fig, ax = _axes(ax)
@@ -199,10 +223,17 @@ def plot_first_period(
     return fig
 
 
-def _check_table(table: Any, maker: str) -> None:
+def _check_table(table: Any, maker: str, keys: tuple[str, ...] = ()) -> None:
     if not isinstance(table, pd.DataFrame):
         raise OptionError(
             f"table must be the pandas DataFrame that {maker} returns, not {type(table).__name__}"
+        )
+    if keys and set(keys) <= set(table.columns) and table.duplicated(list(keys)).any():
+        twice = table.loc[table.duplicated(list(keys)), "region"].unique().tolist()
+        raise OptionError(
+            f"regions {twice[:5]} appear more than once (polygons that share a name): a "
+            "figure needs one line or colour per region; name each region once (another "
+            "name_column), or sum the table by region first"
         )
 
 
@@ -229,7 +260,7 @@ def plot_growth(table: pd.DataFrame, *, ax=None, value: str = "isa_km2"):
     >>> t = pd.DataFrame({"period": [2017, 2019], "region": ["a", "a"], "isa_km2": [1.0, 1.2]})
     >>> fig = plot_growth(t)
     """
-    _check_table(table, "area()")
+    _check_table(table, "area()", ("region", "period"))
     missing = {"period", "region", value} - set(table.columns)
     if missing:
         raise OptionError(f"the table lacks {sorted(missing)}: pass the result of area()")
@@ -285,23 +316,39 @@ def plot_growth_classes(
     """
     from matplotlib.patches import Patch
 
-    _check_table(table, "growth()")
+    _check_table(table, "growth()", ("region", "period_from", "period_to"))
     missing = {"region", "period_from", "period_to", "annual_rate", "expansion"} - set(
         table.columns
     )
     if missing:
         raise OptionError(f"the table lacks {sorted(missing)}: pass the result of growth()")
     pairs = list(table[["period_from", "period_to"]].drop_duplicates().itertuples(index=False))
+    if not pairs:
+        raise OptionError("the table has no rows: pass the result of growth()")
+    if (
+        isinstance(pair, bool | np.bool_)
+        or not isinstance(pair, int | np.integer)
+        or not -len(pairs) <= pair < len(pairs)
+    ):
+        raise OptionError(
+            f"pair must be the position of a period pair, -{len(pairs)}..{len(pairs) - 1} "
+            f"(the table has {len(pairs)}), not {pair!r}"
+        )
     start, end = pairs[pair]
     rows = table[(table.period_from == start) & (table.period_to == end)]
     colour = [CLASS_COLOURS.get(c, "#000000") for c in rows["expansion"]]
+    if regions is not None:
+        import geopandas as gpd
+
+        from .change._zonal import region_names
+
+        if not isinstance(regions, gpd.GeoDataFrame):
+            raise OptionError(
+                f"regions must be the GeoDataFrame given to growth(), not {type(regions).__name__}"
+            )
+        names = region_names(regions, name_column)  # named as growth() named them
     fig, ax = _axes(ax)
     if regions is not None:
-        names = (
-            regions[name_column]
-            if name_column
-            else (regions["name"] if "name" in regions.columns else regions.index.to_series())
-        )
         by_name = dict(zip(rows["region"], colour, strict=True))
         regions.plot(color=[by_name.get(n, "#ffffff") for n in names], edgecolor="k", ax=ax)
     else:

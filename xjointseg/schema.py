@@ -192,6 +192,11 @@ def _check_period_labels(labels: np.ndarray, pdim: Any) -> None:
         )
     if any(isinstance(v, pd.Timestamp | datetime.datetime) and v.tzinfo for v in labels):
         _refuse_zoned(pdim)
+    if labels.dtype.kind == "m" or any(isinstance(v, datetime.timedelta) for v in labels.tolist()):
+        raise CubeInputError(
+            f"the period labels along {pdim!r} are durations: label each period by its date "
+            "(e.g. 2017-06-01), its year or a name"
+        )
 
 
 def _refuse_zoned(pdim: Any) -> NoReturn:
@@ -333,8 +338,9 @@ def check_isa_map(
         CubeInputError,
         f"{what} is not on a regular, axis-aligned grid",
         not_north_up=(
-            f"{what} is not north-up (y must decrease, x increase): flip it, e.g. "
-            f"{what}.isel(y=slice(None, None, -1))"
+            f"{what} is not north-up (y must decrease, x increase): reverse the axis that "
+            f"runs the other way, {what}.isel(y=slice(None, None, -1)) or "
+            f"{what}.isel(x=slice(None, None, -1))"
         ),
     )
     if periods:
@@ -465,6 +471,46 @@ def period_labels(isa: xr.DataArray) -> list:
     if np.issubdtype(values.dtype, np.datetime64):
         return [pd.Timestamp(v) for v in values]
     return [v.item() if isinstance(v, np.generic) else v for v in values]
+
+
+def time_key(label: Any) -> tuple[str, float] | None:
+    """A label's place in time, to compare labels of one kind: ("t", ns) for a date or a
+    string that reads as one (an interval "a/b" by its start), ("n", value) for a number;
+    None when the label does not tell the time."""
+    import pandas as pd
+
+    if isinstance(label, bool | np.bool_):
+        return None
+    if isinstance(label, int | float | np.number):
+        return ("n", float(label))
+    if isinstance(label, str):
+        try:
+            label = pd.Timestamp(label.split("/")[0].strip())
+        except (ValueError, TypeError):
+            return None
+    if isinstance(label, pd.Timestamp | np.datetime64):
+        ts = pd.Timestamp(label)
+        return None if ts is pd.NaT else ("t", float(ts.value))
+    return None
+
+
+def check_period_order(isa: xr.DataArray, who: str) -> None:
+    """Refuse a ``(period, y, x)`` map whose periods are not in time order where their
+    labels tell the time (dates, numbers, strings that read as dates; other labels are
+    taken in the order given)."""
+    pdim = isa.dims[0]
+    if pdim not in isa.coords:
+        return
+    keys = [time_key(v) for v in period_labels(isa)]
+    if any(k is None for k in keys) or len({k[0] for k in keys if k}) > 1:
+        return
+    values = [k[1] for k in keys if k]
+    if any(b <= a for a, b in zip(values[:-1], values[1:], strict=True)):
+        raise OptionError(
+            f"{who} needs the periods in time order; {pdim!r} is not increasing "
+            f"({[str(v)[:10] for v in isa[pdim].values]}): sort them first, "
+            f"cube.sortby({pdim!r})"
+        )
 
 
 def select_period(isa: xr.DataArray, period: Any) -> xr.DataArray:

@@ -44,7 +44,10 @@ def untrained_weights(path: str | Path, arch: str = "jointseg", size: str = "lit
     benchmarks: speed does not need training) and return its path."""
     from .models.architectures import build_network, default_config
 
-    net = build_network(arch, **default_config(arch, size))
+    try:
+        net = build_network(arch, **default_config(arch, size))
+    except KeyError as err:  # unknown arch or size: the message lists the known ones
+        raise OptionError(f"untrained_weights: {err.args[0]}") from None
     save_model(net, path, name=f"untrained-{arch}-{size}", bands=BANDS_RGB)
     return Path(path)
 
@@ -77,12 +80,40 @@ def synthetic_scene(
             raise OptionError(f"synthetic_scene: {what} must be a positive integer, not {n!r}")
     if not (isinstance(resolution, int | float) and np.isfinite(resolution) and resolution > 0):
         raise OptionError(f"synthetic_scene: resolution must be positive, not {resolution!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise OptionError(f"synthetic_scene: seed must be an integer >= 0, not {seed!r}")
+    if isinstance(bands, str) or not bands or not all(isinstance(b, str) for b in bands):
+        raise OptionError(
+            f"synthetic_scene: bands must be a list of band names, e.g. ['B04'], not {bands!r}"
+        )
+    try:
+        np.dtype(dtype)
+    except TypeError:
+        raise OptionError(f"synthetic_scene: dtype {dtype!r} is not a numpy dtype") from None
+    try:
+        x0, y0 = (float(v) for v in origin)
+    except (TypeError, ValueError):
+        raise OptionError(
+            f"synthetic_scene: origin must be (x, y), the top-left corner, not {origin!r}"
+        ) from None
     rng = np.random.default_rng(seed)
-    x0, y0 = origin
-    gbox = GeoBox.from_bbox(
-        (x0, y0 - ny * resolution, x0 + nx * resolution, y0), crs=crs, resolution=resolution
-    )
-    coords: dict[Hashable, Any] = xr_coords(gbox, crs_coord_name="spatial_ref")
+    try:
+        gbox = GeoBox.from_bbox(
+            (x0, y0 - ny * resolution, x0 + nx * resolution, y0), crs=crs, resolution=resolution
+        )
+        coords: dict[Hashable, Any] = xr_coords(gbox, crs_coord_name="spatial_ref")
+        crs_ok = gbox.crs is not None and not gbox.crs.geographic
+    except Exception as exc:  # pyproj's parse errors, odc-geo's grid errors
+        raise OptionError(f"synthetic_scene: crs {crs!r} is not a CRS: {exc}") from None
+    if not crs_ok:
+        raise OptionError(
+            f"synthetic_scene: crs must be a projected CRS in metres (e.g. EPSG:32633), not {crs!r}"
+        )
+    if gbox.shape != (ny, nx):  # a resolution that does not tile the extent exactly
+        raise OptionError(
+            f"synthetic_scene: resolution {resolution!r} gives a {gbox.shape} grid, not "
+            f"{(ny, nx)}: use a resolution the grid holds exactly (10 for Sentinel-2)"
+        )
     shape = (times, ny, nx) if times else (ny, nx)
     dims = ("time", "y", "x") if times else ("y", "x")
     if times:

@@ -69,6 +69,29 @@ class _Regions:
     labels: da.Array | None = None
 
 
+def region_names(regions: Any, name_column: str | None) -> list:
+    """The names of polygon regions in the tables: ``name_column``'s (none missing; polygons
+    that share a name, such as the parts of one OSM feature, each keep their own rows),
+    else a "name" column that names each region once, else the index."""
+    if name_column is not None:
+        if name_column not in regions.columns:
+            raise RegionError(
+                f"no column {name_column!r} in regions; columns: {list(regions.columns)}"
+            )
+        column = regions[name_column]
+        if column.isna().any():
+            missing = column.index[column.isna()].tolist()
+            raise RegionError(
+                f"the {name_column!r} column has no name for the regions at index "
+                f"{missing[:5]}: a table row without a name is lost in any grouping; name "
+                "them, or leave name_column out (regions are then named by their index)"
+            )
+        return column.tolist()
+    if "name" in regions.columns and regions["name"].notna().all() and regions["name"].is_unique:
+        return regions["name"].tolist()
+    return regions.index.tolist()
+
+
 def _prepare_regions(
     regions: Any, cube: xr.DataArray, data: da.Array, name_column: str | None
 ) -> _Regions:
@@ -100,16 +123,7 @@ def _prepare_regions(
             f"regions must be polygons, got {sorted(geom_types)}: buffer points and lines "
             "first (e.g. regions.buffer(100)) if an area around them is meant"
         )
-    if name_column is not None:
-        if name_column not in regions.columns:
-            raise RegionError(
-                f"no column {name_column!r} in regions; columns: {list(regions.columns)}"
-            )
-        names = regions[name_column].tolist()
-    elif "name" in regions.columns and regions["name"].notna().all() and regions["name"].is_unique:
-        names = regions["name"].tolist()
-    else:
-        names = regions.index.tolist()
+    names = region_names(regions, name_column)
     gbox = cube.odc.geobox
     local = regions.to_crs(gbox.crs.to_wkt())
     from shapely import STRtree, box
@@ -131,6 +145,11 @@ def _label_regions(labels: xr.DataArray, cube: xr.DataArray, data: da.Array) -> 
         raise RegionError(f"a label raster must hold integers, not {labels.dtype}")
     gbox = cube.odc.geobox
     lbox = labels.odc.geobox if labels.odc.crs is not None else None
+    if labels.ndim == 2 and labels.dims == tuple(cube.dims[1:])[::-1]:  # transposed
+        raise RegionError(
+            f"the label raster's dims are {labels.dims}, the cube's {tuple(cube.dims[1:])}: "
+            f"give it as (y, x), e.g. labels.transpose{tuple(cube.dims[1:])}"
+        )
     if labels.ndim != 2 or labels.shape != tuple(gbox.shape):
         raise RegionError(
             f"the label raster must be (y, x) on the cube's grid {tuple(gbox.shape)}, got "
@@ -275,6 +294,11 @@ def _region_stats(cube: xr.DataArray, regions: Any, name_column: str | None):
         tasks = [dask.delayed(_merge)(*tasks[i : i + 8]) for i in range(0, len(tasks), 8)]
     stats = tasks[0].compute() if tasks else {}
     if reg.kind == "labels":
+        if not stats:  # a table with no row would read as "no ISA anywhere"
+            raise RegionOutsideError(
+                "the label raster holds no region: every pixel is 0 or negative (0 means no "
+                "region); number the regions 1, 2, ..."
+            )
         return [(n, stats[n]) for n in sorted(stats)]
     nt = cube.shape[0]
     empty = np.zeros(_stat_len(nt), dtype=np.int64)

@@ -13,7 +13,7 @@ import pandas as pd
 import xarray as xr
 
 from ..errors import FactorError, OptionError
-from ..schema import NEVER, NODATA, period_labels
+from ..schema import NEVER, NODATA, check_period_order, period_labels
 from ._zonal import ANALYSIS_BLOCK, _dask, _isa, aligned_chunks, change_rule_of, share_option
 
 
@@ -70,14 +70,7 @@ def first_period(
     nt = cube.shape[0]
     if nt > NEVER:
         raise OptionError(f"first_period codes at most {NEVER} periods; the cube has {nt}")
-    pdim = cube.dims[0]
-    if pdim in cube.coords and cube[pdim].dtype.kind in "iufM":
-        order = np.asarray(cube[pdim].values)
-        if (order[1:] <= order[:-1]).any():
-            raise OptionError(
-                f"first_period needs the periods in time order; {pdim!r} is not increasing: "
-                f"sort them first, cube.sortby({pdim!r})"
-            )
+    check_period_order(cube, "first_period")
     data = _dask(cube)
     # dask types the method Array.map_blocks as the function map_blocks (func as an Array)
     out = data.map_blocks(

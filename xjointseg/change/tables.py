@@ -46,8 +46,8 @@ def area(
         uint8 ``(period, y, x)`` ISA cube (:func:`~xjointseg.open_cube`, or segment's output).
     regions : GeoDataFrame, GeoSeries or xarray.DataArray, optional
         Polygons in any CRS (reprojected to the cube's), possibly overlapping (each is counted
-        on its own), or an integer label raster on the cube's grid (0 = no region). Default:
-        the whole cube as one region ``"all"``.
+        on its own), or an integer label raster on the cube's grid (0 and negative: no
+        region). Default: the whole cube as one region ``"all"``.
     name_column : str, optional
         Column naming the polygons (default: ``"name"`` if present, complete and unique,
         else the index). Rows are counted separately even where names repeat.

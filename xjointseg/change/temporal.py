@@ -43,7 +43,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import ChangeInputError, FactorError, OptionError
-from ..schema import FINGERPRINT_COORD, ISA, NODATA, NOT_ISA
+from ..schema import FINGERPRINT_COORD, ISA, NODATA, NOT_ISA, check_period_order
 from ._zonal import _dask, _isa, aligned_chunks
 from .evidence import ChangeRule, new_isa_between
 
@@ -173,6 +173,7 @@ def consistent(
     [[1, 0], [1, 0], [1, 0], [1, 0]]
     """
     cube = _isa(cube)
+    check_period_order(cube, "consistent")
     if isinstance(cell, bool) or not isinstance(cell, int | np.integer) or cell < 1:
         raise FactorError(f"cell must be a positive integer, not {cell!r}")
     cell = int(cell)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from dataclasses import fields
 from pathlib import Path
 
-from ..errors import BBoxError, OptionError, UnknownModelError, XJointSegError
+from ..errors import BBoxError, CRSError, OptionError, UnknownModelError, XJointSegError
 from ..paths import is_url
 
 # Validation (checkpoint selection) places: a whole Dubai tile; tiles 1 and 3 are the test
@@ -206,6 +207,16 @@ def _area_of_interest(args: argparse.Namespace):
     return None, box(minx, miny, maxx, maxy, crs=crs), None
 
 
+def _check_output_crs(crs: str | None) -> None:
+    """``--crs``: "utm" or a projected CRS in metres, refused before any work."""
+    from ..sentinel2._options import check_output_crs
+
+    try:
+        check_output_crs(crs)
+    except CRSError as err:
+        raise OptionError(f"--crs: {err}") from None
+
+
 def _connect(address: str):
     try:
         from distributed import Client
@@ -259,6 +270,7 @@ def _map(args: argparse.Namespace) -> int:
     from ..sentinel2 import load_sentinel2
     from .pipeline import write_cube
 
+    _check_output_crs(args.crs)
     model = load_model(_model_source(args.model), device=args.device)
     bbox, geopolygon, regions = _area_of_interest(args)
     _check_map_outputs(args)
@@ -353,6 +365,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, not {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 1:
@@ -380,6 +399,19 @@ def _source_share(text: str) -> tuple[str, float]:
     return name, fraction
 
 
+def _path(text: str) -> Path:
+    """A path option; an empty one (an unset shell variable) is refused, not read as '.'."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a path, not an empty string")
+    return Path(text)
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a path or URL, not an empty string")
+    return text
+
+
 def _path_text(text: str) -> str:
     """A path option as the training config records it (a str: the config is saved as JSON)."""
     return str(Path(text))
@@ -404,7 +436,7 @@ def _add_demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--out resumes the cube and rewrites the other outputs; a cube made by another model "
         "is replaced.",
     )
-    d.add_argument("--out", type=Path, default=Path("xjointseg-demo"), help="output folder")
+    d.add_argument("--out", type=_path, default=Path("xjointseg-demo"), help="output folder")
     d.add_argument("--model", default="jointseg", help="registered name or weights path")
     d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1...")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -424,13 +456,13 @@ def _add_map_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     where = m.add_mutually_exclusive_group(required=True)
     where.add_argument(
         "--bbox",
-        type=float,
+        type=_finite_float,
         nargs=4,
         metavar=("MINX", "MINY", "MAXX", "MAXY"),
         help="area in --bbox-crs (default lon/lat degrees)",
     )
     where.add_argument(
-        "--geometry", type=Path, help="vector file of polygons (area, and regions of the tables)"
+        "--geometry", type=_path, help="vector file of polygons (area, and regions of the tables)"
     )
     m.add_argument("--bbox-crs", default="EPSG:4326", help="CRS of --bbox (default EPSG:4326)")
     m.add_argument(
@@ -446,7 +478,9 @@ def _add_map_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "(with --collection), or a path/URL to a static catalog or item JSON",
     )
     m.add_argument("--collection", default=None, help="collection of a custom STAC API")
-    m.add_argument("--out", required=True, help="Zarr store of the cube (path or fsspec URL)")
+    m.add_argument(
+        "--out", type=_text, required=True, help="Zarr store of the cube (path or fsspec URL)"
+    )
     m.add_argument("--overwrite", action="store_true", help="replace a conflicting cube")
     m.add_argument(
         "--zarr-format",
@@ -461,7 +495,7 @@ def _add_map_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     m.add_argument("--crs", default=None, help="output CRS, e.g. utm or EPSG:32633")
     m.add_argument("--max-cloud-cover", type=float, default=None, help="percent, per item")
     m.add_argument("--chunks", type=int, default=None, help="10 m pixels per block side")
-    m.add_argument("--cog-dir", type=Path, default=None, help="also write one COG per period")
+    m.add_argument("--cog-dir", type=_path, default=None, help="also write one COG per period")
     m.add_argument("--quiet", action="store_true", help="no progress bars")
     m.set_defaults(func=_map)
 
@@ -473,7 +507,7 @@ def _add_train_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _add_run_options(t)
     _add_real_data_options(t)
     _add_loss_options(t)
-    t.add_argument("--out", type=Path, required=True, help="folder for checkpoints and weights")
+    t.add_argument("--out", type=_path, required=True, help="folder for checkpoints and weights")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(func=_train)
 
@@ -512,9 +546,9 @@ def _add_run_options(t: argparse.ArgumentParser) -> None:
         help="simulate every crop with the default gain, no haze, MTF 0.25",
     )
     t.add_argument("--eval-every", type=_positive_int, default=200)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=_non_negative_int, default=0)
     t.add_argument("--device", default="auto")
-    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     t.add_argument(
         "--no-amp", dest="amp", action="store_false", help="train in fp32 (no bf16 autocast)"
     )
@@ -530,11 +564,13 @@ def _add_real_data_options(t: argparse.ArgumentParser) -> None:
         help="OSCD folder (real Sentinel-2 + Dynamic World): weak batches on its training "
         "cities, ROC AUC on its validation cities (xjointseg.training.splits)",
     )
-    t.add_argument("--real-batch-size", type=int, default=8, help="real crops per step")
+    t.add_argument(
+        "--real-batch-size", type=_non_negative_int, default=8, help="real crops per step"
+    )
     t.add_argument("--real-weight", type=float, default=2.0, help="weight of the weak loss")
     t.add_argument(
         "--prior-batch-size",
-        type=int,
+        type=_non_negative_int,
         default=8,
         help="real 48 x 48 px crops per step that train the 10 m prior alone (jointseg)",
     )

@@ -12,7 +12,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import CubeMismatchError, OptionError, PeriodConflictError
-from ..schema import key_value, period_key
+from ..schema import key_value, period_key, time_key
 from ._store import BOOK, FORMAT, _read_json, _records, _Target, _write_record
 from ._template import _coord_values, _describe_grid, _period_encoding, _root_attrs, _same_grid
 
@@ -157,9 +157,12 @@ def _claim_periods(
             fs.rm(f"{root}/{BOOK}/done/{i:04d}", recursive=True)
     if new:
         kind = meta["period_kind"]
-        if kind != "str":
-            last = max((key_value(k, kind) for k in stored), default=None)
-            early = [keys[j] for j in new if last is not None and key_value(keys[j], kind) <= last]
+        # names that read as dates ("2017", "2018-06") are kept in time order too
+        found = {k: _when(k, kind) for k in [*stored, *(keys[j] for j in new)]}
+        when = {k: v for k, v in found.items() if v is not None}
+        if stored and len(when) == len(found):
+            last = max(when[k] for k in stored)
+            early = [keys[j] for j in new if when[keys[j]] <= last]
             if early:
                 raise CubeMismatchError(
                     f"periods can only be added after the last one in the cube ({stored[-1]}); "
@@ -171,6 +174,16 @@ def _claim_periods(
             records.append(rec)
         _sync_periods(target, meta, records)
     return indices
+
+
+def _when(key: str, kind: str) -> float | None:
+    """A period key's place in time (None: a name that does not read as a date)."""
+    if kind == "datetime":
+        return float(np.datetime64(key, "ns").astype(np.int64))
+    if kind != "str":
+        return float(key_value(key, kind))
+    found = time_key(key)
+    return found[1] if found is not None and found[0] == "t" else None
 
 
 def _sync_periods(target: _Target, meta: dict, records: list[dict]) -> None:

@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import CubeError, CubeInputError, CubeMismatchError, OptionError
-from ..paths import remove_zarr_store
+from ..paths import foreign_nodes, remove_zarr_store
 from ..progress import compute as compute_job
 from ..schema import check_isa_map, check_isa_values, period_key, period_kind
 from ._periods import _claim_periods, _compatible, _mismatch_message, _record, _sources
@@ -323,6 +323,7 @@ def _prepare_store(plan: WritePlan) -> tuple[dict, list[int]]:
     if existing is not None and not _compatible(existing, meta):
         if not plan.overwrite:
             raise CubeMismatchError(_mismatch_message(existing, meta, target.url))
+        _refuse_foreign_nodes(fs, root, existing, target.url)
         remove_zarr_store(fs, root, own=(BOOK,))  # a cube of ours (its bookkeeping says so)
         existing = None
     elif existing is None:
@@ -368,7 +369,26 @@ def _clear_for_template(target: _Target, overwrite: bool) -> None:
             f"{target.url} holds an incomplete xjointseg cube: pass overwrite=True to "
             "replace it, or pick another path"
         )
+    _refuse_foreign_nodes(fs, root, _book(fs, root), target.url)
     remove_zarr_store(fs, root, own=(BOOK,))
+
+
+def _refuse_foreign_nodes(fs, root: str, book: dict | None, url: str) -> None:
+    """Before a cube is replaced: refuse where the store holds Zarr variables or groups the
+    cube did not write (a user's, added with xarray or zarr), which replacing it would
+    delete. The cube's own: those its bookkeeping names (a template cut short before its
+    bookkeeping: the names any cube has)."""
+    ours = {"isa", "probability", "spatial_ref", "time", "y", "x", BOOK}
+    if book is not None:
+        ours |= {*book.get("variables", ()), book.get("dim", "time"), *book.get("coords", {})}
+        ours |= set(book.get("grid", {}).get("dims", ()))
+    foreign = foreign_nodes(fs, root, ours)
+    if foreign:
+        raise CubeMismatchError(
+            f"{url} holds Zarr variables that xjointseg did not write ({', '.join(foreign)}): "
+            "replacing the cube would delete them, and xjointseg does not delete what it did "
+            "not create. Move them to another store (or remove them yourself), then overwrite"
+        )
 
 
 def _write_job(plan: WritePlan, meta: dict, indices: list[int]):

@@ -52,6 +52,7 @@ DEFAULT_BLOCK = 1024  # input pixels per block side for numpy-backed input
 MAX_TILE = 256  # beyond it the halo's share of the work is small: the lite networks do
 # 9-10 % fewer MACs per output pixel at 256 than at 128, and barely fewer at 512
 TILE_STEP = 32
+LARGEST_TILE = 8192  # the largest tile= accepted, input pixels (activations grow with its area)
 MEMORY_SHARE = 4  # one tile's activations take at most a quarter of the memory there is:
 # the rest holds the process (torch, the weights), the block's input and output, Dask
 CPU_TILE_BYTES = 1 << 30  # and at most 1 GiB on a CPU, where a bigger tile saves little
@@ -133,9 +134,30 @@ def default_tile(
     return tile, f"{tile} px: {model.activation_bytes(tile) / 2**20:.0f} MiB per tile ({why})"
 
 
+def _check_tile_memory(model: Model, tile: int, batch_size: int) -> None:
+    """Refuse a tile whose activations cannot fit the memory there is (before any work)."""
+    if not hasattr(model, "activation_bytes"):
+        return
+    device = getattr(model, "device", None)
+    if getattr(device, "type", "cpu") == "cuda":
+        import torch
+
+        memory, source = torch.cuda.mem_get_info(device)[0], "free GPU memory"
+    else:
+        memory, source = available_memory()
+    need = model.activation_bytes(tile) * max(batch_size, 1)
+    if need > memory:
+        raise OptionError(
+            f"tile={tile} needs {need / 2**30:.3g} GiB of activations per batch, more than "
+            f"the {memory / 2**30:.3g} GiB there is ({source}): pick a smaller tile, or leave "
+            "tile unset (segment picks the largest that fits)"
+        )
+
+
 def _model_block_params(
     model: Model, tile: int | None, halo: int | None, batch_size: int, scene: tuple[int, int]
 ):
+    given = tile is not None
     if tile is None:
         tile, _ = default_tile(model, batch_size=batch_size, scene=scene)
     tile = _as_int(tile, "tile")
@@ -143,6 +165,14 @@ def _model_block_params(
         raise OptionError(
             f"tile={tile} must be a positive multiple of the model's align ({model.align})"
         )
+    if given:
+        if tile > LARGEST_TILE:
+            raise OptionError(
+                f"tile={tile} is larger than any tile segment runs ({LARGEST_TILE} px, "
+                f"{LARGEST_TILE * 10 / 1000:g} km of input): pick a smaller tile, or leave "
+                "tile unset"
+            )
+        _check_tile_memory(model, tile, batch_size)
     halo = model.halo if halo is None else _as_int(halo, "halo")
     if halo < 0:
         raise OptionError(f"halo must be >= 0, got {halo}")

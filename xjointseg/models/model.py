@@ -531,7 +531,8 @@ def load_model(
                 sha256=weights.sha256,
                 metadata=meta,
                 device=dev,
-                source=str(name_or_path if is_url(name_or_path) else path),
+                # absolute: a worker started in another folder reloads the same file
+                source=str(name_or_path) if is_url(name_or_path) else str(Path(path).absolute()),
             )
         return _CACHE[key]
 

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,12 +85,22 @@ def save_model(
             f"bands must be a list of band names, one per input band, e.g. "
             f"('B04', 'B03', 'B02'), not {bands!r}"
         )
-    if not isinstance(path, str | os.PathLike):
-        raise WeightsError(f"path must be a file path, not {type(path).__name__}")
+    if not isinstance(path, str | os.PathLike) or not os.fspath(path).strip():
+        raise WeightsError(f"path must be a file path such as 'mine.safetensors', not {path!r}")
+    if not isinstance(name, str) or not name.strip():
+        raise WeightsError(f"name must be a non-empty string (the model's name), not {name!r}")
     check_writable(path)
     if len(bands) != network.in_bands:
         raise WeightsError(
             f"{len(bands)} band names given for a network with {network.in_bands} input bands"
+        )
+    if extra is not None and not isinstance(extra, Mapping):
+        raise WeightsError(f"extra must be a dict of metadata, not {type(extra).__name__}")
+    core = {"format", "arch", "config", "name", "bands", "scale", "library_version"}
+    if extra and core & set(extra):
+        raise WeightsError(
+            f"extra may not set {sorted(core & set(extra))}: save_model writes those from the "
+            "network and its arguments; pass them as arguments (name=, bands=) instead"
         )
     meta = {
         "format": FORMAT_VERSION,
@@ -101,8 +112,15 @@ def save_model(
         "library_version": __version__,
         **(extra or {}),
     }
+    try:
+        text = json.dumps(meta, sort_keys=True)
+    except (TypeError, ValueError) as err:
+        raise WeightsError(
+            f"extra must hold JSON values (str, int, float, bool, None, lists, dicts): {err}; "
+            "convert numpy numbers with float() or int()"
+        ) from None
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
-    data = st_save(tensors, metadata={METADATA_KEY: json.dumps(meta, sort_keys=True)})
+    data = st_save(tensors, metadata={METADATA_KEY: text})
     path = Path(path)
     if path.exists() and not is_weights_file(path):
         raise OutputExistsError(

@@ -120,7 +120,7 @@ class LoadOptions:
                     f"{name} must be a function that takes and returns a URL (or an item), "
                     f"not {value!r}"
                 )
-        _check_crs(self.crs)
+        check_output_crs(self.crs)
         if self.store is not None:  # a store that cannot be written fails before the search
             _check_stage_target(self.store, self.overwrite)
         self._fill(
@@ -309,16 +309,23 @@ def _chunks(chunks: int | Mapping[str, int] | None) -> tuple[int, int]:
     return int(cy), int(cx)
 
 
-def _check_crs(crs: Any) -> None:
+def check_output_crs(crs: Any) -> None:
     """Refuse an output CRS that odc-geo cannot read, before any catalog is searched."""
     if crs is None or (isinstance(crs, str) and crs.lower() == "utm"):
         return
     from odc.geo.crs import CRS
 
     try:
-        CRS(crs)
+        parsed = CRS(crs)
     except Exception as exc:  # pyproj raises its own CRSError, odc-geo ValueError
         raise CRSError(
             f"crs={crs!r} is not a CRS ({exc}): pass e.g. 'EPSG:32633', or 'utm' for the "
             "UTM zone of the area's centre"
         ) from None
+    if parsed.geographic or parsed.units[0] not in ("metre", "m"):
+        # the resolution is in the CRS's unit: 10 degrees or 10 feet is no Sentinel-2 grid
+        raise CRSError(
+            f"crs={crs!r} is not in metres ({parsed.units[0]}): segment reads a 10 m grid; "
+            "pass 'utm' (the UTM zone of the area's centre) or a projected CRS in metres such "
+            "as 'EPSG:32633'"
+        )

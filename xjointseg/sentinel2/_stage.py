@@ -14,9 +14,11 @@ from ..errors import StagingStoreExistsError, StorePathError
 from ..paths import (
     check_protocol,
     check_writable,
+    foreign_nodes,
     is_url,
     remove_zarr_store,
     written_by_xjointseg,
+    zarr_attrs,
 )
 
 _TIME_ENCODING = {
@@ -27,11 +29,30 @@ _TIME_ENCODING = {
 
 # The root attribute (name, value) of the stores _stage writes.
 STAGED_MARK, STAGED_VALUE = "xjointseg_composites", 1
+# The root attribute that lists the Zarr nodes _stage wrote (what overwrite may remove)
+NODES_ATTR = "xjointseg_nodes"
 
 
 def _staged_by_us(store: Any) -> bool:
     """The store's root says load_sentinel2 wrote it (the only kind overwrite may replace)."""
     return written_by_xjointseg(store, STAGED_MARK, STAGED_VALUE)
+
+
+def _refuse_foreign_nodes(fs, root: str, store: Any) -> None:
+    """Refuse to replace a staged store that holds Zarr variables it did not write (a
+    user's). Stores of versions that did not list their nodes: every Zarr node is taken as
+    staged."""
+    attrs = zarr_attrs(fs, root)
+    ours = attrs.get(NODES_ATTR) if isinstance(attrs, dict) else None
+    if not isinstance(ours, list):
+        return
+    foreign = foreign_nodes(fs, root, set(ours))
+    if foreign:
+        raise StagingStoreExistsError(
+            f"{store} holds Zarr variables that load_sentinel2 did not write "
+            f"({', '.join(foreign)}): overwrite would delete them, and xjointseg does not "
+            "delete what it did not create. Move them to another store, or pick another path"
+        )
 
 
 def _holds_something(store: Any) -> bool:
@@ -73,6 +94,7 @@ def _stage(ds: xr.Dataset, store: Any, overwrite: bool) -> xr.Dataset:
     out = ds.copy()
     out = out.assign_coords(period=out["period"].astype(object))  # variable-length strings
     out.attrs[STAGED_MARK] = STAGED_VALUE
+    out.attrs[NODES_ATTR] = sorted(str(name) for name in out.variables)
     # Zarr chunks are regular (the last may be smaller): make every variable's chunking so
     for name, var in out.data_vars.items():
         if var.chunks is not None:
@@ -91,6 +113,7 @@ def _stage(ds: xr.Dataset, store: Any, overwrite: bool) -> xr.Dataset:
         import fsspec
 
         fs, root = fsspec.core.url_to_fs(os.fspath(store))
+        _refuse_foreign_nodes(fs, root.rstrip("/"), store)
         remove_zarr_store(fs, root.rstrip("/"))
         mode = "a"
     try:
