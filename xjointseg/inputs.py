@@ -361,11 +361,13 @@ def _declared_scale(obj: xr.Dataset | xr.DataArray) -> None:
         # mask_and_scale=False keeps the offset of processing baseline 04.00 in the attributes
         scale, offset = var.attrs.get("scale_factor"), var.attrs.get("add_offset")
         if isinstance(scale, int | float) and isinstance(offset, int | float) and offset and scale:
-            shift = offset / scale
+            # reflectance x 10000 = stored x (scale x 10000) + offset x 10000
+            factor, shift = scale * 10000, offset * 10000
+            fix = f"ds['{var.name}']" + (f" * {factor:g}" if factor != 1 else "")
             raise ValueRangeError(
                 f"{var.name} holds DN with an offset (scale_factor={scale:g}, add_offset="
                 f"{offset:g}: reflectance = DN x {scale:g} {offset:+g}): give reflectance x "
-                f"10000, e.g. ds['{var.name}'] + ({shift:g}) (which drops the attributes)"
+                f"10000, e.g. {fix} + ({shift:g}) (which drops the attributes)"
             )
 
 

@@ -101,13 +101,12 @@ def foreign_nodes(fs, root: str, ours: Collection[str]) -> list[str]:
     not named in ``ours``: what a user added to a store xjointseg wrote, which replacing
     the store would delete."""
     children = sorted(posixpath.basename(p.rstrip("/")) for p in fs.ls(root, detail=False))
-    return [
-        c
-        for c in children
-        if c not in ours
-        and fs.isdir(f"{root}/{c}")
-        and any(fs.exists(f"{root}/{c}/{m}") for m in ZARR_NODE_MARKERS)
-    ]
+    return [c for c in children if c not in ours and _is_zarr_node(fs, f"{root}/{c}")]
+
+
+def _is_zarr_node(fs, path: str) -> bool:
+    """A folder with its own Zarr metadata (``zarr.json``, or v2's ``.zarray``/``.zgroup``)."""
+    return fs.isdir(path) and any(fs.exists(f"{path}/{m}") for m in ZARR_NODE_MARKERS)
 
 
 def remove_zarr_store(fs, root: str, own: tuple[str, ...] = ()) -> None:
@@ -122,8 +121,7 @@ def remove_zarr_store(fs, root: str, own: tuple[str, ...] = ()) -> None:
     ordered = [c for c in own if c in children] + [c for c in children if c not in own]
     for name in ordered:
         path = f"{root}/{name}"
-        node = fs.isdir(path) and any(fs.exists(f"{path}/{m}") for m in ZARR_NODE_MARKERS)
-        if name in own or node:
+        if name in own or _is_zarr_node(fs, path):
             fs.rm(path, recursive=True)
     # the attributes that say "ours" go last
     for name in sorted(ZARR_NODE_FILES, key=lambda n: n in ("zarr.json", ".zattrs")):

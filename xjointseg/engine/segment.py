@@ -110,14 +110,10 @@ def default_tile(
         candidates = [t for t in candidates if t <= need] or candidates[:1]
     if not hasattr(model, "activation_bytes"):
         return candidates[-1], "the model does not report its activation memory"
-    device = getattr(model, "device", None)
-    if getattr(device, "type", "cpu") == "cuda":
-        import torch
-
-        free = torch.cuda.mem_get_info(device)[0]
-        budget, why = free // MEMORY_SHARE // max(batch_size, 1), "free GPU memory"
+    memory, source = _memory_there_is(model)
+    if source == "free GPU memory":
+        budget, why = memory // MEMORY_SHARE // max(batch_size, 1), source
     else:
-        memory, source = available_memory()
         budget = min(memory // MEMORY_SHARE, CPU_TILE_BYTES)
         why = source if budget < CPU_TILE_BYTES else "the CPU cap of 1 GiB per tile"
     # activations grow with the tile: bisect for the largest candidate that fits
@@ -134,17 +130,22 @@ def default_tile(
     return tile, f"{tile} px: {model.activation_bytes(tile) / 2**20:.0f} MiB per tile ({why})"
 
 
-def _check_tile_memory(model: Model, tile: int, batch_size: int) -> None:
-    """Refuse a tile whose activations cannot fit the memory there is (before any work)."""
-    if not hasattr(model, "activation_bytes"):
-        return
+def _memory_there_is(model: Model) -> tuple[int, str]:
+    """Bytes the model's tiles may draw on, and where that figure comes from: the free
+    memory of its GPU, or what this process may use (:func:`available_memory`)."""
     device = getattr(model, "device", None)
     if getattr(device, "type", "cpu") == "cuda":
         import torch
 
-        memory, source = torch.cuda.mem_get_info(device)[0], "free GPU memory"
-    else:
-        memory, source = available_memory()
+        return torch.cuda.mem_get_info(device)[0], "free GPU memory"
+    return available_memory()
+
+
+def _check_tile_memory(model: Model, tile: int, batch_size: int) -> None:
+    """Refuse a tile whose activations cannot fit the memory there is (before any work)."""
+    if not hasattr(model, "activation_bytes"):
+        return
+    memory, source = _memory_there_is(model)
     need = model.activation_bytes(tile) * max(batch_size, 1)
     if need > memory:
         raise OptionError(

@@ -71,6 +71,8 @@ def _bound(value: Any) -> tuple[np.datetime64, np.datetime64, str]:
     if isinstance(value, _dt.datetime):
         # numpy's stubs lack datetime64(datetime64, unit), which numpy accepts
         value = np.datetime64(_to_ns(value), "us")  # type: ignore[call-overload]
+    elif isinstance(value, _dt.date):
+        value = np.datetime64(value, "D")
     if (
         isinstance(value, np.datetime64)
         and np.datetime_data(value.dtype)[0] not in ("Y", "M", "W", "D", "generic")
@@ -79,8 +81,6 @@ def _bound(value: Any) -> tuple[np.datetime64, np.datetime64, str]:
         # a midnight (a datetime, a Timestamp, a time coordinate's value) means its day, as
         # '2017-02-16' does, not the one instant that opens it
         value = value.astype("datetime64[D]")
-    elif isinstance(value, _dt.date):
-        value = np.datetime64(value, "D")
     if isinstance(value, str):
         text = value.strip()
         if not _BOUND_RE.match(text):
