@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import xjointseg
 from xjointseg import segment
 from xjointseg.models.model import Model
+from xjointseg.schema import FINGERPRINT_COORD
 from xjointseg.testing import synthetic_scene, toy_model, toy_weights
 
 MODEL = toy_model(depth=3)  # halo 4, known receptive field
@@ -298,7 +299,9 @@ def test_fp32_mask_independent_of_chunking(ych, xch):
 def test_precision_is_an_option_of_segment():
     isa = segment(SCENE_2D, MODEL, tile=TILE, precision="fp32")
     assert isa.attrs["precision"] == "fp32"
-    assert segment(SCENE_2D, MODEL, tile=TILE).attrs["precision"] == "auto"
+    auto = segment(SCENE_2D, MODEL, tile=TILE)  # "auto" is fixed where segment is called
+    assert auto.attrs["precision"] == "fp32"  # on a CPU
+    assert auto[FINGERPRINT_COORD].item() == isa[FINGERPRINT_COORD].item()  # the same work
     with pytest.raises(xjointseg.errors.OptionError, match="precision"):
         segment(SCENE_2D, MODEL, precision="fp16")
     with pytest.raises(xjointseg.errors.OptionError, match="predict"):
@@ -321,13 +324,16 @@ def _budget(monkeypatch, nbytes):
 
 @pytest.mark.parametrize("memory", [64 << 20, 512 << 20, 2 * GIB, 64 * GIB])
 def test_default_tile_is_the_largest_that_fits(monkeypatch, memory):
+    import torch
+
     from xjointseg.engine.segment import CPU_TILE_BYTES, MAX_TILE, MEMORY_SHARE, default_tile
     from xjointseg.models.jointseg import JointSegNet
 
     model = Model.from_network(JointSegNet.lite(), name="lite", bands=MODEL.bands)
     _budget(monkeypatch, memory)
     tile, why = default_tile(model)
-    budget = min(memory // MEMORY_SHARE, CPU_TILE_BYTES)
+    at_once = torch.get_num_threads()  # one tile per torch thread at once on the CPU
+    budget = min(memory // MEMORY_SHARE // at_once, CPU_TILE_BYTES)
     assert tile % 32 == 0 and 32 <= tile <= MAX_TILE and str(tile) in why
     if tile > 32:
         assert model.activation_bytes(tile) <= budget
@@ -347,7 +353,7 @@ def test_default_tile_shrinks_with_memory_and_scene(monkeypatch):
 
 
 def test_explicit_tile_overrides_the_default(monkeypatch):
-    _budget(monkeypatch, 16 << 20)  # the default takes a quarter: a smaller tile
+    _budget(monkeypatch, 40 << 20)  # the default takes a quarter, shared: a smaller tile
     assert segment(SCENE_2D, MODEL).attrs["tile"] < 48
     assert segment(SCENE_2D, MODEL, tile=48).attrs["tile"] == 48
     _budget(monkeypatch, 4 << 20)  # but no tile beyond the memory there is
@@ -389,10 +395,12 @@ def test_auto_chunks_give_every_parallel_slot_blocks(monkeypatch):
     assert kept.data.npartitions == 2  # an explicit chunking is not split
 
 
-def test_same_mask_whatever_the_torch_thread_count():
-    """The default precision ('auto') gives one mask with 1 and with 2 intra-op threads (a
-    1-thread distributed worker and the threaded scheduler must agree), on real Sentinel-2
-    with the shipped network."""
+@pytest.mark.parametrize("precision", ["auto", "bf16"])
+def test_same_bits_whatever_the_torch_thread_count(precision):
+    """Each tile runs alone on one torch thread, so a 1-thread distributed worker and the
+    2-thread threaded scheduler give the same probabilities to the last bit, at the default
+    precision and in bf16 (whose sums once moved mask pixels with the thread count), on real
+    Sentinel-2 with the shipped network."""
     import torch
 
     from xjointseg.data import load_demo_scene
@@ -400,12 +408,47 @@ def test_same_mask_whatever_the_torch_thread_count():
     scene = load_demo_scene()[["red", "green", "blue"]].isel(y=slice(0, 48), x=slice(0, 48))
     model = xjointseg.load_model("jointseg", device="cpu")
     before = torch.get_num_threads()
-    masks = []
+    outputs = []
     try:
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            masks.append(segment(scene, model).values)
+            for output in ("probability", "mask"):
+                isa = segment(scene, model, output=output, tile=32, precision=precision)
+                outputs.append(isa.values)
     finally:
         torch.set_num_threads(before)
-    assert np.array_equal(masks[0], masks[1])
-    assert 0 < (masks[0] == 1).mean() < 1  # a real map, not an empty one
+    assert np.array_equal(outputs[0], outputs[2], equal_nan=True)
+    assert np.array_equal(outputs[1], outputs[3])
+    assert 0 < (outputs[1] == 1).mean() < 1  # a real map, not an empty one
+
+
+def test_tile_threads_keep_their_one_thread_to_themselves():
+    """The pool's threads run on one torch thread each; threads started afterwards still get
+    the count the user set (torch.set_num_threads also sets what new threads start from)."""
+    import threading
+
+    import torch
+
+    from xjointseg.models._threads import tile_pool
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)  # a count no other test uses: a new pool of 3
+        pool = tile_pool()
+        counts = [job.result() for job in [pool.submit(torch.get_num_threads) for _ in range(6)]]
+        assert counts == [1] * 6
+        seen: list[int] = []
+        later = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        later.start()
+        later.join()
+        assert seen == [3] and torch.get_num_threads() == 3
+        # predict's tiles are what the network gives on one thread, whatever the caller has
+        batch = np.stack([SCENE_2D[b].values[:40, :38] for b in MODEL.bands])[None]
+        got = MODEL.predict(batch.astype(np.float32), margin=4, output="probability")
+        torch.set_num_threads(1)
+        x = torch.from_numpy(batch.astype(np.float32)).contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            alone = torch.sigmoid(MODEL.network.segment_logits(x, 4)[:, 0]).numpy()
+        assert np.array_equal(got, alone)
+    finally:
+        torch.set_num_threads(before)

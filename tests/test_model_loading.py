@@ -33,10 +33,17 @@ def test_save_load_round_trip_is_bit_exact(tmp_path):
         assert torch.equal(model.network.state_dict()[key].contiguous(), value)
     x = np.random.default_rng(0).uniform(0, 3000, (2, 3, 12, 12)).astype(np.float32)
     # predict() feeds the CPU network channels-last, whose convolutions round differently
-    # from the default layout: the expectation is computed the same way
+    # from the default layout, one tile at a time on one torch thread: the expectation is
+    # computed the same way
     t = torch.from_numpy(x).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        expect = torch.sigmoid(net.eval()(t, 2)["logits"][:, 0]).numpy()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            tiles = [net.eval()(t[i : i + 1], 2)["logits"][:, 0] for i in range(len(t))]
+            expect = torch.sigmoid(torch.cat(tiles)).numpy()
+    finally:
+        torch.set_num_threads(threads)
     got = model.predict(x, output="probability", margin=2, precision="fp32")
     np.testing.assert_array_equal(got, expect)
 

@@ -128,11 +128,17 @@ def available_memory() -> tuple[int, str]:
     return min(found)
 
 
+def dask_client_active() -> bool:
+    """Whether a ``distributed`` client with workers is active (its workers run the tasks)."""
+    return bool(_dask_client_workers())
+
+
 def parallel_slots() -> int:
     """How many blocks run at once: the worker threads of the active ``distributed`` client,
-    else 1 (the local schedulers share one model per process and run one tile at a time)."""
+    else 1 (the local schedulers share one model per process, whose tiles then run side by
+    side on every core: :mod:`xjointseg.models._threads`)."""
     workers = _dask_client_workers()
     return max(sum(int(w.get("nthreads", 1)) for w in workers), 1) if workers else 1
 
 
-__all__ = ["available_memory", "cpu_has_bf16", "parallel_slots"]
+__all__ = ["available_memory", "cpu_has_bf16", "dask_client_active", "parallel_slots"]

@@ -13,14 +13,14 @@ import json
 import math
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 from odc.geo.xr import xr_coords
 
-from .._system import available_memory, parallel_slots
+from .._system import available_memory, dask_client_active, parallel_slots
 from .._version import __version__
 from ..errors import (
     EmptyInputError,
@@ -55,8 +55,9 @@ TILE_STEP = 32
 LARGEST_TILE = 8192  # the largest tile= accepted, input pixels (activations grow with its area)
 MEMORY_SHARE = 4  # one tile's activations take at most a quarter of the memory there is:
 # the rest holds the process (torch, the weights), the block's input and output, Dask
-CPU_TILE_BYTES = 1 << 30  # and at most 1 GiB on a CPU, where a bigger tile saves little
-# work (see MAX_TILE) but its activations grow with its area
+CPU_TILE_BYTES = 256 << 20  # and at most 256 MiB on a CPU: there a tile of that size
+# runs fastest per pixel (its working set stays in cache: `benchmarks/bench_tile.py`), and
+# the halo's share of the work, which grows as tiles shrink, is mostly at 10 m and cheap
 BLOCKS_PER_SLOT = 4  # chunks="auto" splits blocks until each parallel slot has this many
 
 
@@ -92,9 +93,10 @@ def default_tile(
     activations — measured by :meth:`Model.activation_bytes` — fit one tile's share of the
     memory: a quarter of what this process may use (see
     :func:`xjointseg._system.available_memory`: a Dask worker's memory limit, the cgroup
-    limit, the available system memory), and at most 1 GiB on a CPU; on a GPU, a quarter of
-    its free memory, shared by the ``batch_size`` tiles of a batch. Never larger than the
-    scene needs. A model without ``activation_bytes`` gets 256.
+    limit, the available system memory), shared by the tiles that run at once (on a CPU one
+    per torch thread), and at most 256 MiB on a CPU, where such a tile is the fastest per
+    pixel; on a GPU, a quarter of its free memory, shared by the ``batch_size`` tiles of a
+    batch. Never larger than the scene needs. A model without ``activation_bytes`` gets 256.
 
     Examples
     --------
@@ -111,11 +113,13 @@ def default_tile(
     if not hasattr(model, "activation_bytes"):
         return candidates[-1], "the model does not report its activation memory"
     memory, source = _memory_there_is(model)
+    at_once = _tiles_at_once(model, batch_size)
     if source == "free GPU memory":
-        budget, why = memory // MEMORY_SHARE // max(batch_size, 1), source
+        budget, why = memory // MEMORY_SHARE // at_once, source
     else:
-        budget = min(memory // MEMORY_SHARE, CPU_TILE_BYTES)
-        why = source if budget < CPU_TILE_BYTES else "the CPU cap of 1 GiB per tile"
+        budget = min(memory // MEMORY_SHARE // at_once, CPU_TILE_BYTES)
+        why = source if budget < CPU_TILE_BYTES else "the CPU cap of 256 MiB per tile"
+        why += f", {at_once} tiles at once"
     # activations grow with the tile: bisect for the largest candidate that fits
     lo, hi = 0, len(candidates) - 1
     if model.activation_bytes(candidates[0]) > budget:
@@ -141,15 +145,28 @@ def _memory_there_is(model: Model) -> tuple[int, str]:
     return available_memory()
 
 
+def _tiles_at_once(model: Model, batch_size: int) -> int:
+    """How many tiles' activations are alive at once: a batch on a GPU; on the CPU one tile
+    per torch thread (:mod:`xjointseg.models._threads`), whatever the batch."""
+    import torch
+
+    from ..models.model import Model
+
+    on_cpu = getattr(getattr(model, "device", None), "type", "cpu") == "cpu"
+    if on_cpu and isinstance(model, Model):
+        return torch.get_num_threads()
+    return max(batch_size, 1)  # a GPU, or a model of its own: one batch at a time
+
+
 def _check_tile_memory(model: Model, tile: int, batch_size: int) -> None:
     """Refuse a tile whose activations cannot fit the memory there is (before any work)."""
     if not hasattr(model, "activation_bytes"):
         return
     memory, source = _memory_there_is(model)
-    need = model.activation_bytes(tile) * max(batch_size, 1)
+    need = model.activation_bytes(tile) * _tiles_at_once(model, batch_size)
     if need > memory:
         raise OptionError(
-            f"tile={tile} needs {need / 2**30:.3g} GiB of activations per batch, more than "
+            f"tile={tile} needs {need / 2**30:.3g} GiB of activations at once, more than "
             f"the {memory / 2**30:.3g} GiB there is ({source}): pick a smaller tile, or leave "
             "tile unset (segment picks the largest that fits)"
         )
@@ -213,13 +230,15 @@ def segment(
         field radius (``model.halo``), which makes the result independent of chunking. A
         smaller value is faster but results then change near block edges.
     batch_size : int, optional
-        Tiles per forward pass; default 1 on CPU, 8 on GPU.
+        Tiles per call of the model; default 8 on GPU, and on the CPU as many as torch has
+        threads (there each tile runs alone on one torch thread, the tiles side by side).
     device : str
         ``"auto"`` (CUDA if present), ``"cpu"``, ``"cuda"``...
     tile : int, optional
         Input pixels per tile side of the global tile grid. By default the largest multiple
         of 32 up to 256 whose activations (measured for this model) fit a quarter of the
-        memory this process or Dask worker may use, and at most 1 GiB on a CPU — see
+        memory this process or Dask worker may use, shared by the tiles that run at once,
+        and at most 256 MiB on a CPU (64 px for the bundled networks) — see
         :func:`default_tile`; ``result.attrs["tile"]`` says which. For a given tile the
         result is bit-identical whatever the chunking; other tiles change it only through
         floating-point rounding. Where memory is short the default follows the memory free
@@ -232,8 +251,12 @@ def segment(
         blocks of about that many input pixels. ``"keep"``: use the input chunks unchanged,
         or raise :class:`ChunkError` if they do not fit the tile grid and the halo.
     precision : {"auto", "fp32", "bf16"}
-        ``"auto"``: bf16 autocast on GPUs that support it, fp32 on every CPU (there bf16
-        results depend on the thread count), decided by each worker for its own device.
+        ``"auto"``: bf16 autocast on GPUs that support it, fp32 on every CPU (so every CPU
+        gives the same mask, whatever its instruction set). Fixed where ``segment`` is
+        called and named in ``attrs["precision"]`` and the fingerprint; with
+        ``device="auto"`` and a ``distributed`` client, each worker decides for its own
+        device and the attrs say ``"auto"``. On a CPU each tile runs on one torch thread, so
+        results are bit-identical whatever the scheduler and thread count, in fp32 and bf16.
         ``"bf16"`` is faster on CPUs that compute it natively (AVX-512 BF16, AMX). The 10 m
         layers stay in fp32 under bf16, so masks differ from fp32 only where the decision is
         within rounding: under a threshold rule 99.98-99.99 % of the pixels agree on real
@@ -332,7 +355,7 @@ class SegmentPlan:
             "halo": self.halo,
             "scale": self.model.scale,
         }
-        if self.precision != "auto":  # an explicit choice; "auto" is resolved per device
+        if self.precision != "auto":  # "auto": resolved by each worker for its device
             setting["precision"] = self.precision
         fps = [_digest({"input": i, **setting}) for i in self.identity]
         fp = np.array(fps if self.periods else fps[0], dtype=object)
@@ -395,9 +418,15 @@ def plan_segment(
             f"precision={precision!r} needs a model whose predict() takes precision=; "
             f"{type(m).__name__}.predict does not: leave precision='auto'"
         )
+    if precision == "auto" and hasattr(m, "resolve_precision"):
+        if device != "auto" or not dask_client_active():
+            # the map is computed on this machine's kind of device: fix the precision here,
+            # so that attrs and the fingerprint name it (workers of a distributed client
+            # with device="auto" each resolve it for their own device)
+            precision = cast(Literal["fp32", "bf16"], m.resolve_precision("auto"))
     if batch_size is None:
         on_gpu = getattr(getattr(m, "device", None), "type", "cpu") == "cuda"
-        batch_size = 8 if on_gpu else 1
+        batch_size = 8 if on_gpu else _tiles_at_once(m, 1)
     tile, halo = _model_block_params(m, tile, halo, batch_size, arr.odc.geobox.shape)
     data = arr.data if others else arr.data[None]  # (period, band, y, x)
     return SegmentPlan(

@@ -27,6 +27,7 @@ from safetensors.torch import save as st_save
 from ..errors import OptionError, PredictInputError, UnknownModelError, WeightsError
 from ..paths import is_url
 from ..schema import OUTPUT_KINDS, PRECISIONS
+from ._threads import tile_pool
 from .base import ISANetwork
 from .decision import MaskRule
 from .flops import peak_activation_bytes
@@ -125,8 +126,8 @@ class Model:
             float(self.metadata.get("mask_slope", 1.0)),
         )
         self.source = source
-        # One inference at a time per model and process: torch already spreads one call over
-        # every core (or the whole GPU); concurrent calls would only oversubscribe them.
+        # One batch at a time per model on a GPU: it already fills the device. (On the CPU
+        # the shared tile pool bounds how many tiles run at once.)
         self._lock = threading.Lock()
         self._footprint: dict[int, int] = {}
 
@@ -207,16 +208,16 @@ class Model:
     def resolve_precision(self, precision: str = "auto") -> str:
         """``"fp32"`` or ``"bf16"``: what ``precision`` means for this model's device.
 
-        ``"auto"`` is bf16 autocast on GPUs with bf16 support and fp32 on every CPU. On a CPU
-        bf16 results depend on torch's thread count (forced bf16 on the bundled Havelland
-        crop: 6 of 6.5 million mask pixels differ between 1 and 2 threads; fp32: none), so
-        one computation would give other masks on a 1-thread Dask worker than under the
-        threaded scheduler. ``"bf16"`` on a CPU that computes it natively (AVX-512 BF16 /
-        AMX) is faster and stays an explicit choice. The networks keep their 10 m layers
-        in fp32 under autocast (:func:`~xjointseg.models.layers.in_fp32`), so bf16 masks
-        differ from fp32 only where the decision is within rounding: a probability at
-        :attr:`threshold`, or (fraction rule) two nearly equal logits in a 10 m pixel or
-        an expected ISA count near a half.
+        ``"auto"`` is bf16 autocast on GPUs with bf16 support and fp32 on every CPU, so that
+        CPUs with and without native bf16 give the same masks. (On a CPU :meth:`predict`
+        runs each tile on one torch thread, so either precision gives the same bits
+        whatever the scheduler and thread count.) ``"bf16"`` on a CPU that computes it
+        natively (AVX-512 BF16 / AMX) is faster and stays an explicit choice. The networks
+        keep their 10 m layers in fp32 under autocast
+        (:func:`~xjointseg.models.layers.in_fp32`), so bf16 masks differ from fp32 only
+        where the decision is within rounding: a probability at :attr:`threshold`, or
+        (fraction rule) two nearly equal logits in a 10 m pixel or an expected ISA count
+        near a half.
         """
         if precision not in PRECISIONS:
             raise OptionError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -261,6 +262,10 @@ class Model:
     ) -> np.ndarray:
         """Segment a batch of tiles.
 
+        On the CPU each tile runs alone on one torch thread, as many tiles at once as the
+        caller has torch threads (:mod:`xjointseg.models._threads`): a tile's result is
+        then the same bits whatever the batch, the scheduler and the thread count.
+
         Parameters
         ----------
         batch : numpy.ndarray
@@ -271,8 +276,7 @@ class Model:
         margin : int
             Input pixels of context on each side; outputs cover the centre only.
         precision : {"auto", "fp32", "bf16"}
-            ``"auto"``: bf16 autocast where the device computes bf16 natively (GPUs that
-            support it; CPUs with AVX-512 BF16 or AMX), else fp32. See
+            ``"auto"``: bf16 autocast on GPUs that support it, fp32 on CPUs. See
             :meth:`resolve_precision`.
 
         Returns
@@ -309,16 +313,27 @@ class Model:
                 "model.fill_values per band) and mask their outputs; segment() does both"
             )
         x = torch.from_numpy(np.ascontiguousarray(batch))
-        if self.device.type == "cuda":
-            x = x.pin_memory().to(self.device, non_blocking=True)
-        else:
-            x = x.contiguous(memory_format=torch.channels_last)
+        bf16 = self.resolve_precision(precision) == "bf16"
+        if self.device.type != "cpu":
+            if self.device.type == "cuda":
+                x = x.pin_memory()
+            x = x.to(self.device, non_blocking=True)
+            with self._lock:  # the whole device runs one batch at a time
+                return self._run(x, margin, output, bf16)
+        # each tile alone on one torch thread, tiles side by side (see models/_threads.py)
+        x = x.contiguous(memory_format=torch.channels_last)
+        pool = tile_pool()
+        jobs = [pool.submit(self._run, x[i : i + 1], margin, output, bf16) for i in range(len(x))]
+        return np.concatenate([job.result() for job in jobs])
+
+    def _run(self, x: torch.Tensor, margin: int, output: str, bf16: bool) -> np.ndarray:
+        """The network and the mask rule on tiles already on the device."""
         autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
-            if self.resolve_precision(precision) == "bf16"
+            if bf16
             else contextlib.nullcontext()
         )
-        with self._lock, torch.inference_mode(), autocast:
+        with torch.inference_mode(), autocast:
             logits = self.network.segment_logits(x, margin)[:, 0].float()
             if output == "mask":
                 out = self.mask_rule(logits).to(torch.uint8)
