@@ -27,15 +27,25 @@ def tile_pool() -> ThreadPoolExecutor:
     Shared by every model and every calling thread (e.g. each thread of Dask's threaded
     scheduler), so tiles never run on more threads than torch would use for one of them.
     """
-    workers = torch.get_num_threads()
-    key = (os.getpid(), workers)  # a forked child inherits the dict, not the threads
-    with _pools_lock:
+    with _pools_lock:  # read inside: a pool being started changes torch's count for a moment
+        workers = torch.get_num_threads()
+        key = (os.getpid(), workers)  # a forked child inherits the dict, not the threads
         if key not in _pools:
             _pools[key] = _start_pool(workers)
         return _pools[key]
 
 
+def _in_new_thread(job):
+    """``job()`` run in a short-lived thread: torch's thread settings as a new thread sees them."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(job()))
+    thread.start()
+    thread.join()
+    return result[0]
+
+
 def _start_pool(workers: int) -> ThreadPoolExecutor:
+    new_threads_get = _in_new_thread(torch.get_num_threads)
     pool = ThreadPoolExecutor(workers, thread_name_prefix="xjointseg-tile")
     started = threading.Barrier(workers)
 
@@ -48,7 +58,5 @@ def _start_pool(workers: int) -> ThreadPoolExecutor:
         job.result()
     # torch.set_num_threads also sets the count that threads created later start from;
     # give that back from a short-lived thread, which leaves the pool's own count at 1.
-    restore = threading.Thread(target=torch.set_num_threads, args=(workers,))
-    restore.start()
-    restore.join()
+    _in_new_thread(lambda: torch.set_num_threads(new_threads_get))
     return pool
