@@ -150,6 +150,30 @@ def test_real_massachusetts_unknown_pixels_are_weak_and_white_is_ignored():
     assert (s.label[white] == IGNORE).all()
 
 
+def test_massachusetts_vegetation_becomes_clean_negatives(tmp_path):
+    """With ``vegetation_negatives``, green unlabelled pixels (trees, lawns) are clean
+    negatives; roads stay ISA even under green, grey unlabelled pixels stay weak, white is
+    ignored; a threshold outside the index's range is refused."""
+    from PIL import Image
+
+    rgb = np.full((20, 30, 3), 120, np.uint8)  # grey: unknown (a roof? a yard?)
+    rgb[:, :10] = (60, 140, 50)  # trees
+    rgb[0, 0] = (255, 255, 255)  # no-data
+    mask = np.zeros((20, 30, 3), np.uint8)
+    mask[5:8] = 255  # a road across the trees and the grey
+    for folder, array in (("images", rgb), ("masks", mask)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(array).save(tmp_path / folder / "t.png")
+    weak = load_massachusetts(tmp_path)[0].label
+    label = load_massachusetts(tmp_path, vegetation_negatives=0.12)[0].label
+    assert (weak[5:8] == 1).all() and (label[5:8] == 1).all()
+    assert label[0, 0] == IGNORE
+    assert (label[10:, :10] == 0).all() and (weak[10:, :10] == WEAK_NEGATIVE).all()
+    assert (label[10:, 10:] == WEAK_NEGATIVE).all()
+    with pytest.raises(TrainingDataError, match="excess green"):
+        load_massachusetts(tmp_path, vegetation_negatives=5)
+
+
 def test_default_radiometry_is_the_calibrated_l1c_one():
     """Blue carries the most path radiance (offset) and the least gain, as fitted on real L1C."""
     from xjointseg.training.simulate import DEFAULT_GAIN, DEFAULT_OFFSET

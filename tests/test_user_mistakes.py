@@ -1579,6 +1579,15 @@ CLI_MISTAKES = [
         "is a file",
     ),
     (
+        "train --vegetation-negatives 5 (not an excess green index)",
+        lambda t, w: [
+            "train",
+            *("--data", f"massachusetts={_folder(t)}", "--vegetation-negatives", "5"),
+            *("--out", str(t / "o")),
+        ],
+        "excess green",
+    ),
+    (
         "train --data paris=PATH",
         lambda t, w: ["train", "--data", "paris=/x", "--out", str(t)],
         "dubai=PATH",

@@ -12,6 +12,7 @@ import json
 import math
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
@@ -55,7 +56,11 @@ def _train(args: argparse.Namespace) -> int:
     args.source_shares = dict(shares)
     check_writable(args.out, folder=True)  # a file or a read-only folder: refused before loading
     # test places are never seen: neither in training nor in checkpoint selection
-    scenes = [s for s in _training_scenes(args.data) if s.place not in DUBAI_SPLITS["test"]]
+    scenes = [
+        s
+        for s in _training_scenes(args.data, args.vegetation_negatives)
+        if s.place not in DUBAI_SPLITS["test"]
+    ]
     train_scenes, val_scenes = split_by_place(scenes, args.val_places)
     real_train = real_val = None
     if args.oscd is not None:
@@ -83,14 +88,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_scenes(specs: list[str]) -> list:
-    """The scenes of every ``--data KIND=PATH``, each folder checked before it is loaded."""
-    from ..training.datasets import load_dubai, load_massachusetts
+def _training_scenes(specs: list[str], vegetation_negatives: float | None = None) -> list:
+    """The scenes of every ``--data KIND=PATH``, each folder checked before it is loaded;
+    ``vegetation_negatives`` goes to :func:`~xjointseg.training.load_massachusetts`."""
+    from ..training.datasets import Scene, load_dubai, load_massachusetts
 
+    def massachusetts(path: str) -> list[Scene]:
+        return load_massachusetts(path, vegetation_negatives=vegetation_negatives)
+
+    loaders: dict[str, Callable[[str], list[Scene]]] = {
+        "dubai": load_dubai,
+        "massachusetts": massachusetts,
+    }
     scenes = []
     for spec in specs:
         kind, _, path = spec.partition("=")
-        loader = {"dubai": load_dubai, "massachusetts": load_massachusetts}.get(kind)
+        loader = loaders.get(kind)
         if loader is None or not path:
             raise OptionError(f"--data takes dubai=PATH or massachusetts=PATH, not {spec!r}")
         if not Path(path).expanduser().is_dir():
@@ -529,6 +542,14 @@ def _add_run_options(t: argparse.ArgumentParser) -> None:
         metavar="NAME=FRACTION",
         help="part of the aerial crops drawn from one --data source (e.g. massachusetts=0.5; "
         "repeatable); unnamed sources share the rest by how much they label",
+    )
+    t.add_argument(
+        "--vegetation-negatives",
+        type=float,
+        default=None,
+        metavar="EXG",
+        help="Massachusetts tiles: unlabelled pixels whose excess green index is above EXG "
+        "(e.g. 0.12: trees, lawns) are clean negatives, not weak ones",
     )
     t.add_argument("--arch", default="jointseg", choices=["jointseg", "bilinear"])
     t.add_argument("--size", default="lite")

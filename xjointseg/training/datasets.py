@@ -104,17 +104,38 @@ def load_dubai(root: str | Path) -> list[Scene]:
     return scenes
 
 
-def load_massachusetts(root: str | Path) -> list[Scene]:
+def excess_green(rgb: np.ndarray) -> np.ndarray:
+    """The excess green index of an (H, W, 3) RGB image, (2G - R - B) / (R + G + B)
+    (Woebbecke et al. 1995, "Color indices for weed identification under various soil,
+    residue, and lighting conditions", Trans. ASAE 38(1)): above about 0.1 a pixel is green
+    leaves (trees, lawn), not pavement or a roof."""
+    r, g, b = (rgb[..., k].astype(np.float32) for k in range(3))
+    return (2 * g - r - b) / np.maximum(r + g + b, 1.0)
+
+
+def load_massachusetts(root: str | Path, vegetation_negatives: float | None = None) -> list[Scene]:
     """Massachusetts roads: road = ISA; every other pixel is *unknown* (buildings are not
     labelled), so it is a weak negative — a small loss weight, never counted in metrics —
     not a clean one; pure white image pixels are no-data and ignored. Each 1500 x 1500 tile
-    is its own place."""
+    is its own place.
+
+    ``vegetation_negatives``: an unlabelled pixel whose :func:`excess_green` index is above
+    this is a clean negative (trees and lawns are not ISA), so the tiles teach roads *and*
+    the open land around them, and the 10 m prior gets the ISA fraction of every 10 m pixel
+    that holds only road and vegetation (a road through woods: the rural road).
+    """
+    if vegetation_negatives is not None and not -1 < vegetation_negatives < 2:
+        raise TrainingDataError(
+            f"vegetation_negatives is an excess green index (-1..2), not {vegetation_negatives!r}"
+        )
     root = Path(root)
     scenes = []
     for image in sorted((root / "images").glob("*.png")):
         rgb = read_rgb_image(image)
         mask = np.asarray(read_rgb_image(root / "masks" / image.name))[..., 0]
         label = np.where(mask > 127, 1, WEAK_NEGATIVE).astype(np.uint8)
+        if vegetation_negatives is not None:
+            label[(label == WEAK_NEGATIVE) & (excess_green(rgb) > vegetation_negatives)] = 0
         label[(rgb == 255).all(-1)] = IGNORE
         rgb, label = _crop10(rgb, label)
         scenes.append(
