@@ -3,12 +3,13 @@ with the best pooled change F1 against OSCD's labels, under a cap on false chang
 
     python scripts/calibrate_change.py [--model jointseg] [--data ../shared/data] \
         [--split val] [--max-side 0] [--top 10] [--max-false 0.01] \
-        [--rule M,C,SIGMA,WINDOW,NDWI,NDVI[,MNDWI]] [--cache DIR]
+        [--rule M,C,SIGMA,WINDOW,NDWI,NDVI[,MNDWI[,NORMALISE]]] [--cache DIR]
 
 Each city's two dates are segmented as a user would (xjointseg.training.evaluation.
 segment_city); for every window pair (Gaussian sigma, context window) the evidence is
 computed once (``--cache``: stored per city, so a rerun segments nothing) and every
-threshold pair and surface test (NDWI, NDVI, MNDWI; as in new_isa) scored on it. Every city of the
+threshold pair and surface test (NDWI, NDVI, MNDWI; as in new_isa) scored on it; the
+windows are the radiometric normalisation's, the Gaussian's and the context's. Every city of the
 split counts for the false change on stable open land (Dynamic World confidently not built at
 both dates, same class); the F1 pools the cities with change labels. ``--max-false``: only
 rules whose false change is at most this fraction in every city are ranked. Printed: the
@@ -37,6 +38,7 @@ from xjointseg.training.datasets import WEAK_NOT_BUILT, dynamic_world_weak_label
 from xjointseg.training.evaluation import segment_city
 from xjointseg.training.splits import OSCD_SPLITS
 
+NORMALISE_WINDOWS = (101, 201, 401)
 SIGMAS = (1.5, 2.0, 3.0)
 CONTEXT_WINDOWS = (11, 21, 41)
 MAGNITUDES = tuple(np.round(np.arange(0.40, 0.776, 0.025), 3))
@@ -58,8 +60,9 @@ NIR_SWIR_WEIGHT = 0.5  # the vector with them: magnitude^2 + w (nir^2 + swir^2)
 BANDS = ("red", "green", "blue", "nir", "swir16")
 
 
-def city_layers(model, city: Path, max_side: int | None, pairs, cache: Path | None) -> dict:
-    """One city's evidence for every window pair of ``pairs``, its surface indices, labels
+def city_layers(model, city: Path, max_side: int | None, windows, cache: Path | None) -> dict:
+    """One city's evidence for every (normalisation, Gaussian, context) window triple of
+    ``windows``, its surface indices, labels
     and stable open land; read from ``cache`` where it holds them all."""
     # keyed by the weights' digest: other weights under the same name never read this cache
     digest = getattr(model, "sha256", None) or getattr(model, "name", "model")
@@ -68,17 +71,17 @@ def city_layers(model, city: Path, max_side: int | None, pairs, cache: Path | No
     if cache is not None and (cache / name).exists():
         with np.load(cache / name) as f:
             stored = dict(f)
-    missing = [p for p in pairs if f"magnitude_{p[0]}_{p[1]}" not in stored]
+    missing = [t for t in windows if "magnitude_{}_{}_{}".format(*t) not in stored]
     if "mndwi" not in stored or "gate_share_rise" not in stored:  # an older version's cache
-        missing = list(pairs)
+        missing = list(windows)
     if missing:
         pair = segment_city(model, city, max_side)
         images = tuple(pair["images"])
-        for sigma, window in missing:
-            rule = ChangeRule(smooth_sigma=sigma, context_px=window)
+        for norm, sigma, window in missing:
+            rule = ChangeRule(normalise_px=norm, smooth_sigma=sigma, context_px=window)
             ev = change_evidence(*pair["maps"], images=images, rule=rule).compute()
-            stored[f"magnitude_{sigma}_{window}"] = ev["magnitude"].values
-            stored[f"context_{sigma}_{window}"] = ev["context"].values
+            stored[f"magnitude_{norm}_{sigma}_{window}"] = ev["magnitude"].values
+            stored[f"context_{norm}_{sigma}_{window}"] = ev["context"].values
         # ndwi, mndwi: the lower of the two dates' (water on both dates), ndvi: after
         for key in ("ndwi", "ndvi_after", "mndwi"):
             stored[key] = ev[key].values
@@ -132,11 +135,16 @@ def gate_layers(pair: dict) -> dict[str, np.ndarray]:
     }
 
 
-def view(c: dict, sigma: float, window: int, floor: float, wide: bool = False) -> dict:
-    """The pixels of one city that a rule of this window pair with a magnitude threshold of
+def windows_of(rule: ChangeRule) -> tuple[int, float, int]:
+    """A rule's (normalisation, Gaussian, context) windows: the key of its evidence."""
+    return rule.normalise_px, rule.smooth_sigma, rule.context_px
+
+
+def view(c: dict, windows: tuple[int, float, int], floor: float, wide: bool = False) -> dict:
+    """The pixels of one city that a rule of these windows with a magnitude threshold of
     at least ``floor`` can flag, with the counts of its labelled change and stable open
     land (valid: both shares and the magnitude, as new_isa's nodata)."""
-    mag = c[f"magnitude_{sigma}_{window}"]
+    mag = c["magnitude_{}_{}_{}".format(*windows)]
     valid = c["valid"] & ~np.isnan(mag)
     if wide:  # NIR and B11 in the change vector; valid stays that of the RGB magnitude
         mag = np.sqrt(mag**2 + NIR_SWIR_WEIGHT * c["nir_swir2"])
@@ -145,7 +153,7 @@ def view(c: dict, sigma: float, window: int, floor: float, wide: bool = False) -
     keep = valid & (mag >= floor)
     return {
         "magnitude": mag[keep],
-        "context": c[f"context_{sigma}_{window}"][keep],
+        "context": c["context_{}_{}_{}".format(*windows)][keep],
         "ndwi": c["ndwi"][keep],
         "ndvi_after": c["ndvi_after"][keep],
         "mndwi": c["mndwi"][keep],
@@ -189,7 +197,8 @@ def worst(false: dict[str, float]) -> float:
 
 def row(f1: float, r: ChangeRule, false: dict[str, float], cities: list[str]) -> str:
     return (
-        f"| {f1:.4f} | {r.magnitude} | {r.context} | {r.smooth_sigma} | {r.context_px} | "
+        f"| {f1:.4f} | {r.magnitude} | {r.context} | {r.normalise_px} | {r.smooth_sigma} | "
+        f"{r.context_px} | "
         f"{r.water_ndwi} | {r.vegetation_ndvi} | {r.water_mndwi} | "
         + " | ".join(f"{false[c]:.3%}" for c in cities)
         + f" | {worst(false):.3%} |"
@@ -199,23 +208,25 @@ def row(f1: float, r: ChangeRule, false: dict[str, float], cities: list[str]) ->
 def parse_rule(text: str) -> ChangeRule:
     m, c, sigma, window, ndwi, ndvi, *rest = text.split(",")
     mndwi = rest[0] if rest else "none"
+    norm = int(rest[1]) if len(rest) > 1 else DEFAULT_RULE.normalise_px
     return ChangeRule(
         float(m),
         float(c),
         smooth_sigma=float(sigma),
         context_px=int(window),
+        normalise_px=norm,
         water_ndwi=float(ndwi),
         vegetation_ndvi=float(ndvi),
         water_mndwi=None if mndwi.lower() == "none" else float(mndwi),
     )
 
 
-def search(views, pairs: list[tuple[float, int]]) -> list[tuple]:
+def search(views, windows: list[tuple[int, float, int]]) -> list[tuple]:
     """Every rule of the grids, scored, best first: ties go to less false change, then the
     stricter context gate, the wider window, the stricter water and vegetation tests."""
     rows = []
-    for sigma, window in pairs:
-        v = views(sigma, window, min(MAGNITUDES))
+    for norm, sigma, window in windows:
+        v = views((norm, sigma, window), min(MAGNITUDES))
         for magnitude, context, ndwi, ndvi, mndwi in itertools.product(
             MAGNITUDES, CONTEXTS, WATER_NDWI, VEGETATION_NDVI, WATER_MNDWI
         ):
@@ -224,6 +235,7 @@ def search(views, pairs: list[tuple[float, int]]) -> list[tuple]:
                 context,
                 smooth_sigma=sigma,
                 context_px=window,
+                normalise_px=norm,
                 water_ndwi=ndwi,
                 vegetation_ndvi=ndvi,
                 water_mndwi=mndwi,
@@ -239,7 +251,7 @@ def search_gates(layers: dict[str, dict], cap: float, cities: list[str]) -> None
     """At the default rule's windows and surface tests: the best magnitude, context gate and
     vegetation test under ``cap``, with no further evidence, with each gate of :data:`GATES`
     at each of its thresholds, and with the near and short-wave infrared in the vector."""
-    sigma, window = DEFAULT_RULE.smooth_sigma, DEFAULT_RULE.context_px
+    norm, sigma, window = windows_of(DEFAULT_RULE)
     families: list[tuple[str, bool, tuple[str, float] | None]] = [("none", False, None)]
     families += [(f"{name} >= {t}", False, (name, t)) for name, ts in GATES.items() for t in ts]
     families.append((f"NIR and B11 in the vector (weight {NIR_SWIR_WEIGHT})", True, None))
@@ -247,7 +259,7 @@ def search_gates(layers: dict[str, dict], cap: float, cities: list[str]) -> None
     print("| evidence | F1 | magnitude | context | NDVI | worst false change |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, wide, gate in families:
-        views = {c: view(layers[c], sigma, window, min(MAGNITUDES), wide) for c in cities}
+        views = {c: view(layers[c], (norm, sigma, window), min(MAGNITUDES), wide) for c in cities}
         best = None
         for magnitude, context, ndvi in itertools.product(MAGNITUDES, CONTEXTS, VEGETATION_NDVI):
             rule = ChangeRule(
@@ -255,6 +267,7 @@ def search_gates(layers: dict[str, dict], cap: float, cities: list[str]) -> None
                 context,
                 smooth_sigma=sigma,
                 context_px=window,
+                normalise_px=norm,
                 vegetation_ndvi=ndvi,
             )
             f1, false = score(views, rule, gate)
@@ -304,39 +317,40 @@ def main() -> None:
     root = args.data / "s2" / "oscd"
     cities = list(OSCD_SPLITS[args.split])
     labelled = [c for c in cities if (root / c / "change.tif").exists()]
-    pairs = list(itertools.product(SIGMAS, CONTEXT_WINDOWS))
+    windows = list(itertools.product(NORMALISE_WINDOWS, SIGMAS, CONTEXT_WINDOWS))
+    grid = len(windows)
     for r in (args.rule, DEFAULT_RULE):
-        if r is not None and (r.smooth_sigma, r.context_px) not in pairs:
-            pairs.append((r.smooth_sigma, r.context_px))
+        if r is not None and windows_of(r) not in windows:
+            windows.append(windows_of(r))
     layers = {
-        c: city_layers(model, root / c, args.max_side or None, pairs, args.cache) for c in cities
+        c: city_layers(model, root / c, args.max_side or None, windows, args.cache) for c in cities
     }
 
-    def views(sigma: float, window: int, floor: float) -> dict[str, dict]:
-        return {c: view(layers[c], sigma, window, floor) for c in cities}
+    def views(windows: tuple[int, float, int], floor: float) -> dict[str, dict]:
+        return {c: view(layers[c], windows, floor) for c in cities}
 
     print(
         f"{args.split} cities {cities} (change labels: {labelled}); pooled change F1 and "
         "false change on stable open land"
     )
     print(
-        "| F1 | magnitude | context | sigma | context px | NDWI | NDVI | MNDWI | "
+        "| F1 | magnitude | context | normalise px | sigma | context px | NDWI | NDVI | MNDWI | "
         + " | ".join(cities)
         + " | worst |"
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(cities) + 1))
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * (len(cities) + 1))
     default_f1, default_false = score(
-        views(DEFAULT_RULE.smooth_sigma, DEFAULT_RULE.context_px, DEFAULT_RULE.magnitude),
+        views(windows_of(DEFAULT_RULE), DEFAULT_RULE.magnitude),
         DEFAULT_RULE,
     )
     if args.rule is not None:
         r = args.rule
-        f1, false = score(views(r.smooth_sigma, r.context_px, r.magnitude), r)
+        f1, false = score(views(windows_of(r), r.magnitude), r)
         print(row(f1, r, false, cities))
         print("default rule:")
         print(row(default_f1, DEFAULT_RULE, default_false, cities))
         return
-    rows = search(views, pairs[: len(SIGMAS) * len(CONTEXT_WINDOWS)])
+    rows = search(views, windows[:grid])
     print_ranked(rows, args.max_false, args.top, cities)
     print("default rule:")
     print(row(default_f1, DEFAULT_RULE, default_false, cities))
