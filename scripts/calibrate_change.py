@@ -6,10 +6,10 @@ with the best pooled change F1 against OSCD's labels, under a cap on false chang
         [--rule M,C,SIGMA,WINDOW,NDWI,NDVI[,MNDWI[,NORMALISE]]] [--cache DIR]
 
 Each city's two dates are segmented as a user would (xjointseg.training.evaluation.
-segment_city); for every window pair (Gaussian sigma, context window) the evidence is
-computed once (``--cache``: stored per city, so a rerun segments nothing) and every
-threshold pair and surface test (NDWI, NDVI, MNDWI; as in new_isa) scored on it; the
-windows are the radiometric normalisation's, the Gaussian's and the context's. Every city of the
+segment_city); for every window triple (radiometric normalisation window, Gaussian sigma,
+context window) the evidence is computed once (``--cache``: stored per city, so a rerun
+segments nothing) and every threshold pair and surface test (NDWI, NDVI, MNDWI; as in
+new_isa) scored on it. Every city of the
 split counts for the false change on stable open land (Dynamic World confidently not built at
 both dates, same class); the F1 pools the cities with change labels. ``--max-false``: only
 rules whose false change is at most this fraction in every city are ranked. Printed: the
@@ -62,8 +62,8 @@ BANDS = ("red", "green", "blue", "nir", "swir16")
 
 def city_layers(model, city: Path, max_side: int | None, windows, cache: Path | None) -> dict:
     """One city's evidence for every (normalisation, Gaussian, context) window triple of
-    ``windows``, its surface indices, labels
-    and stable open land; read from ``cache`` where it holds them all."""
+    ``windows``, its surface indices, labels and stable open land; read from ``cache`` where
+    it holds them all."""
     # keyed by the weights' digest: other weights under the same name never read this cache
     digest = getattr(model, "sha256", None) or getattr(model, "name", "model")
     name = f"{city.name}_{digest[:12]}_{max_side or 0}.npz"
@@ -326,8 +326,8 @@ def main() -> None:
         c: city_layers(model, root / c, args.max_side or None, windows, args.cache) for c in cities
     }
 
-    def views(windows: tuple[int, float, int], floor: float) -> dict[str, dict]:
-        return {c: view(layers[c], windows, floor) for c in cities}
+    def views(triple: tuple[int, float, int], floor: float) -> dict[str, dict]:
+        return {c: view(layers[c], triple, floor) for c in cities}
 
     print(
         f"{args.split} cities {cities} (change labels: {labelled}); pooled change F1 and "
