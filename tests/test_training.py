@@ -248,13 +248,47 @@ def test_placement_loss_ranks_inside_cells_and_ignores_their_share():
     assert zero.item() == 0.0 and zero.requires_grad
 
 
+def test_skeleton_recall_counts_a_thin_road_per_metre_not_per_area():
+    import torch
+
+    from xjointseg.training.losses import skeleton_recall_loss, soft_skeleton
+
+    label = torch.zeros((1, 40, 60), dtype=torch.uint8)
+    label[0, 17:24, 5:55] = 1  # a road 7 px wide
+    skeleton = soft_skeleton((label == 1).float())
+    # thinned to its centreline: one pixel wide, along the road's middle row
+    assert (skeleton[0].sum(dim=0)[10:50] == 1).all() and (skeleton[0, 20, 10:50] == 1).all()
+    roof = torch.zeros((1, 40, 60))
+    roof[0, 5:35, 15:45] = 1  # 30 x 30: too wide to thin in 10 erosions, no centreline
+    assert soft_skeleton(roof)[0, 10:30, 20:40].sum() == 0
+    # the road found along its centre (3 px of its 7) scores far better than a map that
+    # covers more of its area but not the middle
+    middle = torch.full((1, 1, 40, 60), -6.0)
+    middle[0, 0, 19:22, 5:55] = 6.0
+    edges = torch.full((1, 1, 40, 60), -6.0)
+    edges[0, 0, 17:19, 5:55] = edges[0, 0, 22:24, 5:55] = 6.0
+    assert skeleton_recall_loss(middle, label) < 0.01 < 0.99 < skeleton_recall_loss(edges, label)
+    logits = torch.zeros((1, 1, 40, 60), requires_grad=True)
+    skeleton_recall_loss(logits, label).backward()
+    assert (logits.grad[0, 0, 20, 10:50] < 0).all() and logits.grad[0, 0, 5].abs().sum() == 0
+    # no ISA (or only ignored pixels): zero, with a graph
+    empty = skeleton_recall_loss(logits, torch.full((1, 40, 60), IGNORE, dtype=torch.uint8))
+    assert empty.item() == 0.0 and empty.requires_grad
+
+
 def test_train_only_freezes_every_other_layer(tmp_path):
     import xjointseg
     from xjointseg.models.weights import read_weights
 
     train(TRAIN, VAL, small_cfg(steps=10), tmp_path / "start", progress=False)
     start = tmp_path / "start" / "best.safetensors"
-    cfg = small_cfg(steps=10, init_from=str(start), train_only=["head."], placement_weight=1.0)
+    cfg = small_cfg(
+        steps=10,
+        init_from=str(start),
+        train_only=["head."],
+        placement_weight=1.0,
+        skeleton_weight=1.0,
+    )
     result = train(TRAIN, VAL, cfg, tmp_path / "head", progress=False)
     before = read_weights(start).tensors
     after = read_weights(tmp_path / "head" / "best.safetensors")

@@ -643,6 +643,12 @@ def _add_loss_options(t: argparse.ArgumentParser) -> None:
         help="ranking loss inside mixed 10 m pixels: where the ISA of a pixel lies",
     )
     t.add_argument(
+        "--skeleton-weight",
+        type=float,
+        default=0.0,
+        help="recall along the labelled ISA's centrelines: thin roads count per metre",
+    )
+    t.add_argument(
         "--date-weight",
         type=float,
         default=0.0,

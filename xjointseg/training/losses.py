@@ -193,6 +193,52 @@ def placement_loss(
     return loss.sum() / pairs.sum()
 
 
+def soft_skeleton(mask: torch.Tensor, iterations: int = 10) -> torch.Tensor:
+    """Differentiable morphological skeleton of a (N, H, W) map in [0, 1] (the soft
+    skeletonisation of Shit et al. 2021, "clDice - a novel topology-preserving loss function
+    for tubular structure segmentation", CVPR): the union, over ``iterations`` successive
+    min-pool erosions, of what each opening removes. A binary road ``2k + 1`` pixels wide
+    thins to its centreline once ``iterations`` >= k; wider shapes keep a core of width
+    ``2 (k - iterations) + 1``."""
+
+    def erode(x: torch.Tensor) -> torch.Tensor:  # cross-shaped 3 x 3 min-pool
+        across = -F.max_pool2d(-x, (3, 1), stride=1, padding=(1, 0))
+        down = -F.max_pool2d(-x, (1, 3), stride=1, padding=(0, 1))
+        return torch.minimum(across, down)
+
+    def opening(x: torch.Tensor) -> torch.Tensor:
+        return F.max_pool2d(erode(x), 3, stride=1, padding=1)
+
+    x = mask.float()[:, None]
+    skeleton = F.relu(x - opening(x))
+    for _ in range(iterations):
+        x = erode(x)
+        delta = F.relu(x - opening(x))
+        skeleton = skeleton + F.relu(delta - skeleton * delta)
+    return skeleton[:, 0]
+
+
+def skeleton_recall_loss(
+    logits: torch.Tensor, label: torch.Tensor, iterations: int = 10
+) -> torch.Tensor:
+    """One minus the share of the labelled ISA's centrelines that the 1 m map covers.
+
+    Area losses weigh a road by its area, so a rural road a few metres wide counts for
+    little beside a roof; along its skeleton every metre of road counts the same whatever
+    its width (skeleton recall, Kirchhoff et al. 2024, "Skeleton recall loss for
+    connectivity conserving and resource efficient segmentation", ECCV). The label's
+    skeleton (:func:`soft_skeleton` of its ISA pixels, ignored pixels left out) is fixed; the
+    probabilities on it are what trains. ``logits`` (N, 1, H, W), ``label`` (N, H, W).
+    Zero (with a graph) where the batch has no ISA pixel."""
+    with torch.no_grad():
+        target = soft_skeleton((label == 1).float(), iterations)
+    covered = (torch.sigmoid(logits.float()[:, 0]) * target).sum()
+    total = target.sum()
+    if total <= 0:
+        return logits.float().sum() * 0.0
+    return 1 - covered / total
+
+
 def date_consistency_loss(
     logits_a: torch.Tensor | None,
     logits_b: torch.Tensor | None,

@@ -78,6 +78,7 @@ from .losses import (
     placement_loss,
     prior_consistency_loss,
     segmentation_loss,
+    skeleton_recall_loss,
     sr_l1,
     weak_loss,
 )
@@ -119,6 +120,7 @@ class TrainConfig:
     mask_sharpness: float = 1.0  # weak loss on sigmoid(k * logit): k > 1 nears the 0/1 mask
     consistency_weight: float = 0.0  # real crops: 1 m share held to the 10 m prior's
     placement_weight: float = 0.0  # ranking inside mixed 10 m pixels (losses.placement_loss)
+    skeleton_weight: float = 0.0  # recall along the labels' centrelines (skeleton_recall_loss)
     date_weight: float = 0.0  # two dates of a real place agree on stable land
     date_batch_size: int = 4  # window pairs per step for date_weight
     wald_weight: float = 0.0  # SR L1 on real crops degraded 10x (Wald's protocol)
@@ -490,6 +492,8 @@ def _label_terms(
     )
     if cfg.placement_weight:
         yield cfg.placement_weight * placement_loss(logits, label)
+    if cfg.skeleton_weight:
+        yield cfg.skeleton_weight * skeleton_recall_loss(logits, label)
     logits10 = pred.get("logits10")
     if logits10 is not None:
         yield cfg.fraction_weight * fraction_loss(logits10, label)
