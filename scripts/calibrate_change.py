@@ -71,17 +71,18 @@ def city_layers(model, city: Path, max_side: int | None, windows, cache: Path | 
     if cache is not None and (cache / name).exists():
         with np.load(cache / name) as f:
             stored = dict(f)
-    missing = [t for t in windows if "magnitude_{}_{}_{}".format(*t) not in stored]
+    missing = [t for t in windows if layer_key("magnitude", t) not in stored]
     if "mndwi" not in stored or "gate_share_rise" not in stored:  # an older version's cache
         missing = list(windows)
     if missing:
         pair = segment_city(model, city, max_side)
         images = tuple(pair["images"])
-        for norm, sigma, window in missing:
+        for triple in missing:
+            norm, sigma, window = triple
             rule = ChangeRule(normalise_px=norm, smooth_sigma=sigma, context_px=window)
             ev = change_evidence(*pair["maps"], images=images, rule=rule).compute()
-            stored[f"magnitude_{norm}_{sigma}_{window}"] = ev["magnitude"].values
-            stored[f"context_{norm}_{sigma}_{window}"] = ev["context"].values
+            stored[layer_key("magnitude", triple)] = ev["magnitude"].values
+            stored[layer_key("context", triple)] = ev["context"].values
         # ndwi, mndwi: the lower of the two dates' (water on both dates), ndvi: after
         for key in ("ndwi", "ndvi_after", "mndwi"):
             stored[key] = ev[key].values
@@ -135,6 +136,12 @@ def gate_layers(pair: dict) -> dict[str, np.ndarray]:
     }
 
 
+def layer_key(layer: str, windows: tuple[int, float, int]) -> str:
+    """Where a city's cache stores one evidence layer of a window triple."""
+    norm, sigma, window = windows
+    return f"{layer}_{norm}_{sigma}_{window}"
+
+
 def windows_of(rule: ChangeRule) -> tuple[int, float, int]:
     """A rule's (normalisation, Gaussian, context) windows: the key of its evidence."""
     return rule.normalise_px, rule.smooth_sigma, rule.context_px
@@ -144,7 +151,7 @@ def view(c: dict, windows: tuple[int, float, int], floor: float, wide: bool = Fa
     """The pixels of one city that a rule of these windows with a magnitude threshold of
     at least ``floor`` can flag, with the counts of its labelled change and stable open
     land (valid: both shares and the magnitude, as new_isa's nodata)."""
-    mag = c["magnitude_{}_{}_{}".format(*windows)]
+    mag = c[layer_key("magnitude", windows)]
     valid = c["valid"] & ~np.isnan(mag)
     if wide:  # NIR and B11 in the change vector; valid stays that of the RGB magnitude
         mag = np.sqrt(mag**2 + NIR_SWIR_WEIGHT * c["nir_swir2"])
@@ -153,7 +160,7 @@ def view(c: dict, windows: tuple[int, float, int], floor: float, wide: bool = Fa
     keep = valid & (mag >= floor)
     return {
         "magnitude": mag[keep],
-        "context": c["context_{}_{}_{}".format(*windows)][keep],
+        "context": c[layer_key("context", windows)][keep],
         "ndwi": c["ndwi"][keep],
         "ndvi_after": c["ndvi_after"][keep],
         "mndwi": c["mndwi"][keep],
